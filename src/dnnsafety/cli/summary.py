@@ -1,0 +1,32 @@
+"""Plain-text summaries printed at the end of commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dnnsafety.data.dataset import NOMINAL
+
+
+def accuracy_table(metrics: dict[str, Any], split: str = "test") -> str:
+    """Accuracy per scenario of one split, nominal first, as aligned text."""
+    part = metrics.get("splits", {}).get(split)
+    if not part:
+        return f"(no {split} split)"
+    rows = sorted(part["per_scenario"].items(), key=lambda kv: (kv[0] != NOMINAL, kv[0]))
+    width = max(len("scenario"), *(len(s) for s, _ in rows))
+    lines = [f"{'scenario':<{width}}  {'n':>6}  accuracy", f"{'-' * width}  {'-' * 6}  --------"]
+    for scen, r in rows:
+        lines.append(f"{scen:<{width}}  {r['n']:>6}  {r['accuracy'] * 100:7.1f}%")
+    lines.append(f"{'all':<{width}}  {part['n']:>6}  {part['accuracy'] * 100:7.1f}%")
+    return "\n".join(lines)
+
+
+def print_metrics(run_dir: Path) -> None:
+    """Print the test accuracy table of a run."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    click.echo(f"\nTest accuracy per scenario ({run_dir}):")
+    click.echo(accuracy_table(metrics))

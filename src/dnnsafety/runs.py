@@ -1,0 +1,176 @@
+"""Run folders: atomic writes and cached, resumable stages.
+
+A run folder holds ``config.toml`` (the resolved configuration), ``stages.json`` (a fingerprint
+of every completed stage), ``run.log``, checkpoints and the per-sample table
+``samples.parquet``. Every file is written to a temporary name in the same folder and renamed
+into place, so an interrupted run never leaves a half-written file. A stage is skipped when its
+outputs exist and its fingerprint (configuration + inputs) is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dnnsafety.exceptions import RunDirError
+
+log = logging.getLogger(__name__)
+
+SAMPLES_FILE = "samples.parquet"
+STAGES_FILE = "stages.json"
+CONFIG_FILE = "config.toml"
+LOG_FILE = "run.log"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
+
+    On any exception (Ctrl-C included) the temporary file is removed and ``target`` is left as
+    it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(target: str | Path, data: bytes) -> None:
+    """Atomically write ``data`` to ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | Path, text: str) -> None:
+    """Atomically write ``text`` (UTF-8) to ``target``."""
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: str | Path, obj: Any) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(target: str | Path, frame: pd.DataFrame) -> None:
+    """Atomically write a DataFrame as Parquet."""
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    write_bytes(target, buf.getvalue())
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable short hash of JSON-serialisable parts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class RunDir:
+    """A run folder on disk.
+
+    Parameters
+    ----------
+    path
+        The folder; created when missing.
+    """
+
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(
+                f"{str(self.path)!r} exists and is not a folder; choose another --out."
+            )
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_dir():
+            raise RunDirError(
+                f"Run folder {str(self.path)!r} does not exist. Create it with "
+                "`dnnsafety train --out DIR` (or `dnnsafety demo --out DIR`)."
+            )
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # -- stage bookkeeping -------------------------------------------------------------------
+    def _stages(self) -> dict[str, Any]:
+        f = self.path / STAGES_FILE
+        if not f.exists():
+            return {}
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s is unreadable; all stages will be recomputed", f)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def stage_key(self, name: str) -> str | None:
+        """The fingerprint recorded for a completed stage, or ``None``."""
+        entry = self._stages().get(name)
+        return entry.get("key") if isinstance(entry, dict) else None
+
+    def is_done(self, name: str, key: str, outputs: Sequence[str]) -> bool:
+        """Whether stage ``name`` completed with fingerprint ``key`` and its outputs exist."""
+        return self.stage_key(name) == key and all((self.path / o).exists() for o in outputs)
+
+    def mark_done(self, name: str, key: str, outputs: Sequence[str], **info: Any) -> None:
+        """Record that stage ``name`` completed (after its outputs were written)."""
+        stages = self._stages()
+        stages[name] = {"key": key, "outputs": list(outputs), **info}
+        write_json(self.path / STAGES_FILE, stages)
+
+    # -- the per-sample table --------------------------------------------------------------
+    def read_samples(self) -> pd.DataFrame:
+        """The per-sample table ``samples.parquet``."""
+        f = self.path / SAMPLES_FILE
+        if not f.exists():
+            raise RunDirError(
+                f"{str(f)!r} does not exist: run `dnnsafety evaluate {self.path}` first."
+            )
+        return pd.read_parquet(f)
+
+    def write_samples(self, frame: pd.DataFrame) -> None:
+        """Replace ``samples.parquet`` atomically."""
+        write_parquet(self.path / SAMPLES_FILE, frame)
+
+    def add_columns(self, columns: pd.DataFrame) -> None:
+        """Add or replace columns of ``samples.parquet``; ``columns`` is indexed by sample id."""
+        table = self.read_samples().set_index("sample_id")
+        for col in columns.columns:
+            table[col] = columns[col].reindex(table.index)
+        self.write_samples(table.reset_index())
+
+    # -- logging -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def logging_to_file(self) -> Iterator[None]:
+        """Copy the ``dnnsafety`` log records into ``run.log`` while the block runs."""
+        handler = logging.FileHandler(self.path / LOG_FILE, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("dnnsafety")
+        root.addHandler(handler)
+        old_level = root.level
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+            handler.close()
