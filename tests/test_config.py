@@ -17,12 +17,12 @@ def test_config_round_trips_through_toml(tmp_path):
 def test_unknown_keys_are_rejected_with_the_valid_ones(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text("[train]\nepochz = 3\n")
-    with pytest.raises(ConfigError, match="epochz.*Valid keys:.*epochs"):
+    with pytest.raises(ConfigError, match=r"epochz.*Valid keys:.*epochs"):
         load_config(f)
 
 
 def test_wrong_types_are_rejected():
-    with pytest.raises(ConfigError, match="train.epochs"):
+    with pytest.raises(ConfigError, match=r"train\.epochs"):
         from_dict(RunConfig, {"train": {"epochs": "many"}})
     with pytest.raises(ConfigError, match="seed"):
         from_dict(RunConfig, {"seed": True})

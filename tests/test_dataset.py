@@ -11,14 +11,16 @@ from dnnsafety.exceptions import HiddenLabelsError, InvalidInputError
 def _split(name: str, n: int = 4, size: int = 8, labels: list[int] | None = None):
     images = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8)
     ids = [f"{name}-{i}" for i in range(n)]
-    return make_split(name, ids, images, labels if labels is not None else [i % 2 for i in range(n)])
+    return make_split(
+        name, ids, images, labels if labels is not None else [i % 2 for i in range(n)]
+    )
 
 
 def test_make_split_converts_uint8_greyscale_to_float_nchw():
     s = _split("train")
     assert s.images.shape == (4, 1, 8, 8)
     assert s.images.dtype == torch.float32
-    assert 0.0 <= float(s.images.min()) and float(s.images.max()) <= 1.0
+    assert float(s.images.min()) >= 0.0 and float(s.images.max()) <= 1.0
     assert list(s.scenarios) == ["nominal"] * 4
 
 

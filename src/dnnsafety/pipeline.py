@@ -238,7 +238,7 @@ def compute_metrics(samples: pd.DataFrame, class_names: tuple[str, ...]) -> dict
                 str(s): {"accuracy": float(r["mean"]), "n": int(r["size"])}
                 for s, r in per_scen.iterrows()
             },
-            "per_class": {class_names[int(k)]: float(v) for k, v in per_class.items()},
+            "per_class": {class_names[int(str(k))]: float(v) for k, v in per_class.items()},
         }
     test = samples[samples["split"] == "test"]
     if not test.empty:

@@ -6,7 +6,7 @@ Library code calls :func:`progress_bar`; it is silent unless the CLI enabled bar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -46,3 +46,12 @@ def track(
         for item in items:
             yield item
             bar.update(1)
+
+
+def advance(bar: tqdm) -> Callable[[int], None]:
+    """A ``progress(n)`` callback that moves ``bar`` forward by ``n``."""
+
+    def update(n: int) -> None:
+        bar.update(n)
+
+    return update

@@ -23,7 +23,7 @@ from dnnsafety.config import DataConfig
 from dnnsafety.data.dataset import Dataset, make_split
 from dnnsafety.data.inject import InjectionConfig, inject
 from dnnsafety.exceptions import ConfigError, InvalidInputError
-from dnnsafety.progress import progress_bar
+from dnnsafety.progress import advance, progress_bar
 from dnnsafety.registry import Registry
 
 Loader = Callable[[DataConfig, int], Dataset]
@@ -63,7 +63,7 @@ def load_signs(cfg: DataConfig, seed: int) -> Dataset:
     scen = ScenarioConfig.from_dict(cfg.scenarios) if cfg.scenarios else ScenarioConfig()
     with progress_bar(total=sum(sizes.values()), desc="render signs", unit="img") as bar:
         return generate_signs(
-            sizes, scen, size=cfg.image_size or 32, seed=seed, progress=bar.update
+            sizes, scen, size=cfg.image_size or 32, seed=seed, progress=advance(bar)
         )
 
 
@@ -188,7 +188,7 @@ def load_folder(cfg: DataConfig, seed: int) -> Dataset:
             channels=cfg.channels or None,
             metadata_csv=cfg.metadata_csv or None,
             on_error="skip" if cfg.skip_bad_files else "raise",
-            progress=bar.update,
+            progress=advance(bar),
         )
 
 

@@ -22,6 +22,8 @@ from dnnsafety.exceptions import HiddenLabelsError, InvalidInputError
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pool")
 LABELLED_SPLITS: tuple[str, ...] = ("train", "val", "test")
 NOMINAL = "nominal"
+UNKNOWN_LABEL = -1
+"""Label of a pool image whose class nobody knows yet (allowed only in hidden splits)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,7 +147,10 @@ class Dataset:
             )
         k = len(self.class_names)
         for split in self.splits.values():
-            bad = (split.label_values < 0) | (split.label_values >= k)
+            values = split.label_values
+            bad = (values < 0) | (values >= k)
+            if split.hidden:
+                bad &= values != UNKNOWN_LABEL
             if bad.any():
                 first = split.ids[np.flatnonzero(bad)[0]]
                 raise InvalidInputError(
@@ -197,6 +202,13 @@ def reveal_labels(split: Split, ids: Iterable[str]) -> dict[str, int]:
         raise InvalidInputError(
             f"Unknown sample ids in split {split.name!r}: {', '.join(missing[:5])}"
             + (" ..." if len(missing) > 5 else "")
+        )
+    unknown = [s for s in wanted if split.label_values[pos[s]] == UNKNOWN_LABEL]
+    if unknown:
+        raise InvalidInputError(
+            f"No ground-truth label is stored for {', '.join(unknown[:5])}"
+            + (" ..." if len(unknown) > 5 else "")
+            + "; label these images by hand (the labelling CSV) instead of the oracle."
         )
     return {s: int(split.label_values[pos[s]]) for s in wanted}
 

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import dnnsafety.pipeline as pipeline_mod
+from dnnsafety.cli.main import main
+
+FAST = ["--dataset", "digits", "--epochs", "2", "--set", "train.batch_size=64"]
+
+
+def _stage_log(run_dir) -> str:
+    return (run_dir / "run.log").read_text()
+
+
+def test_train_then_evaluate_writes_the_per_sample_table(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--out", str(run), *FAST]) == 0
+    assert (run / "model.pt").exists() and (run / "config.toml").exists()
+    assert main(["--quiet", "evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "nominal" in out and "samples.parquet" in out
+    table = pd.read_parquet(run / "samples.parquet")
+    for col in ("sample_id", "split", "label", "pred", "correct", "scenario", "confidence"):
+        assert col in table.columns
+    assert any(c.startswith("meta.") for c in table.columns)
+    assert set(table["split"]) == {"train", "val", "test", "pool"}
+    pool = table[table["split"] == "pool"]
+    assert pool["label"].isna().all() and pool["correct"].isna().all()
+    test = table[table["split"] == "test"]
+    assert (test["correct"] == (test["label"] == test["pred"])).all()
+    metrics = json.loads((run / "metrics.json").read_text())
+    acc = metrics["splits"]["test"]["accuracy"]
+    assert acc == pytest.approx(test["correct"].mean())
+
+
+def test_rerun_reuses_stages_and_config_change_recomputes(tmp_path):
+    run = tmp_path / "run"
+    assert main(["--quiet", "evaluate", str(run), *FAST]) == 0
+    first = (run / "model.pt").stat().st_mtime_ns
+    assert main(["evaluate", str(run)]) == 0
+    assert (run / "model.pt").stat().st_mtime_ns == first
+    assert "stage train reused" in _stage_log(run) and "stage evaluate reused" in _stage_log(run)
+    assert main(["--quiet", "evaluate", str(run), "--epochs", "3"]) == 0
+    assert (run / "model.pt").stat().st_mtime_ns != first
+    assert json.loads((run / "training.json").read_text())["history"][-1]["epoch"] == 3
+
+
+def test_edited_config_file_is_used(tmp_path):
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--out", str(run), *FAST]) == 0
+    edited = tmp_path / "edited.toml"
+    edited.write_text((run / "config.toml").read_text().replace("epochs = 2", "epochs = 1"))
+    run2 = tmp_path / "run2"
+    assert main(["--quiet", "train", "--out", str(run2), "--config", str(edited)]) == 0
+    assert len(json.loads((run2 / "training.json").read_text())["history"]) == 1
+
+
+def test_crash_mid_stage_leaves_a_valid_folder_and_resumes(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--out", str(run), *FAST]) == 0
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline_mod, "compute_metrics", boom)
+    assert main(["--quiet", "evaluate", str(run)]) == 130
+    monkeypatch.undo()
+    # the interrupted stage wrote no partial outputs and is not marked done
+    stages = json.loads((run / "stages.json").read_text())
+    assert "evaluate" not in stages
+    assert not list(run.glob(".*.tmp"))
+    assert main(["--quiet", "evaluate", str(run)]) == 0
+    assert "stage train reused" in _stage_log(run)
+    assert (run / "metrics.json").exists()
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--dataset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Unknown dataset 'nope'") and "digits" in err
+    assert "Traceback" not in err
+    assert main(["train", "--out", str(tmp_path / "r"), "--set", "train.epochz=1"]) == 2
+    assert "epochz" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "r"), "--dataset", "folder"]) == 2
+    assert "data.path" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["--debug", "train", "--out", str(tmp_path / "r"), "--dataset", "nope"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_datasets_and_env_commands(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("signs", "fashion-mnist", "digits", "folder", "npz"):
+        assert name in out
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "cpu cores" in out
+
+
+def test_help_texts(capsys):
+    for cmd in ([], ["train"], ["evaluate"], ["demo"]):
+        assert main([*cmd, "--help"]) == 0
+    assert "--out" in capsys.readouterr().out

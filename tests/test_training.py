@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dnnsafety.models.training as training
+from dnnsafety.config import TrainConfig
+from dnnsafety.exceptions import ConfigError
+from dnnsafety.models.training import predict, train_model
+from dnnsafety.models.zoo import build_model
+
+
+def _train(digits, cfg, seed=0, checkpoint=None, key="k"):
+    torch.manual_seed(seed)
+    model = build_model("small_cnn", 1, 10, 8)
+    tr, va = digits["train"], digits["val"]
+    result = train_model(
+        model, tr.images, tr.labels, va.images, va.labels, cfg, seed, checkpoint, key
+    )
+    return model, result
+
+
+def _same_weights(a, b) -> bool:
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_training_learns_and_is_deterministic(digits):
+    cfg = TrainConfig(epochs=6, batch_size=64)
+    m1, r1 = _train(digits, cfg)
+    m2, r2 = _train(digits, cfg)
+    assert _same_weights(m1, m2)
+    assert r1.history == r2.history or [h.train_loss for h in r1.history] == [
+        h.train_loss for h in r2.history
+    ]
+    assert r1.best_score > 0.6  # 10 classes: chance is 0.1
+    assert r1.history[-1].train_loss < r1.history[0].train_loss
+    m3, _ = _train(digits, cfg, seed=1)
+    assert not _same_weights(m1, m3)
+
+
+def test_best_epoch_is_kept_and_sgd_works(digits):
+    cfg = TrainConfig(epochs=3, optimizer="sgd", lr=0.05)
+    model, result = _train(digits, cfg)
+    best = max(h.val_acc for h in result.history)
+    assert result.best_score == best
+    assert result.history[result.best_epoch - 1].val_acc == best
+    acc = predict(model, digits["val"].images).correct(digits["val"].labels).mean()
+    assert acc == pytest.approx(best)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(digits, tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=4, batch_size=64)
+    reference, _ = _train(digits, cfg)
+    ckpt = tmp_path / "last.pt"
+    calls = {"n": 0}
+    real_accuracy = training.accuracy
+
+    def interrupt_in_epoch_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_accuracy(*args, **kwargs)
+
+    monkeypatch.setattr(training, "accuracy", interrupt_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        _train(digits, cfg, checkpoint=ckpt)
+    monkeypatch.setattr(training, "accuracy", real_accuracy)
+    assert ckpt.exists()
+    resumed, result = _train(digits, cfg, checkpoint=ckpt)
+    assert result.resumed_from_epoch == 2
+    assert _same_weights(resumed, reference)
+    # a checkpoint of another configuration is ignored
+    _, other = _train(digits, cfg, checkpoint=ckpt, key="different")
+    assert other.resumed_from_epoch == 0
+
+
+def test_bad_hyper_parameters_give_clear_errors(digits):
+    with pytest.raises(ConfigError, match="epochs must be an int >= 1"):
+        _train(digits, TrainConfig(epochs=0))
+    with pytest.raises(ConfigError, match="optimizer"):
+        _train(digits, TrainConfig(optimizer="rmsprop"))
+    with pytest.raises(ConfigError, match="diverged"):
+        _train(digits, TrainConfig(epochs=1, optimizer="sgd", lr=1e12, momentum=0.0))
