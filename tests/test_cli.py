@@ -107,3 +107,23 @@ def test_help_texts(capsys):
     for cmd in ([], ["train"], ["evaluate"], ["demo"]):
         assert main([*cmd, "--help"]) == 0
     assert "--out" in capsys.readouterr().out
+
+
+def test_small_end_to_end_run_on_signs_finds_scenario_failures(tmp_path, capsys):
+    """Train on a small simulated set and check the table reflects real failure causes."""
+    run = tmp_path / "signs"
+    sizes = ["--set", "data.n_train=3000", "--set", "data.n_val=300"]
+    sizes += ["--set", "data.n_test=800", "--set", "data.n_pool=200"]
+    argv = ["--quiet", "evaluate", str(run), "--dataset", "signs", "--epochs", "4", *sizes]
+    assert main(argv) == 0
+    metrics = json.loads((run / "metrics.json").read_text())["splits"]["test"]["per_scenario"]
+    assert set(metrics) == {"nominal", "night", "fog", "occlusion_lower", "tilt"}
+    rare = [metrics[s]["accuracy"] for s in ("night", "fog", "tilt")]
+    assert metrics["nominal"]["accuracy"] > max(rare) + 0.1
+    table = pd.read_parquet(run / "samples.parquet")
+    assert {"meta.brightness", "meta.fog", "meta.occlusion_side"} <= set(table.columns)
+    night = table[table["scenario"] == "night"]
+    assert (
+        night["meta.brightness"].max()
+        < table[table["scenario"] == "nominal"]["meta.brightness"].min()
+    )

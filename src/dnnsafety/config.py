@@ -71,6 +71,47 @@ class TrainConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """White-box root-cause analysis (HUDD, METHOD.md §2 steps 1-7).
+
+    ``mode = "default"`` uses the improved behaviour; ``"hudd-compat"`` the released tool's.
+    Empty ``ruleset`` / ``k_rule`` / ``selection`` follow the mode:
+
+    ========================  ===============  ===============
+    setting                   default          hudd-compat
+    ========================  ===============  ===============
+    ruleset (LRP rules)       ``default``      ``hudd``
+    k_rule (number of RCCs)   ``silhouette``   ``hudd`` (knee)
+    selection (layer choice)  ``default``      ``compat``
+    ========================  ===============  ===============
+
+    ``layers`` names the candidate layers (empty: inputs of every conv, linear and pooling
+    module).
+    """
+
+    mode: str = "default"
+    ruleset: str = ""
+    k_rule: str = ""
+    selection: str = ""
+    layers: list[str] = field(default_factory=list)
+    split: str = "test"
+    batch_size: int = 64
+
+    def resolved(self) -> dict[str, str]:
+        """The effective rule set, k rule and layer selection."""
+        if self.mode not in ("default", "hudd-compat"):
+            raise ConfigError(
+                f"analysis.mode must be 'default' or 'hudd-compat'. Got {self.mode!r}."
+            )
+        compat = self.mode == "hudd-compat"
+        return {
+            "ruleset": self.ruleset or ("hudd" if compat else "default"),
+            "k_rule": self.k_rule or ("hudd" if compat else "silhouette"),
+            "selection": self.selection or ("compat" if compat else "default"),
+        }
+
+
+@dataclass
 class RunConfig:
     """Everything that determines a run's results."""
 
@@ -78,6 +119,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -99,6 +141,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"Config section [{where}] must be a table, got {value!r}.")
         return from_dict(hint, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"Config key {where!r} must be a list, got {value!r}.")
+        (item_hint,) = typing.get_args(hint)
+        return [_coerce(v, item_hint, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"Config key {where!r} must be a table, got {value!r}.")

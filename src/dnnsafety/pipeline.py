@@ -89,6 +89,10 @@ class Pipeline:
         return fingerprint(self.model_key, "evaluate-v1")
 
     @property
+    def analysis_key(self) -> str:
+        return fingerprint(self.eval_key, self.config.section("analysis"), "analyze-v1")
+
+    @property
     def needs_training(self) -> bool:
         """True for a model built here from scratch; False for a user's trained model file."""
         return self.config.model.arch != "torchscript" and not self.config.model.weights
@@ -176,6 +180,32 @@ class Pipeline:
         write_json(self.run / METRICS_FILE, compute_metrics(samples, self.dataset.class_names))
         self.run.mark_done("evaluate", key, outputs)
         return self._record("evaluate", False, t0, outputs)
+
+    def analyze(self) -> StageOutcome:
+        """White-box root-cause analysis of the errors; writes ``clusters.json`` and more."""
+        from dnnsafety.analysis import CLUSTERS_FILE, LAYERS_FILE, run_analysis
+
+        t0 = time.perf_counter()
+        outputs = (CLUSTERS_FILE, LAYERS_FILE)
+        if self.run.is_done("analyze", self.analysis_key, outputs):
+            return self._record("analyze", True, t0, outputs)
+        self.evaluate()
+        cfg = self.config.analysis
+        result = run_analysis(
+            self.run,
+            self.model(),
+            self.dataset[cfg.split],
+            self.dataset.class_names,
+            cfg,
+        )
+        self.run.mark_done(
+            "analyze",
+            self.analysis_key,
+            outputs,
+            layer=result.selected_layer,
+            clusters=len(result.clusters),
+        )
+        return self._record("analyze", False, t0, outputs)
 
     def _record(
         self, name: str, skipped: bool, t0: float, outputs: tuple[str, ...]

@@ -31,13 +31,15 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     fmt = "%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"
     logging.basicConfig(level=logging.WARNING, format=fmt, force=True)
-    logging.getLogger("dnnsafety").setLevel(level)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)  # the terminal; run.log gets INFO regardless
+    logging.getLogger("dnnsafety").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def _register() -> None:
-    from dnnsafety.cli import datasets, demo, env, evaluate, train
+    from dnnsafety.cli import analyze, datasets, demo, env, evaluate, train
 
-    for module in (train, evaluate, demo, datasets, env):
+    for module in (train, evaluate, analyze, demo, datasets, env):
         cli.add_command(module.command)
 
 

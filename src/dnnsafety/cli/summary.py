@@ -30,3 +30,27 @@ def print_metrics(run_dir: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     click.echo(f"\nTest accuracy per scenario ({run_dir}):")
     click.echo(accuracy_table(metrics))
+
+
+def print_clusters(run_dir: Path, limit: int = 12) -> None:
+    """Print the root-cause clusters of a run, largest first."""
+    data = json.loads((run_dir / "clusters.json").read_text())
+    clusters = data["clusters"]
+    if not clusters:
+        click.echo(f"\nNo clusters: the model made {data['n_errors']} error(s) on {data['split']}.")
+        return
+    click.echo(
+        f"\n{len(clusters)} root-cause clusters of {data['n_errors']} {data['split']} errors "
+        f"(layer {data['layer']}, {data['settings']['ruleset']} LRP rules):"
+    )
+    for c in clusters[:limit]:
+        true = max(c["true_labels"], key=c["true_labels"].get)
+        pred = max(c["predicted_labels"], key=c["predicted_labels"].get)
+        shared = ", ".join(c.get("shared_parameters", [])[:3]) or "-"
+        click.echo(
+            f"  #{c['id']:<3} {c['size']:>5} errors ({c['share_of_errors'] * 100:4.1f}%)  "
+            f"mostly {true} -> {pred}; low-variance parameters: {shared}"
+        )
+    if len(clusters) > limit:
+        click.echo(f"  ... and {len(clusters) - limit} more")
+    click.echo(f"\nWrote {run_dir / 'clusters.json'} and {run_dir / 'analysis'}/")

@@ -9,13 +9,15 @@ with ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -66,6 +68,36 @@ class Predictions:
         return self.pred == labels
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU while the block runs.
+
+    Weights that weight decay drives towards zero become denormal numbers, which x86 CPUs
+    process up to 100x slower; measured here, Fashion-MNIST epochs went from 16 s to 170 s by
+    epoch 6 without this.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def without_denormals(func: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: run ``func`` inside :func:`flush_denormals`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with flush_denormals():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -94,6 +126,7 @@ def _validate(cfg: TrainConfig, n_train: int, has_val: bool) -> None:
         raise ConfigError("The training split is empty.")
 
 
+@without_denormals
 @torch.no_grad()
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 512, desc: str = "predict"
@@ -132,6 +165,7 @@ def _save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         torch.save(dict(state), tmp)
 
 
+@without_denormals
 def train_model(
     model: nn.Module,
     train_images: torch.Tensor,

@@ -1,0 +1,164 @@
+"""The white-box root-cause analysis stage (HUDD, METHOD.md §2 steps 1-7).
+
+For the error-inducing inputs of a split: LRP heatmaps at every candidate layer (one backward
+pass per batch, stored on disk), per-layer distances and Ward clustering with the number of
+clusters chosen from the WICD curve, the layer choice, and per-cluster inspection outputs:
+``clusters.json``, contact sheets, WICD plots and the per-layer table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dnnsafety.clustering import LayerClustering, cluster_layer, pairwise_distances, select_layer
+from dnnsafety.config import AnalysisConfig
+from dnnsafety.data.dataset import Split
+from dnnsafety.explain import contact_sheet, describe_clusters, plot_wicd
+from dnnsafety.failures import error_inputs
+from dnnsafety.progress import track
+from dnnsafety.runs import RunDir, write_json
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_DIR = "analysis"
+CLUSTERS_FILE = "clusters.json"
+LAYERS_FILE = "analysis/layers.json"
+INPUT_LAYER = "input"
+SHEET_LIMIT = 60
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """What the analysis found: the selected layer and its clusters."""
+
+    selected_layer: str
+    n_errors: int
+    clusters: list[dict[str, Any]]
+    layers: dict[str, dict[str, Any]]
+
+
+def _layer_summary(res: LayerClustering) -> dict[str, Any]:
+    return {
+        "k": res.k,
+        "k_reason": res.k_reason,
+        "knee_k": res.knee_k,
+        "is_input": res.is_input,
+        "indices": res.indices,
+        "ks": res.ks.tolist(),
+        "wicd": res.wicd.tolist(),
+        "gradient": res.gradient.tolist(),
+        "sizes": res.sizes.tolist(),
+    }
+
+
+def _safe_name(layer: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in layer)
+
+
+def run_analysis(
+    run: RunDir,
+    model: nn.Module,
+    split: Split,
+    class_names: tuple[str, ...],
+    config: AnalysisConfig,
+) -> AnalysisResult:
+    """Run the analysis for ``split`` and write its outputs into ``run``.
+
+    The heatmaps are kept under ``analysis/heatmaps`` (one float32 array per layer); an
+    interrupted computation resumes, and a rerun with the same model and settings reuses them.
+    """
+    from dnnsafety.features import compute_heatmaps
+
+    settings = config.resolved()
+    samples = run.read_samples()
+    errors = error_inputs(samples, config.split)
+    n = len(errors)
+    out_dir = run / ANALYSIS_DIR
+    log.info("analysing %d error-inducing %s inputs", n, config.split)
+    position = {sid: i for i, sid in enumerate(split.ids.tolist())}
+    idx = np.array([position[s] for s in errors["sample_id"]], dtype=np.int64)
+    images = split.images[torch.from_numpy(idx)]
+    ids = errors["sample_id"].astype(str).tolist()
+
+    results: dict[str, LayerClustering] = {}
+    heatmaps = None
+    if n:
+        heatmaps = compute_heatmaps(
+            model,
+            images,
+            ids,
+            out_dir / "heatmaps",
+            layers=config.layers or None,
+            ruleset=settings["ruleset"],
+            batch_size=config.batch_size,
+        )
+        for layer in track(heatmaps.layers, total=len(heatmaps.layers), desc="cluster layers"):
+            d = pairwise_distances(heatmaps.flat(layer))
+            results[layer] = cluster_layer(
+                d,
+                precomputed=True,
+                layer=layer,
+                is_input=layer == INPUT_LAYER,
+                k_rule=settings["k_rule"],  # type: ignore[arg-type]
+                pair_rule="upper" if config.mode == "hudd-compat" else "mean",
+            )
+            plot_wicd(results[layer], out_dir / f"wicd_{_safe_name(layer)}.png")
+    layers = {name: _layer_summary(res) for name, res in results.items()}
+    hidden = [name for name, res in results.items() if not res.is_input]
+    if hidden:
+        selected = select_layer(results, settings["selection"])  # type: ignore[arg-type]
+        assert heatmaps is not None
+        d = pairwise_distances(heatmaps.flat(selected))
+        labels = results[selected].labels
+        clusters = describe_clusters(labels, d, errors, class_names)
+        _sheets(out_dir, images, labels, clusters, heatmaps, errors, class_names)
+    else:
+        selected, labels, clusters = "", np.zeros(0, dtype=np.int64), []
+    for name in layers:
+        layers[name]["selected"] = name == selected
+    write_json(run / LAYERS_FILE, {"selected": selected, "settings": settings, "layers": layers})
+    write_json(
+        run / CLUSTERS_FILE,
+        {
+            "split": config.split,
+            "layer": selected,
+            "settings": settings,
+            "n_errors": n,
+            "clusters": clusters,
+        },
+    )
+    column = pd.DataFrame(
+        {"cluster": pd.array(labels, dtype="Int64")}, index=errors["sample_id"].astype(str)
+    )
+    run.add_columns(column)
+    return AnalysisResult(selected, n, clusters, layers)
+
+
+def _sheets(
+    out_dir: Path,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    clusters: list[dict[str, Any]],
+    heatmaps: Any,
+    errors: pd.DataFrame,
+    class_names: tuple[str, ...],
+) -> None:
+    pixel = heatmaps.array(INPUT_LAYER) if INPUT_LAYER in heatmaps.layers else None
+    for entry in clusters:
+        members = np.flatnonzero(labels == entry["id"])[:SHEET_LIMIT]
+        captions = [
+            f"{class_names[int(errors['label'].iloc[i])]}>{class_names[int(errors['pred'].iloc[i])]}"
+            for i in members
+        ]
+        rel = None if pixel is None else np.asarray(pixel[members])
+        path = out_dir / "clusters" / f"cluster_{entry['id']:03d}.png"
+        contact_sheet(images[torch.from_numpy(members)], path, rel, captions)
+        entry["contact_sheet"] = str(path.relative_to(out_dir.parent))

@@ -1,0 +1,127 @@
+"""Per-cluster summaries: members, medoid, representatives, labels and metadata statistics.
+
+The metadata check is HUDD's RQ1 criterion (METHOD.md §5): a cluster "captures a cause" when
+some parameter's variance inside it is below half of that parameter's variance over all
+error-inducing inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+VARIANCE_RATIO_THRESHOLD = 0.5
+
+
+def _medoid(d: np.ndarray, members: np.ndarray) -> int:
+    block = d[np.ix_(members, members)]
+    return int(members[np.argmin(block.sum(axis=1))])
+
+
+def _distribution(values: Iterable[Any], names: Sequence[str] | None = None) -> dict[str, int]:
+    counts = pd.Series(list(values)).value_counts()
+    out: dict[str, int] = {}
+    for key, n in counts.items():
+        label = names[int(str(key))] if names is not None else str(key)
+        out[label] = int(n)
+    return out
+
+
+def variance_ratios(meta: pd.DataFrame, members: np.ndarray) -> dict[str, float]:
+    """Variance of each numeric metadata column inside ``members`` / over all rows."""
+    out: dict[str, float] = {}
+    numeric = meta.select_dtypes(include=[np.number])
+    for col in numeric.columns:
+        values = numeric[col].to_numpy(dtype=np.float64)
+        total = np.nanvar(values)
+        inside = values[members]
+        if not np.isfinite(total) or total <= 0 or np.isnan(inside).all() or len(members) < 2:
+            continue
+        out[str(col)] = float(np.nanvar(inside) / total)
+    return out
+
+
+def _meta_summary(meta: pd.DataFrame, members: np.ndarray) -> dict[str, Any]:
+    part = meta.iloc[members]
+    summary: dict[str, Any] = {}
+    for col in meta.columns:
+        values = part[col]
+        if pd.api.types.is_numeric_dtype(values):
+            v = values.to_numpy(dtype=np.float64)
+            if np.isnan(v).all():
+                continue
+            summary[str(col)] = {
+                "mean": float(np.nanmean(v)),
+                "std": float(np.nanstd(v)),
+                "min": float(np.nanmin(v)),
+                "max": float(np.nanmax(v)),
+            }
+        else:
+            counts = values.astype(str).value_counts()
+            summary[str(col)] = {
+                "top": str(counts.index[0]),
+                "share": float(counts.iloc[0] / len(values)),
+            }
+    return summary
+
+
+def describe_clusters(
+    labels: np.ndarray,
+    distances: np.ndarray,
+    errors: pd.DataFrame,
+    class_names: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One JSON-ready summary per cluster.
+
+    Parameters
+    ----------
+    labels
+        Cluster id per error-inducing input (``0..K-1``).
+    distances
+        Raw ``N x N`` distances at the layer the clusters come from.
+    errors
+        The error rows of ``samples.parquet`` in the same order (``sample_id``, ``label``,
+        ``pred``, ``scenario`` and ``meta.*`` columns).
+    class_names
+        Names of the classes, for the label distributions.
+    """
+    n = len(labels)
+    meta_cols = [c for c in errors.columns if c.startswith("meta.")]
+    meta = errors[meta_cols].rename(columns=lambda c: c[5:]) if meta_cols else None
+    ids = errors["sample_id"].astype(str).to_numpy()
+    out = []
+    for cid in range(int(labels.max()) + 1 if n else 0):
+        members = np.flatnonzero(labels == cid)
+        medoid = _medoid(distances, members)
+        to_medoid = distances[medoid, members]
+        order = members[np.argsort(to_medoid, kind="stable")]
+        nearest = [int(i) for i in order if i != medoid][:3]
+        farthest = [int(i) for i in order[::-1] if i != medoid][:3]
+        entry: dict[str, Any] = {
+            "id": cid,
+            "size": len(members),
+            "share_of_errors": len(members) / n,
+            "members": ids[members].tolist(),
+            "medoid": str(ids[medoid]),
+            "representatives": {
+                "medoid": str(ids[medoid]),
+                "nearest": ids[nearest].tolist(),
+                "farthest": ids[farthest].tolist(),
+            },
+            "mean_distance_to_medoid": float(to_medoid.mean()),
+            "true_labels": _distribution(errors["label"].iloc[members], class_names),
+            "predicted_labels": _distribution(errors["pred"].iloc[members], class_names),
+            "scenarios": _distribution(errors["scenario"].iloc[members]),
+        }
+        if meta is not None:
+            ratios = variance_ratios(meta, members)
+            entry["metadata"] = _meta_summary(meta, members)
+            entry["variance_ratio"] = ratios
+            low = sorted((r, p) for p, r in ratios.items() if r < VARIANCE_RATIO_THRESHOLD)
+            entry["captures_cause"] = bool(low)
+            entry["shared_parameters"] = [p for _, p in low]
+        out.append(entry)
+    return out
