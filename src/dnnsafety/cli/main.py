@@ -46,9 +46,22 @@ def _register() -> None:
 _register()
 
 
+def _flush_denormals_early() -> None:
+    """Treat denormal floats as zero in every torch thread.
+
+    Must run before torch starts its worker threads, which copy the setting when created:
+    Adam with weight decay drives weights into denormal numbers, which made Fashion-MNIST
+    training epochs 10-20x slower (measured: 16 s to 314 s by epoch 5).
+    """
+    import torch
+
+    torch.set_flush_denormal(True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the CLI and turns known errors into one clear line."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _flush_denormals_early()
     try:
         cli.main(args=argv, prog_name="dnnsafety", standalone_mode=False)
     except DnnSafetyError as exc:

@@ -33,12 +33,16 @@ def _distribution(values: Iterable[Any], names: Sequence[str] | None = None) -> 
 def variance_ratios(meta: pd.DataFrame, members: np.ndarray) -> dict[str, float]:
     """Variance of each numeric metadata column inside ``members`` / over all rows."""
     out: dict[str, float] = {}
+    if len(members) < 2 or len(meta) < 2:
+        return out
     numeric = meta.select_dtypes(include=[np.number])
     for col in numeric.columns:
         values = numeric[col].to_numpy(dtype=np.float64)
-        total = np.nanvar(values)
         inside = values[members]
-        if not np.isfinite(total) or total <= 0 or np.isnan(inside).all() or len(members) < 2:
+        if np.isfinite(values).sum() < 2 or np.isfinite(inside).sum() < 2:
+            continue
+        total = np.nanvar(values)
+        if total <= 0:
             continue
         out[str(col)] = float(np.nanvar(inside) / total)
     return out
