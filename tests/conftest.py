@@ -9,7 +9,6 @@ from dnnsafety.data.builtin import load_dataset
 from dnnsafety.data.dataset import Dataset
 
 torch.set_num_threads(2)
-torch.set_flush_denormal(True)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ def test_scenario_frequencies_follow_the_config(rng):
     for name in CORRUPTIONS:
         assert abs(np.mean(tags_test == name) - 0.1) < 0.02
     dark = tags_test == "dark"
-    assert (meta["brightness"][dark] < 0.31).all() and (meta["brightness"][~dark] == 1).all()
+    assert (meta["brightness"][dark] < 0.13).all() and (meta["brightness"][~dark] == 1).all()
 
 
 def test_injection_is_deterministic():

@@ -8,6 +8,7 @@ clusters chosen from the WICD curve, the layer choice, and per-cluster inspectio
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,14 @@ from dnnsafety.data.dataset import Split
 from dnnsafety.explain import contact_sheet, describe_clusters, plot_wicd
 from dnnsafety.failures import error_inputs
 from dnnsafety.progress import track
-from dnnsafety.runs import RunDir, write_json
+from dnnsafety.runs import RunDir, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
 ANALYSIS_DIR = "analysis"
 CLUSTERS_FILE = "clusters.json"
 LAYERS_FILE = "analysis/layers.json"
+LABELS_FILE = "analysis/labels.npz"
 INPUT_LAYER = "input"
 SHEET_LIMIT = 60
 
@@ -57,6 +59,23 @@ def _layer_summary(res: LayerClustering) -> dict[str, Any]:
         "gradient": res.gradient.tolist(),
         "sizes": res.sizes.tolist(),
     }
+
+
+def _save_labels(path: Path, ids: list[str], results: dict[str, LayerClustering]) -> None:
+    """Cluster ids of every layer's cut (``ids`` + one array per layer), for later stages."""
+    arrays: dict[str, Any] = {f"layer:{name}": res.labels for name, res in results.items()}
+    arrays["ids"] = np.asarray(ids, dtype=str)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def load_layer_labels(run: RunDir) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The error ids and the cluster ids of every analysed layer of a run."""
+    with np.load(run / LABELS_FILE, allow_pickle=False) as data:
+        ids = data["ids"].tolist()
+        layers = {k[6:]: data[k] for k in data.files if k.startswith("layer:")}
+    return ids, layers
 
 
 def _safe_name(layer: str) -> str:
@@ -112,6 +131,7 @@ def run_analysis(
             )
             plot_wicd(results[layer], out_dir / f"wicd_{_safe_name(layer)}.png")
     layers = {name: _layer_summary(res) for name, res in results.items()}
+    _save_labels(run / LABELS_FILE, ids, results)
     hidden = [name for name, res in results.items() if not res.is_input]
     if hidden:
         selected = select_layer(results, settings["selection"])  # type: ignore[arg-type]

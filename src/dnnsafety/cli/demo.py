@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from dnnsafety.cli.common import resolve_config
-from dnnsafety.cli.summary import print_metrics
+from dnnsafety.cli.summary import print_clusters, print_metrics
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
 
@@ -24,10 +24,11 @@ from dnnsafety.runs import RunDir
 @click.option("--dataset", default="signs", show_default=True, help="Built-in dataset to use.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(out: Path, dataset: str, seed: int) -> None:
-    """Train the default model on a built-in dataset, evaluate it and show where it fails.
+    """Train the default model on a built-in dataset, evaluate it, and explain its failures.
 
     The training set under-represents some conditions (at night, in fog, occluded, tilted);
     the test set has many of them, so the accuracy table shows which scenarios break the model.
+    The analysis then groups the test errors into root-cause clusters by their LRP heatmaps.
     """
     t0 = time.perf_counter()
     run = RunDir(out)
@@ -36,5 +37,7 @@ def command(out: Path, dataset: str, seed: int) -> None:
         pipe = Pipeline(run, config)
         pipe.train()
         pipe.evaluate()
+        pipe.analyze()
     print_metrics(out)
+    print_clusters(out)
     click.echo(f"\nDemo finished in {time.perf_counter() - t0:.0f}s. Results in {out}/")

@@ -7,6 +7,7 @@ import sys
 import traceback
 
 import click
+import torch
 
 from dnnsafety.exceptions import DnnSafetyError
 from dnnsafety.progress import set_progress
@@ -53,8 +54,6 @@ def _flush_denormals_early() -> None:
     Adam with weight decay drives weights into denormal numbers, which made Fashion-MNIST
     training epochs 10-20x slower (measured: 16 s to 314 s by epoch 5).
     """
-    import torch
-
     torch.set_flush_denormal(True)
 
 
@@ -84,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    finally:
+        torch.set_flush_denormal(False)  # leave the process as found (in-process callers)
     return 0
 
 

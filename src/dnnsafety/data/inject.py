@@ -61,7 +61,7 @@ def rotate(x: torch.Tensor, degrees: np.ndarray, fill: float = 0.0) -> torch.Ten
 
 
 def _dark(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    b = rng.uniform(0.12, 0.3, len(x))
+    b = rng.uniform(0.04, 0.12, len(x))
     return x * torch.as_tensor(b, dtype=torch.float32)[:, None, None, None], {"brightness": b}
 
 
@@ -76,7 +76,7 @@ def _occlusion(
     x: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
     n, _, h, w = x.shape
-    frac = rng.uniform(0.45, 0.6, n)
+    frac = rng.uniform(0.55, 0.7, n)
     cx, cy = rng.uniform(0.35, 0.65, n), rng.uniform(0.35, 0.65, n)
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
     xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
@@ -89,12 +89,12 @@ def _occlusion(
 
 
 def _blur(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    sigma = rng.uniform(1.3, 2.0, len(x)) * x.shape[-1] / 28.0
+    sigma = rng.uniform(2.0, 2.8, len(x)) * x.shape[-1] / 28.0
     return gaussian_blur(x, sigma), {"blur": sigma}
 
 
 def _noise(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    std = rng.uniform(0.25, 0.4, len(x))
+    std = rng.uniform(0.4, 0.55, len(x))
     noise = torch.as_tensor(rng.standard_normal(tuple(x.shape)), dtype=torch.float32)
     out = x + noise * torch.as_tensor(std, dtype=torch.float32)[:, None, None, None]
     return out.clamp_(0, 1), {"noise": std}

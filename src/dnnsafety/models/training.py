@@ -74,7 +74,7 @@ R = TypeVar("R")
 
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[None]:
-    """Treat denormal floats as zero on the CPU (calling thread; the setting stays on).
+    """Treat denormal floats as zero on the CPU while the block runs (calling thread).
 
     Weights that weight decay drives towards zero become denormal numbers, which x86 CPUs
     process up to 100x slower. Torch's worker threads copy the setting only when they are
@@ -82,7 +82,10 @@ def flush_denormals() -> Iterator[None]:
     train long should call ``torch.set_flush_denormal(True)`` before any torch work.
     """
     torch.set_flush_denormal(True)
-    yield
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def without_denormals(func: Callable[P, R]) -> Callable[P, R]:
