@@ -81,7 +81,7 @@ class AnalysisConfig:
     setting                   default          hudd-compat
     ========================  ===============  ===============
     ruleset (LRP rules)       ``default``      ``hudd``
-    k_rule (number of RCCs)   ``silhouette``   ``hudd`` (knee)
+    k_rule (number of RCCs)   ``hudd`` (knee)  ``hudd`` (knee)
     selection (layer choice)  ``default``      ``compat``
     ========================  ===============  ===============
 
@@ -106,7 +106,7 @@ class AnalysisConfig:
         compat = self.mode == "hudd-compat"
         return {
             "ruleset": self.ruleset or ("hudd" if compat else "default"),
-            "k_rule": self.k_rule or ("hudd" if compat else "silhouette"),
+            "k_rule": self.k_rule or "hudd",
             "selection": self.selection or ("compat" if compat else "default"),
         }
 
