@@ -20,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# before anything starts torch's worker threads: they copy the setting only when created
+torch.set_flush_denormal(True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _table import write_table
-from dnnsafety.analysis import load_layer_labels
-from dnnsafety.config import RunConfig
-from dnnsafety.evaluation import score_clusters
-from dnnsafety.failures import error_inputs
-from dnnsafety.pipeline import Pipeline
-from dnnsafety.runs import RunDir
+from _table import write_table  # noqa: E402
+from dnnsafety.analysis import load_layer_labels  # noqa: E402
+from dnnsafety.config import RunConfig  # noqa: E402
+from dnnsafety.evaluation import score_clusters  # noqa: E402
+from dnnsafety.failures import error_inputs  # noqa: E402
+from dnnsafety.pipeline import Pipeline  # noqa: E402
+from dnnsafety.runs import RunDir  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -37,7 +39,6 @@ def main() -> None:
     parser.add_argument("--datasets", default="signs,fashion-mnist")
     parser.add_argument("--modes", default="default,hudd-compat")
     args = parser.parse_args()
-    torch.set_flush_denormal(True)
     rows = []
     for dataset in args.datasets.split(","):
         base = RunDir(OUT / dataset)
