@@ -22,7 +22,7 @@ def planted():
     x = np.concatenate([c + rng.normal(size=(n, 20)) for c, n in zip(centres, sizes, strict=True)])
     truth = np.repeat([0, 1, 2], sizes)
     brightness = np.where(
-        truth == 0, rng.uniform(0.1, 0.15, len(truth)), rng.uniform(0.2, 1.2, len(truth))
+        truth == 0, rng.uniform(0.1, 0.15, len(truth)), rng.uniform(0.5, 1.2, len(truth))
     )
     rotation = np.where(
         truth == 2, rng.uniform(40, 42, len(truth)), rng.uniform(-60, 60, len(truth))
@@ -59,6 +59,15 @@ def test_describe_clusters_finds_medoid_labels_and_shared_parameters(planted):
     assert "brightness" in night["shared_parameters"] and night["captures_cause"]
     assert "rotation" in clusters[2]["shared_parameters"]
     assert clusters[1]["metadata"]["side"] == {"top": "bottom", "share": 1.0}
+    # distinctive = low variance AND a shifted mean: brightness is low in the night cluster
+    distinct = {d["parameter"]: d for d in night["distinctive_parameters"]}
+    assert distinct["brightness"]["direction"] == "low"
+    assert distinct["brightness"]["cluster_mean"] < 0.16
+    assert distinct["brightness"]["shift_in_std"] <= -1
+    tilt = {d["parameter"]: d["direction"] for d in clusters[2]["distinctive_parameters"]}
+    assert tilt.get("rotation") == "high"
+    # rotation does not set the nominal cluster apart (wide spread, centred)
+    assert "rotation" not in {d["parameter"] for d in clusters[1]["distinctive_parameters"]}
     assert abs(sum(c["share_of_errors"] for c in clusters) - 1) < 1e-12
 
 

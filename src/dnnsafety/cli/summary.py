@@ -46,11 +46,16 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
     for c in clusters[:limit]:
         true = max(c["true_labels"], key=c["true_labels"].get)
         pred = max(c["predicted_labels"], key=c["predicted_labels"].get)
-        shared = ", ".join(c.get("shared_parameters", [])[:3]) or "-"
-        click.echo(
+        distinct = [
+            f"{d['parameter']} {d['direction']} "
+            f"({d['cluster_mean']:.2g} vs {d['all_errors_mean']:.2g})"
+            for d in c.get("distinctive_parameters", [])[:3]
+        ]
+        line = (
             f"  #{c['id']:<3} {c['size']:>5} errors ({c['share_of_errors'] * 100:4.1f}%)  "
-            f"mostly {true} -> {pred}; low-variance parameters: {shared}"
+            f"mostly {true} -> {pred}"
         )
+        click.echo(line + (f"; {', '.join(distinct)}" if distinct else ""))
     if len(clusters) > limit:
         click.echo(f"  ... and {len(clusters) - limit} more")
     click.echo(f"\nWrote {run_dir / 'clusters.json'} and {run_dir / 'analysis'}/")

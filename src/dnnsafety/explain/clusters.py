@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 VARIANCE_RATIO_THRESHOLD = 0.5
+DISTINCT_SHIFT = 1.0
 
 
 def _medoid(d: np.ndarray, members: np.ndarray) -> int:
@@ -46,6 +47,43 @@ def variance_ratios(meta: pd.DataFrame, members: np.ndarray) -> dict[str, float]
             continue
         out[str(col)] = float(np.nanvar(inside) / total)
     return out
+
+
+def distinctive_parameters(
+    meta: pd.DataFrame, members: np.ndarray, ratios: dict[str, float]
+) -> list[dict[str, float | str]]:
+    """Parameters that set a cluster apart: low variance inside it *and* a shifted mean.
+
+    HUDD's variance check alone flags parameters that are merely constant in most images
+    (e.g. fog in every non-foggy cluster). Here a parameter also needs its cluster mean at
+    least :data:`DISTINCT_SHIFT` standard deviations (over all errors) away from the mean of the
+    other errors. Sorted by that shift, largest first. A parameter that is extreme in both
+    directions inside a cluster (e.g. tilt either way) has no shifted mean and is not listed.
+    """
+    out: list[dict[str, float | str]] = []
+    for param, ratio in ratios.items():
+        if ratio >= VARIANCE_RATIO_THRESHOLD:
+            continue
+        values = meta[param].to_numpy(dtype=np.float64)
+        rest = np.ones(len(values), dtype=bool)
+        rest[members] = False
+        if not np.isfinite(values[rest]).any():
+            continue
+        mean_all, std_all = float(np.nanmean(values)), float(np.nanstd(values))
+        mean_c, mean_rest = float(np.nanmean(values[members])), float(np.nanmean(values[rest]))
+        shift = (mean_c - mean_rest) / std_all if std_all > 0 else 0.0
+        if abs(shift) >= DISTINCT_SHIFT:
+            out.append(
+                {
+                    "parameter": param,
+                    "direction": "high" if shift > 0 else "low",
+                    "cluster_mean": mean_c,
+                    "all_errors_mean": mean_all,
+                    "shift_in_std": shift,
+                    "variance_ratio": ratio,
+                }
+            )
+    return sorted(out, key=lambda d: -abs(float(d["shift_in_std"])))
 
 
 def _meta_summary(meta: pd.DataFrame, members: np.ndarray) -> dict[str, Any]:
@@ -127,5 +165,6 @@ def describe_clusters(
             low = sorted((r, p) for p, r in ratios.items() if r < VARIANCE_RATIO_THRESHOLD)
             entry["captures_cause"] = bool(low)
             entry["shared_parameters"] = [p for _, p in low]
+            entry["distinctive_parameters"] = distinctive_parameters(meta, members, ratios)
         out.append(entry)
     return out
