@@ -9,15 +9,13 @@ with ``weights_only=True``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,37 +66,6 @@ class Predictions:
         return self.pred == labels
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Treat denormal floats as zero on the CPU while the block runs (calling thread).
-
-    Weights that weight decay drives towards zero become denormal numbers, which x86 CPUs
-    process up to 100x slower. Torch's worker threads copy the setting only when they are
-    created, so the CLI also sets it at start-up (``dnnsafety.cli.main``); library users who
-    train long should call ``torch.set_flush_denormal(True)`` before any torch work.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
-def without_denormals(func: Callable[P, R]) -> Callable[P, R]:
-    """Decorator: run ``func`` inside :func:`flush_denormals`."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with flush_denormals():
-            return func(*args, **kwargs)
-
-    return wrapper
-
-
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
@@ -127,7 +94,6 @@ def _validate(cfg: TrainConfig, n_train: int, has_val: bool) -> None:
         raise ConfigError("The training split is empty.")
 
 
-@without_denormals
 @torch.no_grad()
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 512, desc: str = "predict"
@@ -166,7 +132,6 @@ def _save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         torch.save(dict(state), tmp)
 
 
-@without_denormals
 def train_model(
     model: nn.Module,
     train_images: torch.Tensor,
@@ -198,6 +163,12 @@ def train_model(
     key
         Fingerprint of everything that determines the result (config + data); a checkpoint with
         another key is ignored.
+
+    Notes
+    -----
+    Weight decay drives weights into denormal floats, which x86 CPUs process up to 100x more
+    slowly. Call ``torch.set_flush_denormal(True)`` before any torch work (torch's worker
+    threads copy the setting only when created); the ``dnnsafety`` command does this.
     """
     has_val = val_images is not None and val_labels is not None and len(val_labels) > 0
     _validate(cfg, len(train_labels), has_val)
