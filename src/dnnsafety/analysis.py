@@ -24,6 +24,7 @@ from dnnsafety.config import AnalysisConfig
 from dnnsafety.data.dataset import Split
 from dnnsafety.explain import contact_sheet, describe_clusters, plot_wicd
 from dnnsafety.failures import error_inputs
+from dnnsafety.features import INPUT_LAYER, HeatmapStore, compute_heatmaps
 from dnnsafety.progress import track
 from dnnsafety.runs import RunDir, write_bytes, write_json
 
@@ -33,7 +34,6 @@ ANALYSIS_DIR = "analysis"
 CLUSTERS_FILE = "clusters.json"
 LAYERS_FILE = "analysis/layers.json"
 LABELS_FILE = "analysis/labels.npz"
-INPUT_LAYER = "input"
 SHEET_LIMIT = 60
 
 
@@ -94,8 +94,6 @@ def run_analysis(
     The heatmaps are kept under ``analysis/heatmaps`` (one float32 array per layer); an
     interrupted computation resumes, and a rerun with the same model and settings reuses them.
     """
-    from dnnsafety.features import compute_heatmaps
-
     settings = config.resolved()
     samples = run.read_samples()
     errors = error_inputs(samples, config.split)
@@ -108,7 +106,7 @@ def run_analysis(
     ids = errors["sample_id"].astype(str).tolist()
 
     results: dict[str, LayerClustering] = {}
-    heatmaps = None
+    heatmaps: HeatmapStore | None = None
     if n:
         heatmaps = compute_heatmaps(
             model,
@@ -125,7 +123,7 @@ def run_analysis(
                 d,
                 precomputed=True,
                 layer=layer,
-                is_input=layer == INPUT_LAYER,
+                is_input=heatmaps.is_input(layer),
                 k_rule=settings["k_rule"],  # type: ignore[arg-type]
                 pair_rule="upper" if config.mode == "hudd-compat" else "mean",
             )
@@ -133,9 +131,9 @@ def run_analysis(
     layers = {name: _layer_summary(res) for name, res in results.items()}
     _save_labels(run / LABELS_FILE, ids, results)
     hidden = [name for name, res in results.items() if not res.is_input]
-    if hidden:
+    if heatmaps is not None and hidden:
         selected = select_layer(results, settings["selection"])  # type: ignore[arg-type]
-        assert heatmaps is not None
+        # recomputed rather than kept per layer: L matrices of N x N would not fit for large N
         d = pairwise_distances(heatmaps.flat(selected))
         labels = results[selected].labels
         clusters = describe_clusters(labels, d, errors, class_names)
@@ -167,7 +165,7 @@ def _sheets(
     images: torch.Tensor,
     labels: np.ndarray,
     clusters: list[dict[str, Any]],
-    heatmaps: Any,
+    heatmaps: HeatmapStore,
     errors: pd.DataFrame,
     class_names: tuple[str, ...],
 ) -> None:
