@@ -174,6 +174,12 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return self.splits["train"].image_shape
 
+    def describe(self) -> str:
+        """One line for logs: split sizes, number of classes and image shape."""
+        sizes = ", ".join(f"{name} {len(split)}" for name, split in self.splits.items())
+        shape = "x".join(map(str, self.image_shape))
+        return f"{sizes}, {self.num_classes} classes, images {shape}"
+
     def summary(self) -> dict[str, object]:
         """Sizes and scenario counts, for logs and the run summary."""
         out: dict[str, object] = {

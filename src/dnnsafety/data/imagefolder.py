@@ -666,13 +666,7 @@ def _load(
             )
 
     dataset = Dataset(name=root_path.resolve().name, class_names=class_names, splits=split_map)
-    logger.info(
-        "Loaded %s: %s, %d classes, images %s.",
-        root_path,
-        ", ".join(f"{n} {len(s)}" for n, s in split_map.items()),
-        len(class_names),
-        "x".join(map(str, dataset.image_shape)),
-    )
+    logger.info("Loaded %s: %s.", root_path, dataset.describe())
     return dataset
 
 

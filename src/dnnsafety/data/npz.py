@@ -362,11 +362,5 @@ def load_npz(path: str | Path) -> Dataset:
         splits[split] = make_split(split, ids, images[split], y, scenarios)
 
     dataset = Dataset(name=file.stem, class_names=class_names, splits=splits)
-    logger.info(
-        "Loaded %s: %s, %d classes, images %s.",
-        file,
-        ", ".join(f"{n} {len(s)}" for n, s in splits.items()),
-        len(class_names),
-        "x".join(map(str, dataset.image_shape)),
-    )
+    logger.info("Loaded %s: %s.", file, dataset.describe())
     return dataset
