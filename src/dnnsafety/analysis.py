@@ -22,7 +22,8 @@ from torch import nn
 from dnnsafety.clustering import LayerClustering, cluster_layer, pairwise_distances, select_layer
 from dnnsafety.config import AnalysisConfig
 from dnnsafety.data.dataset import Split
-from dnnsafety.explain import contact_sheet, describe_clusters, plot_wicd
+from dnnsafety.explain import describe_clusters, plot_wicd
+from dnnsafety.explain.gallery import cluster_gallery, error_map
 from dnnsafety.failures import error_inputs
 from dnnsafety.features import INPUT_LAYER, HeatmapStore, compute_heatmaps
 from dnnsafety.progress import track
@@ -34,7 +35,6 @@ ANALYSIS_DIR = "analysis"
 CLUSTERS_FILE = "clusters.json"
 LAYERS_FILE = "analysis/layers.json"
 LABELS_FILE = "analysis/labels.npz"
-SHEET_LIMIT = 60
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ def run_analysis(
     split: Split,
     class_names: tuple[str, ...],
     config: AnalysisConfig,
+    seed: int = 0,
 ) -> AnalysisResult:
     """Run the analysis for ``split`` and write its outputs into ``run``.
 
@@ -137,7 +138,9 @@ def run_analysis(
         d = pairwise_distances(heatmaps.flat(selected))
         labels = results[selected].labels
         clusters = describe_clusters(labels, d, errors, class_names)
-        _sheets(out_dir, images, labels, clusters, heatmaps, errors, class_names)
+        pixel = heatmaps.array(INPUT_LAYER) if INPUT_LAYER in heatmaps.layers else None
+        cluster_gallery(out_dir, images, labels, clusters, errors, class_names, pixel)
+        error_map(out_dir, heatmaps.flat(selected), labels, ids, images, seed=seed)
     else:
         selected, labels, clusters = "", np.zeros(0, dtype=np.int64), []
     for name in layers:
@@ -146,6 +149,7 @@ def run_analysis(
     write_json(
         run / CLUSTERS_FILE,
         {
+            "method": "hudd",
             "split": config.split,
             "layer": selected,
             "settings": settings,
@@ -158,25 +162,3 @@ def run_analysis(
     )
     run.add_columns(column)
     return AnalysisResult(selected, n, clusters, layers)
-
-
-def _sheets(
-    out_dir: Path,
-    images: torch.Tensor,
-    labels: np.ndarray,
-    clusters: list[dict[str, Any]],
-    heatmaps: HeatmapStore,
-    errors: pd.DataFrame,
-    class_names: tuple[str, ...],
-) -> None:
-    pixel = heatmaps.array(INPUT_LAYER) if INPUT_LAYER in heatmaps.layers else None
-    for entry in clusters:
-        members = np.flatnonzero(labels == entry["id"])[:SHEET_LIMIT]
-        captions = [
-            f"{class_names[int(errors['label'].iloc[i])]}>{class_names[int(errors['pred'].iloc[i])]}"
-            for i in members
-        ]
-        rel = None if pixel is None else np.asarray(pixel[members])
-        path = out_dir / "clusters" / f"cluster_{entry['id']:03d}.png"
-        contact_sheet(images[torch.from_numpy(members)], path, rel, captions)
-        entry["contact_sheet"] = str(path.relative_to(out_dir.parent))

@@ -87,6 +87,16 @@ class AnalysisConfig:
 
     ``layers`` names the candidate layers (empty: inputs of every conv, linear and pooling
     module).
+
+    Black-box analysis (SAFE, METHOD.md §3): a non-empty ``features`` (a name from
+    ``dnnsafety.features.FEATURE_SOURCES``: ``backbone``, ``activations``, ``autoencoder``,
+    ``heatmaps``, ``pixels``) replaces the HUDD path by features -> ``reduce`` (``none``,
+    ``pca``, ``umap``) -> ``cluster`` (``dbscan``, ``hdbscan``, ``kmeans``, ``ward``).
+    ``backbone`` / ``backbone_weights`` / ``image_size`` configure the pretrained backbone
+    (empty weights: the bundled MobileNetV2 ImageNet weights; ``image_size`` 128 rather than
+    ImageNet's 224 runs about 5x faster on a CPU and, for small images upsampled anyway,
+    separated the benchmark scenarios as well); ``feature_layer`` is the layer
+    of the ``heatmaps`` features (empty: the last candidate layer).
     """
 
     mode: str = "default"
@@ -96,6 +106,13 @@ class AnalysisConfig:
     layers: list[str] = field(default_factory=list)
     split: str = "test"
     batch_size: int = 64
+    features: str = ""
+    reduce: str = "umap"
+    cluster: str = "dbscan"
+    backbone: str = "mobilenet_v2"
+    backbone_weights: str = ""
+    image_size: int = 128
+    feature_layer: str = ""
 
     def resolved(self) -> dict[str, str]:
         """The effective rule set, k rule and layer selection."""
@@ -112,6 +129,49 @@ class AnalysisConfig:
 
 
 @dataclass
+class RetrainConfig:
+    """Unsafe-set selection and retraining (METHOD.md §2 steps 8-12).
+
+    ``budget`` is the number of pool images to label (0: 3% of the pool). ``quota_factor`` is
+    ClosestU's f (quota per cluster = ceil(f * members)). Fine-tuning starts from the original
+    weights (``from_scratch = false``) on train + the balanced bag with SGD as the HUDD tool
+    (lr 1e-3, momentum 0.9, weight decay 5e-4, batch 128); the best epoch is chosen on the
+    validation split (``select_by = "train"`` for the tool's behaviour). ``seeds`` runs are
+    repeated per strategy with seeds ``seed, seed+1, ...``; the bag is re-drawn for each run.
+    """
+
+    strategy: str = "closest"
+    strategies: list[str] = field(
+        default_factory=lambda: ["closest", "random", "entropy", "deepgini"]
+    )
+    budget: int = 0
+    quota_factor: float = 2.0
+    balance: bool = True
+    seeds: int = 5
+    epochs: int = 5
+    optimizer: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    select_by: str = "val"
+    from_scratch: bool = False
+
+    def train_config(self, threads: int = 0) -> TrainConfig:
+        """The training hyper-parameters of one retraining run."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            select_by=self.select_by,
+            threads=threads,
+        )
+
+
+@dataclass
 class RunConfig:
     """Everything that determines a run's results."""
 
@@ -120,6 +180,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

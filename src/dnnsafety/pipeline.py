@@ -95,7 +95,9 @@ class Pipeline:
     @property
     def needs_training(self) -> bool:
         """True for a model built here from scratch; False for a user's trained model file."""
-        return self.config.model.arch != "torchscript" and not self.config.model.weights
+        return (
+            self.config.model.arch not in ("torchscript", "onnx") and not self.config.model.weights
+        )
 
     # -- data ---------------------------------------------------------------------------
     @functools.cached_property
@@ -139,7 +141,13 @@ class Pipeline:
         with atomic_path(self.run / MODEL_FILE) as tmp:
             torch.save({"state_dict": model.state_dict(), "key": self.train_key}, tmp)
         write_json(self.run / TRAIN_FILE, result.to_dict())
-        self.run.mark_done("train", self.train_key, outputs, best_epoch=result.best_epoch)
+        self.run.mark_done(
+            "train",
+            self.train_key,
+            outputs,
+            best_epoch=result.best_epoch,
+            seconds=time.perf_counter() - t0,
+        )
         self._model = model
         return self._record("train", False, t0, outputs)
 
@@ -178,32 +186,51 @@ class Pipeline:
         samples = pd.concat(frames, ignore_index=True)
         self.run.write_samples(samples)
         write_json(self.run / METRICS_FILE, compute_metrics(samples, self.dataset.class_names))
-        self.run.mark_done("evaluate", key, outputs)
+        self.run.mark_done("evaluate", key, outputs, seconds=time.perf_counter() - t0)
         return self._record("evaluate", False, t0, outputs)
 
     def analyze(self) -> StageOutcome:
-        """White-box root-cause analysis of the errors; writes ``clusters.json`` and more."""
+        """Root-cause analysis of the errors; writes ``clusters.json`` and more.
+
+        White-box (HUDD heatmaps) unless ``analysis.features`` names a black-box feature source.
+        """
         from dnnsafety.analysis import CLUSTERS_FILE, LAYERS_FILE, run_analysis
 
         t0 = time.perf_counter()
-        outputs = (CLUSTERS_FILE, LAYERS_FILE)
+        cfg = self.config.analysis
+        outputs: tuple[str, ...] = (
+            (CLUSTERS_FILE,) if cfg.features else (CLUSTERS_FILE, LAYERS_FILE)
+        )
         if self.run.is_done("analyze", self.analysis_key, outputs):
             return self._record("analyze", True, t0, outputs)
         self.evaluate()
-        cfg = self.config.analysis
-        result = run_analysis(
-            self.run,
-            self.model(),
-            self.dataset[cfg.split],
-            self.dataset.class_names,
-            cfg,
-        )
+        model = self.model()
+        if cfg.features:
+            from dnnsafety.blackbox import run_blackbox
+
+            bb = run_blackbox(
+                self.run, model, self.dataset, cfg, self.model_key, seed=self.config.seed
+            )
+            extra: dict[str, Any] = {"clusters": len(bb.clusters), "noise": bb.n_noise}
+        else:
+            from dnnsafety.models.onnx import OnnxClassifier
+
+            if isinstance(model, OnnxClassifier):
+                raise ConfigError(
+                    "The white-box analysis (LRP heatmaps) needs a PyTorch model; an ONNX "
+                    "model supports the black-box analysis only: add --features backbone."
+                )
+            result = run_analysis(
+                self.run,
+                model,
+                self.dataset[cfg.split],
+                self.dataset.class_names,
+                cfg,
+                seed=self.config.seed,
+            )
+            extra = {"layer": result.selected_layer, "clusters": len(result.clusters)}
         self.run.mark_done(
-            "analyze",
-            self.analysis_key,
-            outputs,
-            layer=result.selected_layer,
-            clusters=len(result.clusters),
+            "analyze", self.analysis_key, outputs, seconds=time.perf_counter() - t0, **extra
         )
         return self._record("analyze", False, t0, outputs)
 

@@ -9,6 +9,8 @@ import click
 
 from dnnsafety.cli.common import resolve_config
 from dnnsafety.cli.summary import print_clusters
+from dnnsafety.clustering import CLUSTERERS, REDUCERS
+from dnnsafety.features import FEATURE_SOURCES
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
 
@@ -22,14 +24,32 @@ from dnnsafety.runs import RunDir
 )
 @click.option("--layers", help="Comma-separated layer names (default: every conv/linear/pool).")
 @click.option("--split", help="Which split's errors to analyse (default: test).")
+@click.option(
+    "--features",
+    help="Black-box analysis (SAFE) with this feature source: "
+    + ", ".join(FEATURE_SOURCES.names())
+    + ". Default: white-box HUDD heatmaps.",
+)
+@click.option("--reduce", help="Black-box reduction: " + ", ".join(REDUCERS.names()) + ".")
+@click.option("--cluster", help="Black-box clusterer: " + ", ".join(CLUSTERERS.names()) + ".")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
 def command(
-    run_dir: Path, mode: str | None, layers: str | None, split: str | None, settings: Any
+    run_dir: Path,
+    mode: str | None,
+    layers: str | None,
+    split: str | None,
+    features: str | None,
+    reduce: str | None,
+    cluster: str | None,
+    settings: Any,
 ) -> None:
-    """Cluster the error-inducing inputs of RUN_DIR by their LRP heatmaps (HUDD).
+    """Group the error-inducing inputs of RUN_DIR into root-cause clusters.
 
-    Writes clusters.json, the column `cluster` of samples.parquet, and under analysis/: the
-    per-layer table (layers.json), WICD plots and a contact sheet per cluster.
+    White-box by default (HUDD: LRP heatmaps per layer, Ward clustering, layer choice); with
+    --features, black-box (SAFE: features -> --reduce -> --cluster, e.g. --features backbone
+    --reduce umap --cluster dbscan). Writes clusters.json, the column `cluster` of
+    samples.parquet (-1 = noise), and under analysis/: contact sheets, representative images
+    and the error map (plus the per-layer table and WICD plots for HUDD).
     """
     run = RunDir(run_dir, create=False)
     extra = list(settings)
@@ -37,6 +57,11 @@ def command(
         extra.append(f"analysis.mode={mode!r}")
     if split:
         extra.append(f"analysis.split={split!r}")
+    for key, value in (("features", features), ("reduce", reduce), ("cluster", cluster)):
+        if value:
+            extra.append(f"analysis.{key}={value!r}")
+    if (reduce or cluster) and not features:
+        extra.append("analysis.features='backbone'")
     if layers:
         names = [f"{name.strip()!r}" for name in layers.split(",") if name.strip()]
         extra.append(f"analysis.layers=[{', '.join(names)}]")

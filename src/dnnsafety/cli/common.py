@@ -29,7 +29,9 @@ def run_options(func: F) -> F:
             "--data-path", help="Image folder root or .npz file for --dataset folder/npz."
         ),
         click.option("--image-size", type=int, help="Resize images to this size (pixels)."),
-        click.option("--arch", help="Model: small_cnn, alexnet, resnet, torchscript or import."),
+        click.option(
+            "--arch", help="Model: small_cnn, alexnet, resnet, torchscript, onnx or import."
+        ),
         click.option("--model-factory", help="module:callable that builds your nn.Module."),
         click.option("--weights", help="Trained weights: a state dict or TorchScript file."),
         click.option("--epochs", type=int, help="Training epochs."),

@@ -38,9 +38,21 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 
 
 def _register() -> None:
-    from dnnsafety.cli import analyze, datasets, demo, env, evaluate, train
+    from dnnsafety.cli import (
+        analyze,
+        compare,
+        datasets,
+        demo,
+        env,
+        evaluate,
+        report,
+        retrain,
+        select,
+        train,
+    )
 
-    for module in (train, evaluate, analyze, demo, datasets, env):
+    modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
+    for module in modules:
         cli.add_command(module.command)
 
 

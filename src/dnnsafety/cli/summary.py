@@ -39,9 +39,16 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
     if not clusters:
         click.echo(f"\nNo clusters: the model made {data['n_errors']} error(s) on {data['split']}.")
         return
+    if data.get("method") == "safe":
+        how = (
+            f"{data['features']} features -> {data['reduce']} -> {data['cluster']}; "
+            f"{data['n_noise']} noise points"
+        )
+    else:
+        how = f"layer {data['layer']}, {data['settings']['ruleset']} LRP rules"
     click.echo(
         f"\n{len(clusters)} root-cause clusters of {data['n_errors']} {data['split']} errors "
-        f"(layer {data['layer']}, {data['settings']['ruleset']} LRP rules):"
+        f"({how}):"
     )
     for c in clusters[:limit]:
         true = max(c["true_labels"], key=c["true_labels"].get)
@@ -59,3 +66,41 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
     if len(clusters) > limit:
         click.echo(f"  ... and {len(clusters) - limit} more")
     click.echo(f"\nWrote {run_dir / 'clusters.json'} and {run_dir / 'analysis'}/")
+
+
+def print_comparison(run_dir: Path) -> None:
+    """Print the strategy comparison of a run: test accuracy, mean [95% CI] over runs."""
+    data = json.loads((run_dir / "comparison.json").read_text())
+    scen = [s for s in data["scenarios"] if s != "nominal"]
+    head = f"{'strategy':<14}{'labels':>7}{'overall':>18}{'rare':>18}" + "".join(
+        f"{s[:12]:>14}" for s in scen
+    )
+    click.echo(
+        f"\nTest accuracy after retraining, mean [95% CI] over {len(data['seeds'])} run(s); "
+        f"budget {data['budget']} labels, bag of {data['bag_size']}:"
+    )
+    click.echo(head)
+    orig = data["original"]
+    click.echo(
+        f"{'original':<14}{0:>7}{orig['overall']:>18.1%}{orig['rare']:>18.1%}"
+        + "".join(f"{orig['per_scenario'][s]:>14.1%}" for s in scen)
+    )
+    for name, entry in data["strategies"].items():
+        summ = entry["summary"]
+
+        def cell(v: dict[str, float], width: int = 18) -> str:
+            text = f"{v['mean']:.1%}"
+            if v["low"] == v["low"]:  # not NaN
+                text += f" ±{(v['high'] - v['low']) / 2:.1%}"
+            return f"{text:>{width}}"
+
+        click.echo(
+            f"{name:<14}{entry['cost']:>7}{cell(summ['overall'])}{cell(summ['rare'])}"
+            + "".join(f"{summ['per_scenario'][s]['mean']:>14.1%}" for s in scen)
+        )
+    if "closest" in data["strategies"]:
+        versus = data["strategies"]["closest"]["versus"]
+        parts = [f"{o}: A12 {v['a12']:.2f} (p={v['p_value']:.3f})" for o, v in versus.items()]
+        if parts:
+            click.echo("closest vs others on rare-scenario accuracy: " + "; ".join(parts))
+    click.echo(f"\nWrote {run_dir / 'comparison.json'}")

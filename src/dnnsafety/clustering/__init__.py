@@ -3,8 +3,19 @@
 HUDD (METHOD.md §2, steps 3-6): :func:`pairwise_distances` between flattened heatmaps,
 :func:`cluster_layer` (Ward on row-normalised distance profiles, WICD curve, knee of its
 gradient) per layer, and :func:`select_layer` to pick the layer.
+
+SAFE (METHOD.md §3): a reducer from :data:`REDUCERS` (``none``, ``pca``, ``umap``) and a
+clusterer from :data:`CLUSTERERS` (``dbscan``, ``hdbscan``, ``kmeans``, ``ward``).
 """
 
+from dnnsafety.clustering.clusterers import (
+    CLUSTERERS,
+    Clusterer,
+    DBSCANClusterer,
+    HDBSCANClusterer,
+    KMeansClusterer,
+    WardClusterer,
+)
 from dnnsafety.clustering.distances import (
     check_distance_matrix,
     condensed_distances,
@@ -24,9 +35,27 @@ from dnnsafety.clustering.hudd import (
     wicd_curve,
 )
 from dnnsafety.clustering.indices import canonical_labels, cluster_indices, wicd_of_labels
+from dnnsafety.clustering.reducers import (
+    REDUCERS,
+    IdentityReducer,
+    PCAReducer,
+    Reducer,
+    UMAPReducer,
+)
 
 __all__ = [
+    "CLUSTERERS",
+    "REDUCERS",
+    "Clusterer",
+    "DBSCANClusterer",
+    "HDBSCANClusterer",
+    "IdentityReducer",
+    "KMeansClusterer",
     "LayerClustering",
+    "PCAReducer",
+    "Reducer",
+    "UMAPReducer",
+    "WardClusterer",
     "WardTree",
     "canonical_labels",
     "check_distance_matrix",

@@ -44,3 +44,14 @@ __all__ = [
     "get_ruleset",
     "layer_relevance",
 ]
+
+# Black-box feature sources (SAFE); importing the autoencoder module registers it.
+from dnnsafety.features import autoencoder as _autoencoder  # noqa: F401
+from dnnsafety.features.sources import (
+    FEATURE_SOURCES,
+    FeatureContext,
+    FeatureSource,
+    make_source,
+)
+
+__all__ += ["FEATURE_SOURCES", "FeatureContext", "FeatureSource", "make_source"]

@@ -60,12 +60,25 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state-dict file into ``model`` (strict), with a clear error on mismatch."""
     p = Path(path)
     state = _state_dict_from(safe_load(p), p)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} parameter(s) missing, e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected, e.g. {', '.join(unexpected[:3])}")
+        raise ModelLoadError(
+            f"The weights in {str(p)!r} do not fit the {type(model).__name__} model: "
+            f"{'; '.join(parts)}. Is it the right architecture?"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0:3]
         raise ModelLoadError(
-            f"The weights in {str(p)!r} do not fit the model: {' '.join(first)}"
+            f"The weights in {str(p)!r} do not fit the model: {' '.join(first)[:500]}"
         ) from None
     return model
 
@@ -112,6 +125,12 @@ def make_model(cfg: ModelConfig, in_channels: int, num_classes: int, image_size:
         if not cfg.weights:
             raise ConfigError("model.arch = 'torchscript' needs model.weights = the .pt file.")
         return load_torchscript(cfg.weights)
+    if cfg.arch == "onnx":
+        if not cfg.weights:
+            raise ConfigError("model.arch = 'onnx' needs model.weights = the .onnx file.")
+        from dnnsafety.models.onnx import OnnxClassifier
+
+        return OnnxClassifier(cfg.weights)
     if cfg.arch == "import":
         if not cfg.factory:
             raise ConfigError(
@@ -124,7 +143,7 @@ def make_model(cfg: ModelConfig, in_channels: int, num_classes: int, image_size:
     elif cfg.arch in MODELS:
         model = build_model(cfg.arch, in_channels, num_classes, image_size)
     else:
-        known = ", ".join([*MODELS.names(), "torchscript", "import"])
+        known = ", ".join([*MODELS.names(), "torchscript", "onnx", "import"])
         raise ConfigError(f"Unknown model.arch {cfg.arch!r}. Choose one of: {known}.")
     if cfg.weights:
         load_weights(model, cfg.weights)

@@ -1,0 +1,215 @@
+"""Black-box (SAFE) pipelines against ground truth, and their cost against HUDD (issue 5).
+
+For each dataset: the default model (trained once, cached in benchmarks/out/<dataset>), its
+test errors, then every combination feature source x reducer x clusterer, scored against the
+ground-truth scenarios (purity, coverage of the rare scenarios, clusters, noise share) with
+its wall time (features + reduction + clustering) and peak resident memory above the
+process's level before the step. The white-box analysis (HUDD, default mode, heatmaps
+recomputed) runs on the same errors in the same process for the cost ratio. Ground truth is
+used only for scoring here, never to choose a parameter.
+
+Reproduce: .venv/bin/python benchmarks/bench_safe_pipelines.py
+    [--datasets signs,fashion-mnist] [--sources backbone,activations,...] [--image-size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+torch.set_flush_denormal(True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import write_table  # noqa: E402
+from dnnsafety.blackbox import fit_source, make_reducer  # noqa: E402
+from dnnsafety.clustering import CLUSTERERS, REDUCERS  # noqa: E402
+from dnnsafety.config import RunConfig  # noqa: E402
+from dnnsafety.evaluation import score_clusters  # noqa: E402
+from dnnsafety.failures import error_inputs  # noqa: E402
+from dnnsafety.features import FEATURE_SOURCES  # noqa: E402
+from dnnsafety.pipeline import Pipeline  # noqa: E402
+from dnnsafety.runs import RunDir  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def peak_memory() -> Iterator[dict[str, float]]:
+    """Peak resident memory above the level at entry, sampled every 5 ms (MB)."""
+    box = {"start": _rss_mb(), "peak": 0.0, "seconds": 0.0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            box["peak"] = max(box["peak"], _rss_mb())
+            stop.wait(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    t0 = time.perf_counter()
+    thread.start()
+    try:
+        yield box
+    finally:
+        stop.set()
+        thread.join()
+        box["seconds"] = time.perf_counter() - t0
+        box["peak"] = max(box["peak"], _rss_mb()) - box["start"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", default="signs,fashion-mnist")
+    parser.add_argument("--sources", default=",".join(FEATURE_SOURCES.names()))
+    parser.add_argument("--reducers", default=",".join(REDUCERS.names()))
+    parser.add_argument("--clusterers", default=",".join(CLUSTERERS.names()))
+    parser.add_argument("--image-size", type=int, default=RunConfig().analysis.image_size)
+    parser.add_argument("--no-hudd", action="store_true", help="skip the HUDD cost reference")
+    args = parser.parse_args()
+    rows: list[dict[str, Any]] = []
+    best: list[dict[str, Any]] = []
+    for dataset in args.datasets.split(","):
+        rows_ds = run_dataset(dataset, args)
+        rows += rows_ds
+        top = max(rows_ds, key=lambda r: (r["coverage"] >= 0.967, r["purity"]))
+        best.append(top)
+    notes = [
+        f"Backbone: MobileNetV2 (ImageNet weights, frozen) at {args.image_size} px. Purity: "
+        "mean over clusters of the dominant scenario's share (noise excluded); coverage: share "
+        "of the rare scenarios that dominate at least one cluster; seconds: features + "
+        "reduction + clustering; peak MB: resident memory above the level before the step.",
+        "Best pipeline per dataset (coverage >= 96.7% first, then purity): "
+        + "; ".join(
+            f"{b['dataset']}: {b['features']}+{b['reduce']}+{b['cluster']} purity "
+            f"{b['purity']:.3f}, coverage {b['coverage']:.0%}"
+            for b in best
+        ),
+    ]
+    write_table(
+        "safe_pipelines",
+        "Black-box pipelines: feature source x reduction x clustering",
+        "benchmarks/bench_safe_pipelines.py " + " ".join(sys.argv[1:]),
+        rows,
+        notes,
+    )
+
+
+def run_dataset(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    base = RunDir(OUT / dataset)
+    config = RunConfig()
+    config.data.name = dataset
+    config.analysis.image_size = args.image_size
+    pipe = Pipeline(base, config)
+    pipe.train()
+    pipe.evaluate()
+    model = pipe.model()
+    errors = error_inputs(base.read_samples())
+    split = pipe.dataset["test"]
+    pos = {sid: i for i, sid in enumerate(split.ids.tolist())}
+    images = split.images[torch.tensor([pos[s] for s in errors["sample_id"]])]
+    scenarios = errors["scenario"].astype(str).to_numpy()
+    rare = sorted(set(scenarios) - {"nominal"})
+    hudd = None if args.no_hudd else hudd_cost(base, config)
+    rows = []
+    for source_name in args.sources.split(","):
+        cfg = copy.deepcopy(config.analysis)
+        cfg.features = source_name
+        with peak_memory() as feat_cost:
+            source = fit_source(cfg, model, pipe.dataset, base, config.seed)
+            feats = source.transform(images, desc=f"{source_name} features")
+        print(f"[{dataset}] {source_name}: {feats.shape} in {feat_cost['seconds']:.1f}s")
+        for reduce in args.reducers.split(","):
+            with peak_memory() as red_cost:
+                reducer = make_reducer(reduce, len(feats), config.seed)
+                reduced = np.asarray(reducer.fit_transform(feats), dtype=np.float32)
+            for cluster in args.clusterers.split(","):
+                with peak_memory() as cl_cost:
+                    labels = CLUSTERERS.get(cluster)(seed=config.seed).fit_predict(reduced)
+                s = score_clusters(labels, scenarios, scenarios_to_cover=rare)
+                seconds = feat_cost["seconds"] + red_cost["seconds"] + cl_cost["seconds"]
+                peak = max(feat_cost["peak"], red_cost["peak"], cl_cost["peak"])
+                row = {
+                    "dataset": dataset,
+                    "features": source_name,
+                    "reduce": reduce,
+                    "cluster": cluster,
+                    "errors": s.n_errors,
+                    "clusters": s.n_clusters,
+                    "purity": round(s.purity, 3),
+                    "purity (weighted)": round(s.purity_weighted, 3),
+                    "coverage": round(s.coverage, 3),
+                    "noise share": round(s.noise_share, 3),
+                    "seconds": round(seconds, 1),
+                    "peak MB": round(peak),
+                }
+                if hudd is not None:
+                    row["time vs HUDD"] = round(seconds / hudd["seconds"], 2)
+                    row["memory vs HUDD"] = round(peak / max(hudd["peak"], 1.0), 2)
+                print(row, flush=True)
+                rows.append(row)
+    if hudd is not None:
+        rows.append(
+            {
+                "dataset": dataset,
+                "features": "HUDD heatmaps (all layers)",
+                "reduce": "-",
+                "cluster": "Ward + WICD knee",
+                "errors": len(errors),
+                "clusters": hudd["clusters"],
+                "purity": hudd["purity"],
+                "purity (weighted)": hudd["purity_weighted"],
+                "coverage": hudd["coverage"],
+                "noise share": 0.0,
+                "seconds": round(hudd["seconds"], 1),
+                "peak MB": round(hudd["peak"]),
+                "time vs HUDD": 1.0,
+                "memory vs HUDD": 1.0,
+            }
+        )
+    return rows
+
+
+def hudd_cost(base: RunDir, config: RunConfig) -> dict[str, Any]:
+    """Time and peak memory of the white-box analysis (heatmaps recomputed) on the errors."""
+    folder = OUT / f"{base.path.name}-hudd-cost"
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("analysis*", "clusters*"))
+    run = RunDir(folder)
+    pipe = Pipeline(run, copy.deepcopy(config))
+    _ = pipe.dataset, pipe.model()
+    with peak_memory() as cost:
+        pipe.analyze()
+    samples = run.read_samples()
+    errors = error_inputs(samples)
+    rare = sorted(set(errors["scenario"]) - {"nominal"})
+    s = score_clusters(errors["cluster"].astype(int).to_numpy(), errors["scenario"], None, rare)
+    print(f"[{base.path.name}] HUDD analysis {cost['seconds']:.1f}s, peak {cost['peak']:.0f} MB")
+    return {
+        "seconds": cost["seconds"],
+        "peak": cost["peak"],
+        "clusters": s.n_clusters,
+        "purity": round(s.purity, 3),
+        "purity_weighted": round(s.purity_weighted, 3),
+        "coverage": round(s.coverage, 3),
+    }
+
+
+if __name__ == "__main__":
+    main()

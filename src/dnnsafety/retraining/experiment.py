@@ -1,0 +1,374 @@
+"""Selection + labelling + retraining of one run folder, for one or several strategies.
+
+:class:`RetrainSession` gathers what every strategy needs once (the original model and its
+test results, the pool's softmax outputs, the analysis feature space for ``closest``, the
+training activations for ``dsa``), then :meth:`RetrainSession.select` draws an unsafe set,
+:meth:`RetrainSession.bag` labels it (oracle or the user's labels) and balances it, and
+:meth:`RetrainSession.retrain` fine-tunes and scores a model. :func:`compare` runs strategies x
+seeds side by side and writes ``comparison.json`` (shape in ``docs/retraining.md``). Every
+finished retraining run is saved under ``retraining/runs/`` with a fingerprint, so a rerun
+after Ctrl-C or a crash continues with the runs still missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dnnsafety.data.dataset import reveal_labels
+from dnnsafety.evaluation.stats import mann_whitney, mean_ci, vargha_delaney_a12
+from dnnsafety.exceptions import ConfigError
+from dnnsafety.retraining.balance import bag_for
+from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
+from dnnsafety.runs import atomic_path, fingerprint, write_json
+from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView, ReferenceSet, Selection
+
+if TYPE_CHECKING:
+    from dnnsafety.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+COMPARISON_FILE = "comparison.json"
+RUNS_DIR = "retraining/runs"
+NEEDS_SPACE = ("closest",)
+NEEDS_ACTIVATIONS = ("dsa",)
+DEFAULT_BUDGET_SHARE = 0.03
+
+
+class RetrainSession:
+    """Everything the strategies of one run folder share (computed lazily, once)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.config = pipeline.config.retrain
+        self.dataset = pipeline.dataset
+        if "pool" not in self.dataset.splits or len(self.dataset["pool"]) == 0:
+            raise ConfigError(
+                "Retraining selects from the unlabeled pool, and this dataset has none. Give "
+                "it a 'pool' split (image folders: root/pool/...; npz: x_pool)."
+            )
+        self.pool = self.dataset["pool"]
+        self.test = self.dataset["test"]
+        samples = pipeline.run.read_samples()
+        self.samples = samples
+
+    # -- shared inputs -------------------------------------------------------------------
+    def budget(self, budget: int | None) -> int:
+        """The labelling budget: given, configured, or 3% of the pool."""
+        value = budget or self.config.budget or math.ceil(DEFAULT_BUDGET_SHARE * len(self.pool))
+        if value < 1 or value > len(self.pool):
+            raise ConfigError(
+                f"The labelling budget must be between 1 and the pool size ({len(self.pool)}). "
+                f"Got {value}."
+            )
+        return int(value)
+
+    @functools.cached_property
+    def original_correct(self) -> np.ndarray:
+        test = self.samples[self.samples["split"] == "test"].set_index("sample_id")
+        return test.loc[self.test.ids.astype(str), "correct"].astype(bool).to_numpy()
+
+    @functools.cached_property
+    def test_clusters(self) -> dict[str, int]:
+        """Test error id -> cluster id of the analysis (noise and other rows excluded)."""
+        if "cluster" not in self.samples.columns:
+            return {}
+        part = self.samples[(self.samples["split"] == "test") & self.samples["cluster"].notna()]
+        return {
+            str(s): int(c)
+            for s, c in zip(part["sample_id"], part["cluster"], strict=True)
+            if int(c) >= 0
+        }
+
+    @functools.cached_property
+    def pool_probs(self) -> np.ndarray:
+        pool = self.samples[self.samples["split"] == "pool"].set_index("sample_id")
+        cols = [f"prob.{k}" for k in range(self.dataset.num_classes)]
+        return pool.loc[self.pool.ids.astype(str), cols].to_numpy(dtype=np.float32)
+
+    @functools.cached_property
+    def space(self) -> Any:
+        from dnnsafety.selection.spaces import analysis_space
+
+        return analysis_space(self.pipeline)
+
+    @functools.cached_property
+    def activations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from dnnsafety.selection.spaces import activation_reference
+
+        return activation_reference(self.pipeline)
+
+    def pool_view(self, strategy: str) -> tuple[PoolView, ClusterSpace | None]:
+        """The pool as the strategy sees it, and the clusters when it uses them."""
+        features = None
+        clusters = None
+        activations = None
+        reference = None
+        if strategy in NEEDS_SPACE:
+            space = self.space
+            features = space.pool_features
+            clusters = ClusterSpace(space.error_features, space.labels)
+        if strategy in NEEDS_ACTIVATIONS:
+            train_feats, train_labels, pool_feats = self.activations
+            activations = pool_feats
+            reference = ReferenceSet(train_feats, train_labels)
+        view = PoolView(
+            self.pool.ids.astype(str),
+            self.pool_probs,
+            features=features,
+            activations=activations,
+            reference=reference,
+        )
+        return view, clusters
+
+    def oracle(self, ids: np.ndarray) -> np.ndarray:
+        """Labels of pool ids from the held-back ground truth (experiments only)."""
+        labels = reveal_labels(self.pool, [str(s) for s in ids])
+        return np.array([labels[str(s)] for s in ids], dtype=np.int64)
+
+    # -- steps ----------------------------------------------------------------------------
+    def select(self, strategy: str, budget: int, seed: int) -> Selection:
+        """Draw the unsafe set of ``strategy`` with ``budget`` labels."""
+        params: dict[str, Any] = {}
+        if strategy == "closest":
+            params["f"] = self.config.quota_factor
+        selector = SELECTORS.get(strategy)(**params)
+        view, clusters = self.pool_view(strategy)
+        if strategy in NEEDS_SPACE and clusters is not None and not (clusters.labels >= 0).any():
+            raise ConfigError(
+                "The analysis found no root-cause cluster to select for (no errors, or all "
+                "noise); try another --cluster, or a baseline strategy."
+            )
+        return selector.select(view, budget, clusters=clusters, oracle=self.oracle, seed=seed)
+
+    def bag(
+        self,
+        selection: Selection,
+        seed: int,
+        size: int = 0,
+        labels: Mapping[str, int] | None = None,
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Images and labels of the retraining bag of ``selection``.
+
+        The bag is balanced for selections with clusters (re-drawn per ``seed``); a bag
+        smaller than ``size`` is topped up by drawing from its own inputs uniformly with
+        replacement, so every strategy retrains on the same number of extra images.
+        """
+        rng = np.random.default_rng(seed)
+        ids = bag_for(selection, rng, balance=self.config.balance)
+        if size > len(ids) and len(ids):
+            ids = np.concatenate([ids, rng.choice(ids, size - len(ids), replace=True)])
+        if labels is None:
+            y = self.oracle(ids)
+        else:
+            y = np.array([labels[str(s)] for s in ids], dtype=np.int64)
+        pos = {sid: i for i, sid in enumerate(self.pool.ids.astype(str).tolist())}
+        idx = torch.tensor([pos[str(s)] for s in ids], dtype=torch.long)
+        return self.pool.images[idx], y
+
+    def retrain(
+        self, bag_images: torch.Tensor, bag_labels: np.ndarray, seed: int
+    ) -> tuple[torch.nn.Module, TestScore, dict[str, Any]]:
+        """Fine-tune on train + bag and score on the test split."""
+        t0 = time.perf_counter()
+        reset = None
+        if self.config.from_scratch:
+            torch.manual_seed(seed)
+            reset = self.pipeline._build()
+        model, result = finetune(
+            self.pipeline.model(),
+            self.dataset["train"],
+            bag_images,
+            bag_labels,
+            self.dataset.splits.get("val"),
+            self.config,
+            seed,
+            reset=reset,
+        )
+        score = score_run(model, self.test, self.original_correct, self.test_clusters)
+        info = {"best_epoch": result.best_epoch, "seconds": time.perf_counter() - t0}
+        return model, score, info
+
+    def record_selection(self, name: str, selection: Selection) -> None:
+        """Column ``selected.<name>`` of ``samples.parquet``: selection rank per pool input."""
+        _record_selections(self.pipeline, {name: [selection]})
+
+    def original_score(self) -> TestScore:
+        correct = self.original_correct
+        return score_predictions(correct, self.test, None, self.test_clusters)
+
+
+def compare(
+    pipeline: Pipeline,
+    strategies: Sequence[str],
+    budget: int | None = None,
+    seeds: int | None = None,
+) -> dict[str, Any]:
+    """Run every strategy ``seeds`` times at one labelling budget; write ``comparison.json``."""
+    for name in strategies:
+        SELECTORS.get(name)  # unknown names fail before any work
+    session = RetrainSession(pipeline)
+    n_budget = session.budget(budget)
+    n_seeds = seeds or session.config.seeds
+    if n_seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds}.")
+    base_seed = pipeline.config.seed
+    seed_list = [base_seed + i for i in range(n_seeds)]
+    original = session.original_score()
+    selections = {
+        name: [session.select(name, n_budget, s) for s in seed_list] for name in strategies
+    }
+    bag_size = max(
+        len(bag_for(sel, np.random.default_rng(0), balance=session.config.balance))
+        for runs in selections.values()
+        for sel in runs
+    )
+    _record_selections(pipeline, selections)
+    out: dict[str, Any] = {
+        "budget": n_budget,
+        "bag_size": bag_size,
+        "seeds": seed_list,
+        "scenarios": sorted(original.per_scenario),
+        "clusters": sorted(int(c) for c in original.per_cluster),
+        "original": original.to_dict(),
+        "strategies": {},
+        "settings": pipeline.config.section("retrain"),
+    }
+    for name in strategies:
+        runs = []
+        for seed, sel in zip(seed_list, selections[name], strict=True):
+            runs.append(_cached_run(pipeline, session, name, sel, seed, bag_size))
+        out["strategies"][name] = {
+            "cost": int(max(sel.cost for sel in selections[name])),
+            "bag_size": bag_size,
+            "runs": runs,
+            "summary": _summary(runs),
+        }
+    _versus(out["strategies"])
+    write_json(pipeline.run / COMPARISON_FILE, out)
+    return out
+
+
+def _cached_run(
+    pipeline: Pipeline,
+    session: RetrainSession,
+    name: str,
+    selection: Selection,
+    seed: int,
+    bag_size: int,
+) -> dict[str, Any]:
+    key = fingerprint(
+        pipeline.analysis_key,
+        pipeline.config.section("retrain"),
+        name,
+        seed,
+        bag_size,
+        selection.ids.tolist(),
+        "retrain-run-v1",
+    )
+    path = pipeline.run / RUNS_DIR / f"{name}_{seed}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            log.info("retraining run %s seed %d reused", name, seed)
+            return dict(saved["run"])
+    log.info("retraining with %s (seed %d, bag of %d)", name, seed, bag_size)
+    images, labels = session.bag(selection, seed, size=bag_size)
+    _, score, info = session.retrain(images, labels, seed)
+    run = {"seed": seed, "cost": int(selection.cost), **score.to_dict(), **info}
+    write_json(path, {"key": key, "run": run})
+    return run
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    def ci(values: list[float]) -> dict[str, float]:
+        mean, low, high = mean_ci(np.asarray(values, dtype=float))
+        return {"mean": mean, "low": low, "high": high}
+
+    keys_s = sorted({k for r in runs for k in r["per_scenario"]})
+    keys_c = sorted({k for r in runs for k in r["per_cluster"]}, key=int)
+    return {
+        "overall": ci([r["overall"] for r in runs]),
+        "rare": ci([r["rare"] for r in runs]),
+        "per_scenario": {k: ci([r["per_scenario"][k] for r in runs]) for k in keys_s},
+        "per_cluster": {k: ci([r["per_cluster"][k] for r in runs]) for k in keys_c},
+        "improved": ci([r["improved"] for r in runs]),
+        "worsened": ci([r["worsened"] for r in runs]),
+    }
+
+
+def _versus(strategies: dict[str, Any]) -> None:
+    """A12 and Mann-Whitney p of every pair, on overall and on rare-scenario accuracy."""
+    for name, entry in strategies.items():
+        entry["versus"] = {}
+        for other, o_entry in strategies.items():
+            if other == name:
+                continue
+            x = [r["rare"] for r in entry["runs"]]
+            y = [r["rare"] for r in o_entry["runs"]]
+            xo = [r["overall"] for r in entry["runs"]]
+            yo = [r["overall"] for r in o_entry["runs"]]
+            entry["versus"][other] = {
+                "a12": vargha_delaney_a12(x, y),
+                "p_value": mann_whitney(x, y),
+                "a12_overall": vargha_delaney_a12(xo, yo),
+                "p_value_overall": mann_whitney(xo, yo),
+            }
+
+
+def _record_selections(pipeline: Pipeline, selections: Mapping[str, list[Selection]]) -> None:
+    """Column ``selected.<strategy>``: rank of each pool input in the first seed's selection."""
+    columns = {}
+    for name, runs in selections.items():
+        sel = runs[0]
+        columns[f"selected.{name}"] = pd.Series(
+            np.arange(len(sel.ids)), index=[str(s) for s in sel.ids], dtype="Int64"
+        )
+    frame = pd.DataFrame(columns)
+    pipeline.run.add_columns(frame)
+
+
+def retrain_with_labels(
+    pipeline: Pipeline, strategy: str, labels_file: Path, seeds: int = 1
+) -> dict[str, Any]:
+    """Retrain on a selection labelled by hand (``dnnsafety select`` + the filled-in CSV).
+
+    Writes ``retrained/<strategy>/model.pt`` (first run) and ``result.json``; returns the
+    result with its path.
+    """
+    from dnnsafety.retraining.labels import load_selection, read_labels
+
+    if seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
+    selection, _ = load_selection(pipeline.run, strategy)
+    labels = read_labels(labels_file, [str(s) for s in selection.ids], pipeline.dataset.class_names)
+    session = RetrainSession(pipeline)
+    folder = pipeline.run / "retrained" / strategy
+    runs = []
+    for i in range(seeds):
+        seed = pipeline.config.seed + i
+        images, y = session.bag(selection, seed, labels=labels)
+        model, score, info = session.retrain(images, y, seed)
+        if i == 0:
+            with atomic_path(folder / "model.pt") as tmp:
+                torch.save({"state_dict": model.state_dict(), "strategy": strategy}, tmp)
+        runs.append({"seed": seed, **score.to_dict(), **info, "bag_size": len(y)})
+    result = {
+        "strategy": strategy,
+        "labels_file": str(labels_file),
+        "labelled": len(labels),
+        "original": session.original_score().to_dict(),
+        "runs": runs,
+    }
+    write_json(folder / "result.json", result)
+    return {**result, "path": str(folder)}

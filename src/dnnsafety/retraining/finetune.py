@@ -1,0 +1,164 @@
+"""One retraining run (METHOD.md §2 step 11) and how its model is scored.
+
+:func:`finetune` copies the original model, trains it on the training set plus the labelled
+bag (from the original weights, or from scratch on request) and keeps the best epoch.
+:func:`score_run` measures a model on the test split the way the comparison reports it:
+overall accuracy, accuracy per ground-truth scenario and per root-cause cluster (on the test
+errors each cluster holds), and the inputs improved and worsened against the original model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dnnsafety.config import RetrainConfig
+from dnnsafety.data.dataset import NOMINAL, Split
+from dnnsafety.evaluation.stats import improved_worsened
+from dnnsafety.exceptions import ConfigError
+from dnnsafety.models.training import TrainResult, predict, train_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TestScore:
+    """A model's results on the test split."""
+
+    overall: float
+    rare: float
+    per_scenario: dict[str, float]
+    per_cluster: dict[str, float]
+    improved: int
+    worsened: int
+    correct: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready figures (without the per-input array)."""
+        return {
+            "overall": self.overall,
+            "rare": self.rare,
+            "per_scenario": self.per_scenario,
+            "per_cluster": self.per_cluster,
+            "improved": self.improved,
+            "worsened": self.worsened,
+        }
+
+
+def finetune(
+    model: nn.Module,
+    train: Split,
+    bag_images: torch.Tensor,
+    bag_labels: np.ndarray,
+    val: Split | None,
+    cfg: RetrainConfig,
+    seed: int,
+    reset: nn.Module | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Train a copy of ``model`` on ``train`` + the bag; returns it and the training history.
+
+    Parameters
+    ----------
+    model
+        The original model; left unchanged.
+    train
+        The training split.
+    bag_images, bag_labels
+        The labelled (and balanced) retraining bag.
+    val
+        The validation split for the best-epoch choice (``cfg.select_by = "val"``).
+    cfg
+        Retraining settings.
+    seed
+        Seed of this run (shuffling, dropout).
+    reset
+        A freshly initialised model of the same architecture, used when ``cfg.from_scratch``.
+    """
+    if cfg.from_scratch:
+        if reset is None:
+            raise ConfigError("finetune(from_scratch=True) needs a freshly built `reset` model.")
+        new = copy.deepcopy(reset)
+    else:
+        new = copy.deepcopy(model)
+    images = torch.cat([train.images, bag_images]) if len(bag_labels) else train.images
+    labels = np.concatenate([train.labels, np.asarray(bag_labels, dtype=np.int64)])
+    result = train_model(
+        new,
+        images,
+        labels,
+        None if val is None else val.images,
+        None if val is None else val.labels,
+        cfg.train_config(),
+        seed=seed,
+    )
+    new.eval()
+    return new, result
+
+
+def score_run(
+    model: nn.Module,
+    test: Split,
+    original_correct: np.ndarray | None,
+    clusters: Mapping[str, int] | None = None,
+) -> TestScore:
+    """Score ``model`` on ``test``.
+
+    Parameters
+    ----------
+    model
+        The model to score.
+    test
+        The labelled test split.
+    original_correct
+        Per test input, whether the original model was right (for improved/worsened).
+    clusters
+        Test sample id -> cluster id (noise excluded) of the analysed errors; accuracy per
+        cluster is the share of its members the model now gets right.
+    """
+    pred = predict(model, test.images, desc="predict test").pred
+    correct = pred == test.labels
+    return score_predictions(correct, test, original_correct, clusters)
+
+
+def score_predictions(
+    correct: np.ndarray,
+    test: Split,
+    original_correct: np.ndarray | None,
+    clusters: Mapping[str, int] | None = None,
+) -> TestScore:
+    """Figures of :func:`score_run` from per-input correctness."""
+    frame = pd.DataFrame({"correct": correct, "scenario": test.scenarios.astype(str)})
+    per_scenario = {
+        str(k): float(v) for k, v in frame.groupby("scenario")["correct"].mean().items()
+    }
+    per_cluster: dict[str, float] = {}
+    if clusters:
+        pos = {sid: i for i, sid in enumerate(test.ids.tolist())}
+        by_cluster: dict[int, list[int]] = {}
+        for sid, cid in clusters.items():
+            if sid in pos and cid >= 0:
+                by_cluster.setdefault(int(cid), []).append(pos[sid])
+        per_cluster = {
+            str(cid): float(correct[idx].mean()) for cid, idx in sorted(by_cluster.items())
+        }
+    improved = worsened = 0
+    if original_correct is not None:
+        improved, worsened = improved_worsened(original_correct, correct)
+    rare = frame["scenario"] != NOMINAL
+    return TestScore(
+        float(correct.mean()) if len(correct) else float("nan"),
+        float(frame.loc[rare, "correct"].mean()) if rare.any() else float("nan"),
+        per_scenario,
+        per_cluster,
+        int(improved),
+        int(worsened),
+        correct,
+    )

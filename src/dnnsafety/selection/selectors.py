@@ -1,0 +1,307 @@
+"""The selector contract: what a selector reads, what it returns, and the registry.
+
+A selector chooses, from a large *unlabeled* pool, the inputs to label and add to the
+training data (METHOD.md §2 steps 8 and 12). Selectors work on plain arrays only; loading
+models, computing features and running the retraining loop happen elsewhere.
+
+* :class:`PoolView` - the pool: sample ids, the model's softmax outputs, the pool's features
+  (any row source, e.g. a :class:`numpy.memmap`, read in batches), optional activation traces
+  and an optional training :class:`ReferenceSet` (for surprise adequacy).
+* :class:`ClusterSpace` - the root-cause clusters of the test errors in the same feature space.
+* :class:`Selection` - the chosen ids, the labelling cost and per-input details.
+* :data:`SELECTORS` - name -> selector class. Every selector follows scikit-learn habits:
+  ``__init__`` only stores keyword parameters; :meth:`Selector.select` validates and works.
+
+Adding a selector means one class in this folder decorated with
+``@SELECTORS.register("name", help="...")`` and imported from ``selection/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from dnnsafety.exceptions import ConfigError, InvalidInputError
+from dnnsafety.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+Oracle = Callable[[np.ndarray], np.ndarray]
+"""Labels on demand: ``oracle(ids) -> labels`` (one int label per id, same order)."""
+
+PROBS_TOLERANCE = 1e-3
+"""How far a row of ``probs`` may sum from 1 before it is rejected as not being softmax."""
+
+
+@runtime_checkable
+class FeatureRows(Protocol):
+    """Anything with a length whose row slices ``x[a:b]`` give arrays (ndarray, memmap).
+
+    Named ``FeatureRows`` rather than ``FeatureSource`` to keep it apart from
+    :class:`dnnsafety.features.sources.FeatureSource` (images -> features).
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> Any: ...
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceSet:
+    """Activation traces of the training set and their classes (for surprise adequacy).
+
+    Attributes
+    ----------
+    features
+        ``R x D`` activation traces of the training inputs (array or memmap).
+    labels
+        ``(R,)`` int class of each training input. Kim et al.'s tool used the model's
+        predictions on the training set; the true labels work as well.
+    """
+
+    features: FeatureRows
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise InvalidInputError(
+                f"ReferenceSet.labels must be a 1-D int array; got shape {labels.shape} and "
+                f"dtype {labels.dtype}."
+            )
+        if len(self.features) != len(labels):
+            raise InvalidInputError(
+                f"ReferenceSet has {len(self.features)} feature rows but {len(labels)} labels; "
+                "pass one label per training input."
+            )
+        object.__setattr__(self, "labels", labels)
+
+
+@dataclass(frozen=True, eq=False)
+class PoolView:
+    """The unlabeled pool as the selectors see it.
+
+    Attributes
+    ----------
+    ids
+        ``(P,)`` sample ids (strings) of the pool inputs.
+    probs
+        ``(P, C)`` softmax outputs of the model, or ``None``. Needed by the uncertainty
+        selectors, ``mispredicted`` and ``dsa`` (predicted class = argmax).
+    features
+        Pool features in the analysis feature space (``P`` rows; extra trailing axes are
+        flattened), or ``None``. Needed by ``closest``. Any :class:`FeatureRows`.
+    activations
+        Activation traces of the analysed model for surprise adequacy, or ``None``; ``dsa``
+        falls back on ``features`` when this is ``None``.
+    reference
+        Training activation traces and classes for ``dsa``, in the same space as
+        ``activations`` (or ``features``).
+    """
+
+    ids: np.ndarray
+    probs: np.ndarray | None = None
+    features: FeatureRows | None = None
+    activations: FeatureRows | None = None
+    reference: ReferenceSet | None = None
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.ids)
+        if ids.ndim != 1:
+            raise InvalidInputError(f"PoolView.ids must be 1-D; got shape {ids.shape}.")
+        if len(np.unique(ids)) != len(ids):
+            raise InvalidInputError("PoolView.ids contains duplicates; sample ids must be unique.")
+        object.__setattr__(self, "ids", ids)
+        n = len(ids)
+        if self.probs is not None:
+            object.__setattr__(self, "probs", _check_probs(self.probs, n))
+        for name in ("features", "activations"):
+            rows = getattr(self, name)
+            if rows is not None and len(rows) != n:
+                raise InvalidInputError(
+                    f"PoolView.{name} has {len(rows)} rows but there are {n} ids; pass one "
+                    "row per pool input, in the order of ids."
+                )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """Predicted class of every pool input (argmax of ``probs``)."""
+        if self.probs is None:
+            raise InvalidInputError("The pool has no probs; pass PoolView(probs=softmax).")
+        return np.argmax(self.probs, axis=1)
+
+
+def _check_probs(probs: object, n: int) -> np.ndarray:
+    arr = np.asarray(probs)
+    if arr.ndim != 2 or arr.shape[0] != n or arr.shape[1] < 1:
+        raise InvalidInputError(
+            f"PoolView.probs must be P x C with P = {n} (one row per id); got shape {arr.shape}."
+        )
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InvalidInputError(f"PoolView.probs must be floats; got dtype {arr.dtype}.")
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise InvalidInputError("PoolView.probs must be finite and non-negative.")
+    sums = arr.sum(axis=1, dtype=np.float64)
+    if n and np.abs(sums - 1.0).max() > PROBS_TOLERANCE:
+        raise InvalidInputError(
+            "PoolView.probs rows must sum to 1 (softmax outputs); got row sums between "
+            f"{sums.min():.4g} and {sums.max():.4g}. Apply a softmax to logits first."
+        )
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class ClusterSpace:
+    """Root-cause clusters of the error-inducing test inputs, in the pool's feature space.
+
+    Attributes
+    ----------
+    features
+        ``M x D`` features of the clustered error-inducing test inputs.
+    labels
+        ``(M,)`` int cluster id of each; negative ids (``-1``) mark noise and are ignored.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        feats = np.asarray(self.features)
+        labels = np.asarray(self.labels)
+        if feats.ndim < 2:
+            raise InvalidInputError(
+                f"ClusterSpace.features must be M x D; got shape {feats.shape}."
+            )
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise InvalidInputError(
+                f"ClusterSpace.labels must be a 1-D int array; got shape {labels.shape} and "
+                f"dtype {labels.dtype}."
+            )
+        if len(labels) != len(feats):
+            raise InvalidInputError(
+                f"ClusterSpace has {len(feats)} feature rows but {len(labels)} labels."
+            )
+        object.__setattr__(self, "features", feats.reshape(len(feats), -1))
+        object.__setattr__(self, "labels", labels)
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """The inputs a selector chose.
+
+    Attributes
+    ----------
+    ids
+        Chosen pool ids, in selection order.
+    cost
+        Labels spent (the labelling budget consumed). Equal to ``len(ids)`` except for
+        ``mispredicted``, which pays for every input it draws.
+    cluster
+        ``closest`` only: the root-cause cluster each chosen input is assigned to.
+    distance
+        ``closest`` only: its distance to that cluster (to the nearest member).
+    scores
+        Ranking selectors: the score each chosen input was ranked by (higher = chosen first).
+    info
+        JSON-serialisable details (selector name and parameters, quotas, stop reason...).
+    """
+
+    ids: np.ndarray
+    cost: int
+    cluster: np.ndarray | None = None
+    distance: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Selector:
+    """Base class of the selectors; subclasses implement :meth:`select`."""
+
+    name = "base"
+
+    def get_params(self) -> dict[str, Any]:
+        """The keyword parameters given to ``__init__`` (scikit-learn habit)."""
+        return dict(vars(self))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    def select(
+        self,
+        pool: PoolView,
+        budget: int,
+        *,
+        clusters: ClusterSpace | None = None,
+        oracle: Oracle | None = None,
+        seed: int = 0,
+    ) -> Selection:  # pragma: no cover - abstract
+        """Choose ``budget`` pool inputs to label."""
+        raise NotImplementedError
+
+
+SELECTORS: Registry[Callable[..., Selector]] = Registry("selector")
+"""Selector classes by name: ``SELECTORS.get("closest")(f=2).select(pool, 500, ...)``."""
+
+
+def check_budget(budget: object, selector: str, pool_size: int) -> int:
+    """Validate a labelling budget against the pool size and return it as an int."""
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
+        raise ConfigError(
+            f"The 'budget' parameter of {selector} must be an int >= 1. Got {budget!r}."
+        )
+    if budget > pool_size:
+        raise ConfigError(
+            f"The budget of {selector} ({budget}) exceeds the pool size ({pool_size}); "
+            "lower the budget or enlarge the pool."
+        )
+    return int(budget)
+
+
+def check_int_param(value: object, param: str, selector: str, minimum: int = 1) -> int:
+    """Validate an int parameter ``>= minimum``, with the project's error message."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ConfigError(
+            f"The '{param}' parameter of {selector} must be an int >= {minimum}. Got {value!r}."
+        )
+    return int(value)
+
+
+def check_batch_size(value: object, selector: str) -> int | None:
+    """``None`` (automatic) or an int >= 1."""
+    if value is None:
+        return None
+    return check_int_param(value, "batch_size", selector)
+
+
+def need_probs(pool: PoolView, selector: str) -> np.ndarray:
+    """The pool's softmax outputs, or an error saying how to provide them."""
+    if pool.probs is None:
+        raise InvalidInputError(
+            f"The {selector} selector needs the model's softmax outputs on the pool; pass "
+            "PoolView(probs=...) with one row per pool id."
+        )
+    return pool.probs
+
+
+def seed_rng(seed: object, selector: str) -> np.random.Generator:
+    """A generator for ``seed`` (an int >= 0)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ConfigError(f"The 'seed' parameter of {selector} must be an int >= 0. Got {seed!r}.")
+    return np.random.default_rng(int(seed))
+
+
+def top_by_score(scores: np.ndarray, budget: int) -> np.ndarray:
+    """Indices of the ``budget`` highest scores, highest first; ties: lower index first."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return order[:budget]

@@ -1,0 +1,160 @@
+"""The feature space an analysis clustered in, with the unlabeled pool projected into it.
+
+ClosestU (METHOD.md §2.8, and its SAFE counterpart) measures the distance of pool inputs to
+the root-cause clusters in the space the clusters were found in:
+
+- white-box (``clusters.json`` ``method = "hudd"``): LRP heatmaps at the selected layer,
+  computed for the pool too (predicted class, no label needed) and stored on disk beside the
+  error heatmaps, then read as a memory map in batches;
+- black-box (``method = "safe"``): the feature source's vectors (cached) passed through the
+  reducer, which is re-fitted on the error features with the analysis seed (deterministic)
+  and then maps the pool into the same reduced space.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from dnnsafety.exceptions import RunDirError
+
+if TYPE_CHECKING:
+    from dnnsafety.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+POOL_HEATMAPS = "analysis/pool_heatmaps"
+
+
+@dataclass(frozen=True)
+class AnalysisSpace:
+    """Clustered error inputs and pool inputs in one feature space.
+
+    Attributes
+    ----------
+    error_ids
+        Ids of the analysed error inputs.
+    error_features
+        Their features (``M x D``; may be a memory map).
+    labels
+        Their cluster ids (``-1``: noise).
+    pool_ids
+        Ids of the pool inputs.
+    pool_features
+        Their features in the same space (``P x D``; may be a memory map).
+    method
+        ``"hudd"`` or ``"safe"``.
+    """
+
+    error_ids: list[str]
+    error_features: Any
+    labels: np.ndarray
+    pool_ids: list[str]
+    pool_features: Any
+    method: str
+
+
+def read_clusters(pipeline: Pipeline) -> dict[str, Any]:
+    """The run's ``clusters.json``, or a clear error when the analysis has not run."""
+    path = pipeline.run / "clusters.json"
+    if not path.is_file():
+        raise RunDirError(
+            f"{str(pipeline.run.path)!r} has no clusters.json: run `dnnsafety analyze "
+            f"{pipeline.run.path}` first (selection works on its root-cause clusters)."
+        )
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def cluster_labels(data: dict[str, Any], ids: list[str]) -> np.ndarray:
+    """Cluster id per error id from ``clusters.json`` (``-1`` for noise)."""
+    of = {sid: int(c["id"]) for c in data["clusters"] for sid in c["members"]}
+    return np.array([of.get(s, -1) for s in ids], dtype=np.int64)
+
+
+def analysis_space(pipeline: Pipeline) -> AnalysisSpace:
+    """The clustered errors and the pool in the analysis's feature space (see module doc)."""
+    data = read_clusters(pipeline)
+    pool = pipeline.dataset["pool"]
+    pool_ids = pool.ids.astype(str).tolist()
+    if data.get("method") == "safe":
+        return _safe_space(pipeline, data, pool_ids)
+    return _hudd_space(pipeline, data, pool_ids)
+
+
+def _hudd_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -> AnalysisSpace:
+    from dnnsafety.features import HeatmapStore, compute_heatmaps
+
+    layer = data["layer"]
+    if not layer:
+        raise RunDirError("clusters.json names no selected layer; rerun `dnnsafety analyze`.")
+    errors = HeatmapStore.open(pipeline.run / "analysis" / "heatmaps")
+    error_ids = [str(s) for s in errors.ids]
+    pool = pipeline.dataset["pool"]
+    store = compute_heatmaps(
+        pipeline.model(),
+        pool.images,
+        pool_ids,
+        pipeline.run / POOL_HEATMAPS,
+        layers=[layer],
+        ruleset=data["settings"]["ruleset"],
+        batch_size=pipeline.config.analysis.batch_size,
+    )
+    return AnalysisSpace(
+        error_ids,
+        errors.flat(layer),
+        cluster_labels(data, error_ids),
+        pool_ids,
+        store.flat(layer),
+        "hudd",
+    )
+
+
+def _safe_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -> AnalysisSpace:
+    from dnnsafety.blackbox import cached_features, fit_source, make_reducer, source_params
+    from dnnsafety.failures import error_inputs
+    from dnnsafety.runs import fingerprint
+
+    cfg = pipeline.config.analysis
+    seed = pipeline.config.seed
+    errors = error_inputs(pipeline.run.read_samples(), data["split"])
+    error_ids = errors["sample_id"].astype(str).tolist()
+    split = pipeline.dataset[data["split"]]
+    pos = {sid: i for i, sid in enumerate(split.ids.tolist())}
+    idx = torch.tensor([pos[s] for s in error_ids], dtype=torch.long)
+    source = fit_source(cfg, pipeline.model(), pipeline.dataset, pipeline.run, seed)
+    key = fingerprint(pipeline.model_key, cfg.features, source_params(cfg), seed)
+    feats = cached_features(pipeline.run, source, split.images[idx], error_ids, key)
+    pool_feats = cached_features(
+        pipeline.run, source, pipeline.dataset["pool"].images, pool_ids, key, desc="pool features"
+    )
+    reducer = make_reducer(cfg.reduce, len(feats), seed)
+    reduced = np.asarray(reducer.fit_transform(feats), dtype=np.float32)
+    pool_reduced = np.asarray(reducer.transform(pool_feats), dtype=np.float32)
+    return AnalysisSpace(
+        error_ids, reduced, cluster_labels(data, error_ids), pool_ids, pool_reduced, "safe"
+    )
+
+
+def activation_reference(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Penultimate activations of the training set (with labels) and of the pool, for DSA."""
+    from dnnsafety.blackbox import cached_features
+    from dnnsafety.features import FeatureContext, make_source
+    from dnnsafety.runs import fingerprint
+
+    source = make_source("activations").fit(FeatureContext(model=pipeline.model()))
+    key = fingerprint(pipeline.model_key, "activations")
+    train = pipeline.dataset["train"]
+    pool = pipeline.dataset["pool"]
+    train_feats = cached_features(
+        pipeline.run, source, train.images, train.ids.astype(str).tolist(), key, "train activations"
+    )
+    pool_feats = cached_features(
+        pipeline.run, source, pool.images, pool.ids.astype(str).tolist(), key, "pool activations"
+    )
+    return train_feats, train.labels, pool_feats

@@ -1,0 +1,350 @@
+"""The HTML report: sections follow the run folder's files, data is escaped, nothing external."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from dnnsafety.cli.report import command as report_command
+from dnnsafety.exceptions import RunDirError
+from dnnsafety.report import render_report
+
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(1)>'
+CLASSES = ["stop", "yield", HOSTILE]
+# a contact sheet whose file name (and folder) carries the payload
+HOSTILE_SHEET = f"analysis/clusters/{HOSTILE}.png"
+
+
+def _png(path: Path, size: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def _json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj), encoding="utf-8")
+
+
+def _metrics() -> dict[str, Any]:
+    per_scenario = {"nominal": {"accuracy": 0.95, "n": 100}, "fog": {"accuracy": 0.5734, "n": 50}}
+    split = {"accuracy": 0.8267, "errors": 26, "n": 150, "per_scenario": per_scenario}
+    split["per_class"] = {"stop": 0.8, "yield": 0.88, HOSTILE: 0.8}
+    train = {"accuracy": 0.991, "errors": 9, "n": 1000, "per_scenario": per_scenario}
+    return {
+        "class_names": CLASSES,
+        "confusion_test": [[40, 5, 5], [3, 44, 3], [2, 8, 40]],
+        "environment": {"python": "3.11.7", "torch": "2.4.0"},
+        "splits": {"test": split, "train": train},
+    }
+
+
+def _cluster(cid: int, members: list[str], sheet: str) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "size": len(members),
+        "share_of_errors": len(members) / 26,
+        "members": members,
+        "medoid": members[0],
+        "representatives": {"medoid": members[0], "nearest": members[1:3], "farthest": []},
+        "true_labels": {"stop": 1, HOSTILE: len(members) - 1},
+        "predicted_labels": {"yield": len(members)},
+        "scenarios": {"fog": len(members)},
+        "metadata": {
+            "fog": {"min": 0.81, "max": 0.93, "mean": 0.8876, "std": 0.02},
+            "rotation": {"min": -8.0, "max": 8.0, "mean": 0.1, "std": 4.5},
+            "side": {"top": HOSTILE, "share": 0.75},
+            HOSTILE: {"min": 0.0, "max": 1.0, "mean": 0.5, "std": 0.2},
+        },
+        "variance_ratio": {"fog": 0.0037, "rotation": 1.02, HOSTILE: 0.3},
+        "captures_cause": True,
+        "shared_parameters": ["fog", HOSTILE],
+        "distinctive_parameters": [
+            {
+                "parameter": "fog",
+                "direction": "high",
+                "cluster_mean": 0.8876,
+                "all_errors_mean": 0.31,
+                "shift_in_std": 2.5,
+                "variance_ratio": 0.0037,
+            }
+        ],
+        "contact_sheet": sheet,
+    }
+
+
+def _full_files(run: Path) -> None:
+    ids = [f"s-{i:03d}" for i in range(9)] + [HOSTILE]
+    first = [HOSTILE] + [f"s-{i:03d}" for i in range(11)]
+    clusters = [_cluster(0, first, HOSTILE_SHEET), _cluster(1, ids[5:9], "missing.png")]
+    clusters[0]["representative_images"] = [
+        {"role": "farthest", "id": ids[2], "path": "analysis/reps/far.png"},
+        {"role": "medoid", "id": HOSTILE, "path": "analysis/reps/medoid.png"},
+        {"role": "nearest", "id": ids[1], "path": "../../outside.png"},
+    ]
+    _png(run / "analysis/reps/far.png", (32, 16), (200, 20, 20))  # image + heatmap overlay
+    _png(run / "analysis/reps/medoid.png", (32, 16), (20, 200, 20))
+    _png(run / HOSTILE_SHEET, (200, 120), (30, 30, 160))
+    _json(
+        run / "clusters.json",
+        {
+            "split": "test",
+            "layer": "classifier.1",
+            "settings": {"k_rule": "hudd", "ruleset": "default"},
+            "n_errors": 26,
+            "method": "safe",
+            "features": "backbone",
+            "reduce": {"name": "umap", "n_components": 10},
+            "cluster": "dbscan",
+            "n_noise": 3,
+            "clusters": clusters,
+        },
+    )
+    layer = {"k": 2, "k_reason": "knee", "knee_k": 2, "is_input": False, "sizes": [11, 4]}
+    layer["indices"] = {"silhouette": 0.2757, "davies_bouldin": 1.9626, "dunn": 0.0445}
+    layers = {"features.0": {**layer, "k": 5, "selected": False}}
+    layers["classifier.1"] = {**layer, "selected": True}
+    _json(
+        run / "analysis/layers.json",
+        {"selected": "classifier.1", "settings": {"k_rule": "hudd"}, "layers": layers},
+    )
+    _png(run / "analysis/wicd_classifier_1.png", (60, 36), (250, 250, 250))
+    _png(run / "analysis/wicd_features_0.png", (60, 36), (240, 240, 240))
+    points = [
+        {"id": pid, "x": float(i % 4), "y": float(i // 4), "cluster": [0, 1, -1][i % 3]}
+        for i, pid in enumerate(ids)
+    ]
+    _json(
+        run / "analysis/map.json",
+        {
+            "method": "umap",
+            "tile": 8,
+            "columns": 4,
+            "sprite": "analysis/thumbs.png",
+            "points": points,
+        },
+    )
+    _png(run / "analysis/thumbs.png", (32, 24), (120, 120, 120))
+
+    def summary(mean: float) -> dict[str, float]:
+        return {"mean": mean, "low": mean - 0.02, "high": mean + 0.02}
+
+    def strategy(overall: float, fog: float, cost: int) -> dict[str, Any]:
+        per_scenario = {"nominal": 0.95, "fog": fog}
+        runs = [
+            {"seed": s, "overall": overall, "per_scenario": per_scenario, "per_cluster": {}}
+            | {"improved": 10 + s, "worsened": 2, "seconds": 12.5}
+            for s in (0, 1, 2)
+        ]
+        return {
+            "cost": cost,
+            "bag_size": 2,
+            "runs": runs,
+            "summary": {
+                "overall": summary(overall),
+                "per_scenario": {"nominal": summary(0.95), "fog": summary(fog)},
+                "per_cluster": {"0": summary(0.7321), "1": summary(0.4)},
+            },
+            "versus": {},
+        }
+
+    strategies = {"ClosestU": strategy(0.9123, 0.8456, 50), HOSTILE: strategy(0.8611, 0.6222, 60)}
+    strategies["ClosestU"]["versus"] = {HOSTILE: {"a12": 0.91, "p_value": 0.004}}
+    strategies[HOSTILE]["versus"] = {"ClosestU": {"a12": 0.09, "p_value": 0.004}}
+    _json(
+        run / "comparison.json",
+        {
+            "budget": 50,
+            "seeds": [0, 1, 2],
+            "scenarios": ["nominal", "fog"],
+            "clusters": [0, 1],
+            "original": {
+                "overall": 0.8267,
+                "per_scenario": {"nominal": 0.95, "fog": 0.5734},
+                "per_cluster": {"0": 0.0, "1": 0.0},
+            },
+            "strategies": strategies,
+        },
+    )
+
+
+def make_run(run: Path, full: bool) -> Path:
+    """A synthetic run folder: train + evaluate only, or with every optional result file."""
+    run.mkdir(parents=True, exist_ok=True)
+    _json(run / "metrics.json", _metrics())
+    _json(
+        run / "dataset.json",
+        {
+            "name": "synthetic",
+            "classes": CLASSES,
+            "image_shape": [3, 8, 8],
+            "test": {"n": 150, "scenarios": {"nominal": 100, "fog": 50}},
+            "train": {"n": 1000, "scenarios": {"nominal": 990, "fog": 10}},
+        },
+    )
+    history = [
+        {"epoch": e, "seconds": 1.5, "train_acc": 0.9, "train_loss": 0.3, "val_acc": 0.95}
+        for e in (1, 2, 3)
+    ]
+    _json(
+        run / "training.json",
+        {"best_epoch": 2, "best_score": 0.9525, "history": history, "select_by": "val"},
+    )
+    config = f'seed = 0\n\n[data]\nname = {json.dumps(HOSTILE)}\n\n[model]\narch = "tiny_cnn"\n'
+    (run / "config.toml").write_text(config + "\n[train]\nepochs = 3\nlr = 0.001\n")
+    stages: dict[str, Any] = {"train": {"key": "a", "outputs": ["model.pt"], "seconds": 4.5}}
+    stages["evaluate"] = {"key": "b", "outputs": ["samples.parquet"], "seconds": 0.75}
+    _json(run / "stages.json", stages)
+    ids = [f"s-{i:03d}" for i in range(9)] + [HOSTILE]
+    frame = pd.DataFrame(
+        {
+            "sample_id": ids,
+            "split": "test",
+            "label": pd.array([i % 3 for i in range(10)], dtype="Int64"),
+            "pred": [(i + 1) % 3 for i in range(10)],
+            "scenario": ["fog"] * 10,
+        }
+    )
+    frame.to_parquet(run / "samples.parquet", index=False)
+    if full:
+        _full_files(run)
+    return run
+
+
+class _Tags(HTMLParser):
+    """Collects the start tags of a page with their attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Tags()
+    parser.feed(page)
+    return parser.tags
+
+
+def _section_ids(page: str) -> set[str]:
+    return {a["id"] or "" for t, a in _tags(page) if t == "section" and "id" in a}
+
+
+@pytest.fixture(scope="module")
+def full_page(tmp_path_factory: pytest.TempPathFactory) -> str:
+    run = make_run(tmp_path_factory.mktemp("full") / "run", full=True)
+    return render_report(run).read_text(encoding="utf-8")
+
+
+def test_minimal_run_has_summary_and_performance_only(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=False)
+    path = render_report(run)
+    assert path == run / "report.html"
+    page = path.read_text(encoding="utf-8")
+    assert _section_ids(page) == {"summary", "performance"}
+    assert "82.7%" in page and "57.3%" in page  # test accuracy, fog accuracy
+    assert "tiny_cnn" in page and "95.25%" in page  # model, best val score
+    assert ">44<" in page  # a confusion-matrix count
+    assert "4.50 s" in page and "0.75 s" in page  # stage timings
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_full_run_has_every_section_and_its_numbers(full_page: str) -> None:
+    assert _section_ids(full_page) == {
+        "summary",
+        "performance",
+        "clusters",
+        "layers",
+        "map",
+        "retraining",
+    }
+    tags = _tags(full_page)
+    cards = [a for t, a in tags if t == "article" and "cluster" in (a.get("class") or "")]
+    assert [a["id"] for a in cards] == ["cluster-0", "cluster-1"]
+    assert "46.2%" in full_page  # 12 of 26 errors
+    assert "3 errors left as noise" in full_page
+    assert "fog high" in full_page  # distinctive parameter chip
+    # two embedded representatives; the one outside the run folder is refused
+    reps = [a for t, a in tags if t == "img" and (a.get("alt") or "").startswith(("medoid", "far"))]
+    assert len(reps) == 2
+    assert all(
+        (a.get("src") or "").startswith("data:image/png;base64,")
+        for t, a in tags
+        if t == "img" and "src" in a
+    )
+    assert sum(1 for t, _ in tags if t == "circle") == 10
+    assert "91.2%" in full_page and "[89.2%–93.2%]" in full_page
+    assert "0.91" in full_page and "p=0.004" in full_page
+    # best value of a column marked: most accurate, fewest labels
+    assert re.search(r'<td class="num best"[^>]*>91\.2%', full_page)
+    assert re.search(r'<td class="num best"[^>]*>50<', full_page)
+    assert not re.search(r'<td class="num best"[^>]*>86\.1%', full_page)
+    assert "selected" in full_page and "0.276" in full_page  # layer table
+
+
+def test_no_external_resources(full_page: str) -> None:
+    assert "http://" not in full_page and "https://" not in full_page
+    refs = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', full_page)
+    assert refs and all(r.startswith(("data:", "#")) for r in refs), refs
+    assert "@import" not in full_page
+
+
+def test_hostile_strings_are_escaped(full_page: str) -> None:
+    assert "<script>alert(1)" not in full_page
+    assert "<img src=x" not in full_page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x" in full_page
+    assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in full_page  # map JSON
+    tags = _tags(full_page)
+    assert [a.get("type") for t, a in tags if t == "script"] == ["application/json", None]
+    assert not [a for t, a in tags if t == "img" and a.get("src") == "x"]
+    assert not [a for _, a in tags if any(k.startswith("on") for k in a)]
+
+
+def test_broken_optional_files_do_not_stop_the_report(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=True)
+    (run / "comparison.json").write_text("{not json", encoding="utf-8")
+    _json(run / "analysis/map.json", {"points": "nope"})
+    data = json.loads((run / "clusters.json").read_text())
+    data["clusters"] = [{"id": "x", "size": "big", "metadata": [], "true_labels": 3}, 7]
+    _json(run / "clusters.json", data)
+    (run / "analysis/thumbs.png").write_text("not a png")
+    page = render_report(run).read_text(encoding="utf-8")
+    assert _section_ids(page) == {"summary", "performance", "clusters", "layers"}
+    assert 'id="cluster-x"' in page
+
+
+def test_not_a_run_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match=r"metrics\.json and samples\.parquet missing"):
+        render_report(tmp_path)
+    with pytest.raises(RunDirError, match="does not exist"):
+        render_report(tmp_path / "nope")
+
+
+def test_cli_prints_the_report_path(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=False)
+    result = CliRunner().invoke(report_command, [str(run)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == str(run / "report.html")
+    out = tmp_path / "elsewhere.html"
+    result = CliRunner().invoke(report_command, [str(run), "--output", str(out)])
+    assert result.exit_code == 0 and out.is_file()
+
+
+def test_cli_is_registered_and_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    from dnnsafety.cli.main import main
+
+    run = make_run(tmp_path / "run", full=False)
+    assert main(["--quiet", "report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
