@@ -18,10 +18,6 @@ import argparse
 import copy
 import shutil
 import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ import torch
 
 torch.set_flush_denormal(True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import peak_memory  # noqa: E402
 from _table import write_table  # noqa: E402
 from dnnsafety.blackbox import fit_source, make_reducer  # noqa: E402
 from dnnsafety.clustering import CLUSTERERS, REDUCERS  # noqa: E402
@@ -43,37 +40,6 @@ from dnnsafety.runs import RunDir  # noqa: E402
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-@contextmanager
-def peak_memory() -> Iterator[dict[str, float]]:
-    """Peak resident memory above the level at entry, sampled every 5 ms (MB)."""
-    box = {"start": _rss_mb(), "peak": 0.0, "seconds": 0.0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            box["peak"] = max(box["peak"], _rss_mb())
-            stop.wait(0.005)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    t0 = time.perf_counter()
-    thread.start()
-    try:
-        yield box
-    finally:
-        stop.set()
-        thread.join()
-        box["seconds"] = time.perf_counter() - t0
-        box["peak"] = max(box["peak"], _rss_mb()) - box["start"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="signs,fashion-mnist")
@@ -83,32 +49,26 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=RunConfig().analysis.image_size)
     parser.add_argument("--no-hudd", action="store_true", help="skip the HUDD cost reference")
     args = parser.parse_args()
-    rows: list[dict[str, Any]] = []
-    best: list[dict[str, Any]] = []
     for dataset in args.datasets.split(","):
-        rows_ds = run_dataset(dataset, args)
-        rows += rows_ds
-        top = max(rows_ds, key=lambda r: (r["coverage"] >= 0.967, r["purity"]))
-        best.append(top)
-    notes = [
-        f"Backbone: MobileNetV2 (ImageNet weights, frozen) at {args.image_size} px. Purity: "
-        "mean over clusters of the dominant scenario's share (noise excluded); coverage: share "
-        "of the rare scenarios that dominate at least one cluster; seconds: features + "
-        "reduction + clustering; peak MB: resident memory above the level before the step.",
-        "Best pipeline per dataset (coverage >= 96.7% first, then purity): "
-        + "; ".join(
-            f"{b['dataset']}: {b['features']}+{b['reduce']}+{b['cluster']} purity "
-            f"{b['purity']:.3f}, coverage {b['coverage']:.0%}"
-            for b in best
-        ),
-    ]
-    write_table(
-        "safe_pipelines",
-        "Black-box pipelines: feature source x reduction x clustering",
-        "benchmarks/bench_safe_pipelines.py " + " ".join(sys.argv[1:]),
-        rows,
-        notes,
-    )
+        rows = run_dataset(dataset, args)
+        top = max(rows, key=lambda r: (r["coverage"] >= 0.967, r["purity"]))
+        notes = (
+            f"Backbone: MobileNetV2 (ImageNet weights, frozen) at {args.image_size} px. Purity: "
+            "mean over clusters of the dominant scenario's share (noise excluded); coverage: "
+            "share of the rare scenarios that dominate at least one cluster; seconds: features "
+            "+ reduction + clustering; peak MB: resident memory above the level before the "
+            "step; ratios against the HUDD row (same errors, same process).\n\n"
+            f"Best pipeline (coverage >= 96.7% first, then purity): {top['features']} + "
+            f"{top['reduce']} + {top['cluster']}: purity {top['purity']:.3f}, coverage "
+            f"{top['coverage']:.0%}, {top['clusters']} clusters, noise {top['noise share']:.0%}."
+        )
+        write_table(
+            f"safe_pipelines_{dataset}",
+            f"Black-box pipelines on {dataset}: feature source x reduction x clustering",
+            f"benchmarks/bench_safe_pipelines.py --datasets {dataset}",
+            rows,
+            notes,
+        )
 
 
 def run_dataset(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:

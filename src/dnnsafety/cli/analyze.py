@@ -12,6 +12,7 @@ from dnnsafety.cli.summary import print_clusters
 from dnnsafety.clustering import CLUSTERERS, REDUCERS
 from dnnsafety.features import FEATURE_SOURCES
 from dnnsafety.pipeline import Pipeline
+from dnnsafety.report import render_report
 from dnnsafety.runs import RunDir
 
 
@@ -69,3 +70,4 @@ def command(
     with run.logging_to_file():
         Pipeline(run, config).analyze()
     print_clusters(run_dir)
+    click.echo(f"Report: {render_report(run_dir)}")

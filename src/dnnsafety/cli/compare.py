@@ -10,6 +10,7 @@ import click
 from dnnsafety.cli.common import resolve_config
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.pipeline import Pipeline
+from dnnsafety.report import render_report
 from dnnsafety.runs import RunDir
 
 
@@ -53,3 +54,4 @@ def command(
             pipe.evaluate()
         compare(pipe, names, budget, seeds)
     print_comparison(run_dir)
+    click.echo(f"Report: {render_report(run_dir)}")

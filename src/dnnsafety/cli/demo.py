@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from dnnsafety.cli.common import resolve_config
-from dnnsafety.cli.summary import print_clusters, print_metrics
+from dnnsafety.cli.summary import print_clusters, print_comparison, print_metrics
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
+
+DEMO_STRATEGIES = ("closest", "random", "entropy")
 
 
 @click.command("demo")
@@ -24,12 +26,18 @@ from dnnsafety.runs import RunDir
 @click.option("--dataset", default="signs", show_default=True, help="Built-in dataset to use.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(out: Path, dataset: str, seed: int) -> None:
-    """Train the default model on a built-in dataset, evaluate it, and explain its failures.
+    """The whole loop on a built-in dataset: train, analyse, select, retrain, compare, report.
 
     The training set under-represents some conditions (at night, in fog, occluded, tilted);
     the test set has many of them, so the accuracy table shows which scenarios break the model.
-    The analysis then groups the test errors into root-cause clusters by their LRP heatmaps.
+    The analysis groups the test errors into root-cause clusters by their LRP heatmaps; then
+    HUDD's ClosestU picks the pool images that resemble each cluster, and retraining with them
+    is compared with random and entropy selection at the same labelling budget. Everything
+    ends up in report.html.
     """
+    from dnnsafety.report import render_report
+    from dnnsafety.retraining.experiment import compare
+
     t0 = time.perf_counter()
     run = RunDir(out)
     config = resolve_config(None, None, dataset=dataset, seed=seed)
@@ -38,6 +46,10 @@ def command(out: Path, dataset: str, seed: int) -> None:
         pipe.train()
         pipe.evaluate()
         pipe.analyze()
+        compare(pipe, list(DEMO_STRATEGIES), seeds=1)
     print_metrics(out)
     print_clusters(out)
+    print_comparison(out)
+    report = render_report(out)
     click.echo(f"\nDemo finished in {time.perf_counter() - t0:.0f}s. Results in {out}/")
+    click.echo(f"Open the report: {report.resolve().as_uri()}")

@@ -79,7 +79,7 @@ class AutoencoderFeatures(FeatureSource):
     name = "autoencoder"
     batch_size = 512
 
-    def __init__(self, latent: int = 32, epochs: int = 8, max_images: int = 20000) -> None:
+    def __init__(self, latent: int = 32, epochs: int = 5, max_images: int = 10000) -> None:
         self.latent = latent
         self.epochs = epochs
         self.max_images = max_images

@@ -65,7 +65,9 @@ class RetrainSession:
     # -- shared inputs -------------------------------------------------------------------
     def budget(self, budget: int | None) -> int:
         """The labelling budget: given, configured, or 3% of the pool."""
-        value = budget or self.config.budget or math.ceil(DEFAULT_BUDGET_SHARE * len(self.pool))
+        if budget is None:
+            budget = self.config.budget or math.ceil(DEFAULT_BUDGET_SHARE * len(self.pool))
+        value = budget
         if value < 1 or value > len(self.pool):
             raise ConfigError(
                 f"The labelling budget must be between 1 and the pool size ({len(self.pool)}). "

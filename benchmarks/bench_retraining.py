@@ -1,0 +1,135 @@
+"""Retraining with each selection strategy at one labelling budget (issue 4).
+
+For each dataset: the default model (cached in benchmarks/out/<dataset>), a root-cause
+analysis of its test errors (black-box SAFE by default: MobileNetV2 + UMAP + DBSCAN; or the
+white-box HUDD analysis with --analysis hudd), then `compare`: every strategy selects the same
+number of pool images (3% of the pool unless --budget), the labels come from the held-back
+pool labels, and the model is fine-tuned on train + the (balanced) bag, once per seed. The
+table gives test accuracy overall and on the rare scenarios (mean and 95% CI over seeds), the
+gain over the original model, the labels spent, and Vargha-Delaney A12 / Mann-Whitney p of
+`closest` against each baseline on rare-scenario accuracy.
+
+Reproduce: .venv/bin/python benchmarks/bench_retraining.py
+    [--datasets signs,fashion-mnist] [--analysis safe|hudd] [--seeds 5] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+torch.set_flush_denormal(True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _table import write_table  # noqa: E402
+from dnnsafety.config import RunConfig  # noqa: E402
+from dnnsafety.pipeline import Pipeline  # noqa: E402
+from dnnsafety.retraining.experiment import compare  # noqa: E402
+from dnnsafety.runs import RunDir  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datasets", default="signs,fashion-mnist")
+    parser.add_argument("--analysis", default="safe", choices=["safe", "hudd"])
+    parser.add_argument("--strategies", default="closest,random,entropy,deepgini,margin")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    for dataset in args.datasets.split(","):
+        rows, notes = run_dataset(dataset, args)
+        write_table(
+            f"retraining_{dataset}_{args.analysis}",
+            f"Retraining by selection strategy on {dataset} ({args.analysis} clusters)",
+            f"benchmarks/bench_retraining.py --datasets {dataset} --analysis {args.analysis} "
+            f"--seeds {args.seeds} --epochs {args.epochs}",
+            rows,
+            notes,
+        )
+
+
+def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    base = RunDir(OUT / dataset)
+    config = RunConfig()
+    config.data.name = dataset
+    pipe = Pipeline(base, config)
+    pipe.train()
+    pipe.evaluate()
+    folder = OUT / f"{dataset}-retrain-{args.analysis}"
+    if not folder.exists():  # keep finished retraining runs: a rerun resumes
+        shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("analysis*", "clu*"))
+    cfg = copy.deepcopy(config)
+    if args.analysis == "safe":
+        cfg.analysis.features, cfg.analysis.reduce, cfg.analysis.cluster = (
+            "backbone",
+            "umap",
+            "dbscan",
+        )
+    cfg.retrain.epochs = args.epochs
+    run = Pipeline(RunDir(folder), cfg)
+    run.analyze()
+    t0 = time.perf_counter()
+    data = compare(run, args.strategies.split(","), args.budget or None, args.seeds)
+    seconds = time.perf_counter() - t0
+    orig = data["original"]
+    rows = [
+        {
+            "strategy": "original model",
+            "labels": 0,
+            "overall": f"{orig['overall']:.3f}",
+            "rare scenarios": f"{orig['rare']:.3f}",
+            "rare gain": "",
+            **{s: f"{orig['per_scenario'][s]:.3f}" for s in data["scenarios"]},
+            "A12 closest vs it (rare)": "",
+            "p": "",
+        }
+    ]
+    gains = {}
+    for name, entry in data["strategies"].items():
+        s = entry["summary"]
+        gains[name] = s["rare"]["mean"] - orig["rare"]
+        versus = data["strategies"].get("closest", {}).get("versus", {}).get(name)
+        rows.append(
+            {
+                "strategy": name,
+                "labels": entry["cost"],
+                "overall": _ci(s["overall"]),
+                "rare scenarios": _ci(s["rare"]),
+                "rare gain": f"{gains[name]:+.3f}",
+                **{sc: f"{s['per_scenario'][sc]['mean']:.3f}" for sc in data["scenarios"]},
+                "A12 closest vs it (rare)": "" if versus is None else f"{versus['a12']:.2f}",
+                "p": "" if versus is None else f"{versus['p_value']:.3g}",
+            }
+        )
+    ratio = gains.get("closest", float("nan")) / gains["random"] if gains.get("random") else None
+    notes = (
+        f"Budget {data['budget']} labels per strategy (pool of "
+        f"{len(run.dataset['pool'])}), bag of {data['bag_size']} images for every strategy, "
+        f"{len(data['seeds'])} seeds, fine-tuning {args.epochs} epochs (SGD lr 1e-3, momentum "
+        f"0.9, best epoch on validation). Overall / rare: mean [95% CI] over seeds. Rare "
+        f"gain: mean rare-scenario accuracy minus the original model's. Wall time of the "
+        f"comparison: {seconds:.0f} s."
+        + (
+            f"\n\nclosest's rare-scenario gain / random's: {ratio:.2f}."
+            if ratio is not None
+            else ""
+        )
+    )
+    return rows, notes
+
+
+def _ci(v: dict[str, float]) -> str:
+    return f"{v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}]"
+
+
+if __name__ == "__main__":
+    main()
