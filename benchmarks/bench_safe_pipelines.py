@@ -48,9 +48,17 @@ def main() -> None:
     parser.add_argument("--clusterers", default=",".join(CLUSTERERS.names()))
     parser.add_argument("--image-size", type=int, default=RunConfig().analysis.image_size)
     parser.add_argument("--no-hudd", action="store_true", help="skip the HUDD cost reference")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the rows measured now in the existing table (e.g. --sources backbone)",
+    )
     args = parser.parse_args()
     for dataset in args.datasets.split(","):
         rows = run_dataset(dataset, args)
+        command = f"benchmarks/bench_safe_pipelines.py --datasets {dataset}"
+        if args.merge:
+            rows, command = _merge(dataset, rows, command + " " + " ".join(sys.argv[1:]))
         top = max(rows, key=lambda r: (r["coverage"] >= 0.967, r["purity"]))
         notes = (
             f"Backbone: MobileNetV2 (ImageNet weights, frozen) at {args.image_size} px. Purity: "
@@ -65,10 +73,23 @@ def main() -> None:
         write_table(
             f"safe_pipelines_{dataset}",
             f"Black-box pipelines on {dataset}: feature source x reduction x clustering",
-            f"benchmarks/bench_safe_pipelines.py --datasets {dataset}",
+            command,
             rows,
             notes,
         )
+
+
+def _merge(dataset: str, rows: list[dict[str, Any]], command: str) -> tuple[list, str]:
+    """The existing table's rows with those measured now replaced (same pipeline key)."""
+    import json
+
+    path = Path(__file__).resolve().parent / "results" / f"safe_pipelines_{dataset}.json"
+    old = json.loads(path.read_text())
+    key = ("features", "reduce", "cluster")
+    new = {tuple(r[k] for k in key): r for r in rows}
+    merged = [new.pop(tuple(r[k] for k in key), r) for r in old["rows"]]
+    merged += list(new.values())
+    return merged, f"{old['command']}; then {command}"
 
 
 def run_dataset(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:

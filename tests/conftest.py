@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -20,3 +22,16 @@ def digits() -> Dataset:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """The CLI configures logging on the (captured) stderr of the test that calls it; drop
+    those handlers afterwards so a later test does not log into a closed stream."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        ours = type(handler) is logging.StreamHandler  # pytest's own handlers are subclasses
+        if ours:
+            root.removeHandler(handler)
+    logging.getLogger("dnnsafety").setLevel(logging.NOTSET)

@@ -70,8 +70,7 @@ def fit_source(
     source = make_source(config.features, **source_params(config))
     unlabeled = None
     if config.features == "autoencoder":
-        parts = [dataset[s].images for s in ("train", "pool") if s in dataset.splits]
-        unlabeled = torch.cat(parts) if parts else None
+        unlabeled = _unlabeled_sample(dataset, int(getattr(source, "max_images", 10000)), seed)
     context = FeatureContext(
         model=model,
         unlabeled=unlabeled,
@@ -80,6 +79,21 @@ def fit_source(
         extra={"image_shape": dataset.image_shape},
     )
     return source.fit(context)
+
+
+def _unlabeled_sample(dataset: Dataset, limit: int, seed: int) -> torch.Tensor | None:
+    """At most ``limit`` train + pool images, drawn at random without copying the rest."""
+    parts = [dataset[s].images for s in ("train", "pool") if s in dataset.splits]
+    total = sum(len(p) for p in parts)
+    if not total:
+        return None
+    pick = np.sort(np.random.default_rng(seed).permutation(total)[: min(limit, total)])
+    out, offset = [], 0
+    for images in parts:
+        mine = pick[(pick >= offset) & (pick < offset + len(images))] - offset
+        out.append(images[torch.from_numpy(mine)])
+        offset += len(images)
+    return torch.cat(out)
 
 
 def cached_features(
@@ -142,6 +156,11 @@ def run_blackbox(
         cluster_gallery(out_dir, images, labels, clusters, errors, dataset.class_names)
         error_map(out_dir, reduced, labels, ids, images, seed=seed)
     n_noise = int((labels < 0).sum())
+    stale = (
+        run / "analysis" / "layers.json"
+    )  # a white-box run's table would describe other clusters
+    if stale.exists():
+        stale.unlink()
     write_json(
         run / CLUSTERS_FILE,
         {
@@ -165,12 +184,25 @@ def run_blackbox(
     return BlackBoxResult(n, n_noise, clusters, params, seconds)
 
 
+class _Passthrough:
+    """Stands in for a reducer when there are too few inputs to fit one."""
+
+    def __init__(self) -> None:
+        self.params_: dict[str, Any] = {"skipped": True}
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32)
+
+
 def make_reducer(reduce: str, n: int, seed: int) -> Any:
     """The configured reducer; no reduction when there are too few inputs for it."""
     reducer = REDUCERS.get(reduce)(seed=seed)
     if n < reducer.min_rows:
         log.info("only %d error inputs: clustering them without %s reduction", n, reduce)
-        reducer = REDUCERS.get("none")(seed=seed)
+        return _Passthrough()
     return reducer
 
 

@@ -232,6 +232,10 @@ class Pipeline:
         self.run.mark_done(
             "analyze", self.analysis_key, outputs, seconds=time.perf_counter() - t0, **extra
         )
+        old = self.run / "comparison.json"
+        if old.exists():  # its per-cluster figures refer to the previous clusters
+            old.replace(self.run / "comparison.previous.json")
+            log.warning("new clusters: moved the old comparison.json to comparison.previous.json")
         return self._record("analyze", False, t0, outputs)
 
     def _record(

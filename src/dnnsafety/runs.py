@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -75,9 +76,21 @@ def write_text(target: str | Path, text: str) -> None:
     write_bytes(target, text.encode("utf-8"))
 
 
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by ``None`` (standard JSON has neither)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(target: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Atomically write ``obj`` as indented, standard JSON (NaN and infinity become null)."""
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    write_text(target, text + "\n")
 
 
 def write_parquet(target: str | Path, frame: pd.DataFrame) -> None:

@@ -29,7 +29,8 @@ from dnnsafety.runs import RunDir
     "--features",
     help="Black-box analysis (SAFE) with this feature source: "
     + ", ".join(FEATURE_SOURCES.names())
-    + ". Default: white-box HUDD heatmaps.",
+    + " ('hudd': back to the white-box analysis). Default: the run's configuration, "
+    "initially white-box HUDD.",
 )
 @click.option("--reduce", help="Black-box reduction: " + ", ".join(REDUCERS.names()) + ".")
 @click.option("--cluster", help="Black-box clusterer: " + ", ".join(CLUSTERERS.names()) + ".")
@@ -58,15 +59,18 @@ def command(
         extra.append(f"analysis.mode={mode!r}")
     if split:
         extra.append(f"analysis.split={split!r}")
+    if features == "hudd":  # back to the white-box analysis
+        features = ""
+        extra.append("analysis.features=''")
     for key, value in (("features", features), ("reduce", reduce), ("cluster", cluster)):
         if value:
             extra.append(f"analysis.{key}={value!r}")
-    if (reduce or cluster) and not features:
-        extra.append("analysis.features='backbone'")
     if layers:
         names = [f"{name.strip()!r}" for name in layers.split(",") if name.strip()]
         extra.append(f"analysis.layers=[{', '.join(names)}]")
     config = resolve_config(run_dir, None, settings=tuple(extra))
+    if (reduce or cluster) and features is None and not config.analysis.features:
+        config.analysis.features = "backbone"
     with run.logging_to_file():
         Pipeline(run, config).analyze()
     print_clusters(run_dir)

@@ -52,7 +52,8 @@ def command(
         selection = session.select(name, n, use_seed)
         pool = pipe.dataset["pool"]
         pos = {sid: i for i, sid in enumerate(pool.ids.astype(str).tolist())}
-        images = pool.images[torch.tensor([pos[str(s)] for s in selection.ids])]
+        index = torch.tensor([pos[str(s)] for s in selection.ids], dtype=torch.long)
+        images = pool.images[index]
         csv_path = export_selection(
             run,
             name,

@@ -82,25 +82,36 @@ def print_comparison(run_dir: Path) -> None:
     click.echo(head)
     orig = data["original"]
     click.echo(
-        f"{'original':<14}{0:>7}{orig['overall']:>18.1%}{orig['rare']:>18.1%}"
-        + "".join(f"{orig['per_scenario'][s]:>14.1%}" for s in scen)
+        f"{'original':<14}{0:>7}{_pct(orig['overall']):>18}{_pct(orig.get('rare')):>18}"
+        + "".join(f"{_pct(orig['per_scenario'][s]):>14}" for s in scen)
     )
     for name, entry in data["strategies"].items():
         summ = entry["summary"]
 
-        def cell(v: dict[str, float], width: int = 18) -> str:
-            text = f"{v['mean']:.1%}"
-            if v["low"] == v["low"]:  # not NaN
-                text += f" ±{(v['high'] - v['low']) / 2:.1%}"
+        def cell(v: dict[str, float | None], width: int = 18) -> str:
+            text = _pct(v["mean"])
+            low, high = v["low"], v["high"]
+            if low is not None and high is not None and low == low:
+                text += f" ±{(high - low) / 2:.1%}"
             return f"{text:>{width}}"
 
         click.echo(
             f"{name:<14}{entry['cost']:>7}{cell(summ['overall'])}{cell(summ['rare'])}"
-            + "".join(f"{summ['per_scenario'][s]['mean']:>14.1%}" for s in scen)
+            + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
     if "closest" in data["strategies"]:
         versus = data["strategies"]["closest"]["versus"]
         parts = [f"{o}: A12 {v['a12']:.2f} (p={v['p_value']:.3f})" for o, v in versus.items()]
+        first: dict[str, Any] = next(iter(versus.values()), {})
+        metric = first.get("metric", "rare")
+        what = "rare-scenario" if metric == "rare" else "overall"
         if parts:
-            click.echo("closest vs others on rare-scenario accuracy: " + "; ".join(parts))
+            click.echo(f"closest vs others on {what} accuracy: " + "; ".join(parts))
     click.echo(f"\nWrote {run_dir / 'comparison.json'}")
+
+
+def _pct(value: float | None) -> str:
+    """A share as a percentage; '-' when unknown."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.1%}"

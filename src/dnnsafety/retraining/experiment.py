@@ -145,12 +145,17 @@ class RetrainSession:
         if strategy == "closest":
             params["f"] = self.config.quota_factor
         selector = SELECTORS.get(strategy)(**params)
+        if strategy in NEEDS_SPACE:
+            from dnnsafety.selection.spaces import read_clusters
+
+            sizes = [len(c["members"]) for c in read_clusters(self.pipeline)["clusters"]]
+            if not any(n >= 2 for n in sizes):
+                raise ConfigError(
+                    "The analysis found no root-cause cluster with 2 or more members to select "
+                    "for (no errors, or all noise); try another --cluster, or a baseline "
+                    "strategy such as entropy."
+                )
         view, clusters = self.pool_view(strategy)
-        if strategy in NEEDS_SPACE and clusters is not None and not (clusters.labels >= 0).any():
-            raise ConfigError(
-                "The analysis found no root-cause cluster to select for (no errors, or all "
-                "noise); try another --cluster, or a baseline strategy."
-            )
         return selector.select(view, budget, clusters=clusters, oracle=self.oracle, seed=seed)
 
     def bag(
@@ -182,6 +187,7 @@ class RetrainSession:
         self, bag_images: torch.Tensor, bag_labels: np.ndarray, seed: int
     ) -> tuple[torch.nn.Module, TestScore, dict[str, Any]]:
         """Fine-tune on train + bag and score on the test split."""
+        check_trainable(self.pipeline.model())
         t0 = time.perf_counter()
         reset = None
         if self.config.from_scratch:
@@ -210,6 +216,18 @@ class RetrainSession:
         return score_predictions(correct, self.test, None, self.test_clusters)
 
 
+def check_trainable(model: torch.nn.Module) -> None:
+    """Refuse models that cannot be fine-tuned here (ONNX) before any expensive work."""
+    from dnnsafety.models.onnx import OnnxClassifier
+
+    if isinstance(model, OnnxClassifier) or not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(
+            "Retraining needs a trainable PyTorch model; this run's model is ONNX (or has no "
+            "trainable parameters). `dnnsafety select` still chooses the images to label; "
+            "retrain your model on them in its own framework."
+        )
+
+
 def compare(
     pipeline: Pipeline,
     strategies: Sequence[str],
@@ -219,6 +237,7 @@ def compare(
     """Run every strategy ``seeds`` times at one labelling budget; write ``comparison.json``."""
     for name in strategies:
         SELECTORS.get(name)  # unknown names fail before any work
+    check_trainable(pipeline.model())
     session = RetrainSession(pipeline)
     n_budget = session.budget(budget)
     n_seeds = seeds or session.config.seeds
@@ -293,7 +312,9 @@ def _cached_run(
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def ci(values: list[float]) -> dict[str, float]:
+    def ci(values: list[float | None]) -> dict[str, float | None]:
+        if any(v is None or not math.isfinite(v) for v in values):
+            return {"mean": None, "low": None, "high": None}
         mean, low, high = mean_ci(np.asarray(values, dtype=float))
         return {"mean": mean, "low": low, "high": high}
 
@@ -316,16 +337,27 @@ def _versus(strategies: dict[str, Any]) -> None:
         for other, o_entry in strategies.items():
             if other == name:
                 continue
-            x = [r["rare"] for r in entry["runs"]]
-            y = [r["rare"] for r in o_entry["runs"]]
+            # on rare-scenario accuracy; on overall accuracy when the test set has no rare one
+            key = (
+                "rare"
+                if _finite(entry["runs"], "rare") and _finite(o_entry["runs"], "rare")
+                else "overall"
+            )
+            x = [r[key] for r in entry["runs"]]
+            y = [r[key] for r in o_entry["runs"]]
             xo = [r["overall"] for r in entry["runs"]]
             yo = [r["overall"] for r in o_entry["runs"]]
             entry["versus"][other] = {
+                "metric": key,
                 "a12": vargha_delaney_a12(x, y),
                 "p_value": mann_whitney(x, y),
                 "a12_overall": vargha_delaney_a12(xo, yo),
                 "p_value_overall": mann_whitney(xo, yo),
             }
+
+
+def _finite(runs: list[dict[str, Any]], key: str) -> bool:
+    return all(r.get(key) is not None and math.isfinite(r[key]) for r in runs)
 
 
 def _record_selections(pipeline: Pipeline, selections: Mapping[str, list[Selection]]) -> None:
@@ -352,6 +384,7 @@ def retrain_with_labels(
 
     if seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
+    check_trainable(pipeline.model())
     selection, _ = load_selection(pipeline.run, strategy)
     labels = read_labels(labels_file, [str(s) for s in selection.ids], pipeline.dataset.class_names)
     session = RetrainSession(pipeline)

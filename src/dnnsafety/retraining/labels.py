@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def export_selection(
 ) -> Path:
     """Write the images, the CSV to fill in and ``selection.json``; returns the CSV path."""
     folder = selection_dir(run, strategy)
+    shutil.rmtree(folder / "images", ignore_errors=True)  # images of an earlier selection
     for sid, image in zip(selection.ids, images, strict=True):
         arr = (image.detach().float().clamp(0, 1).numpy() * 255).astype(np.uint8)
         arr = arr[0] if arr.shape[0] == 1 else arr[:3].transpose(1, 2, 0)
@@ -119,8 +121,13 @@ def read_labels(path: Path, expected: Sequence[str], class_names: Sequence[str])
     labels: dict[str, int] = {}
     problems: list[str] = []
     first_row: dict[str, int] = {}
-    for row_no, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+    for row_no, raw_row in enumerate(reader, start=2):
+        if None in raw_row:
+            problems.append(
+                f"row {row_no}: more fields than the header (quote a label that has a comma)"
+            )
+            continue
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw_row.items()}
         sid, raw = row.get("sample_id", ""), row.get("label", "")
         if sid in first_row:
             problems.append(

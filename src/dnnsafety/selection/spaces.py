@@ -96,13 +96,15 @@ def _hudd_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -
     errors = HeatmapStore.open(pipeline.run / "analysis" / "heatmaps")
     error_ids = [str(s) for s in errors.ids]
     pool = pipeline.dataset["pool"]
+    ruleset = data["settings"]["ruleset"]
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in layer)
     store = compute_heatmaps(
         pipeline.model(),
         pool.images,
         pool_ids,
-        pipeline.run / POOL_HEATMAPS,
+        pipeline.run / POOL_HEATMAPS / f"{ruleset}_{safe}",
         layers=[layer],
-        ruleset=data["settings"]["ruleset"],
+        ruleset=ruleset,
         batch_size=pipeline.config.analysis.batch_size,
     )
     return AnalysisSpace(
