@@ -25,7 +25,14 @@ DEMO_STRATEGIES = ("closest", "random", "entropy")
 )
 @click.option("--dataset", default="signs", show_default=True, help="Built-in dataset to use.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def command(out: Path, dataset: str, seed: int) -> None:
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any config value, e.g. --set retrain.epochs=3.",
+)
+def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> None:
     """The whole loop on a built-in dataset: train, analyse, select, retrain, compare, report.
 
     The training set under-represents some conditions (at night, in fog, occluded, tilted);
@@ -40,7 +47,7 @@ def command(out: Path, dataset: str, seed: int) -> None:
 
     t0 = time.perf_counter()
     run = RunDir(out)
-    config = resolve_config(None, None, dataset=dataset, seed=seed)
+    config = resolve_config(None, None, dataset=dataset, seed=seed, settings=settings)
     with run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.train()

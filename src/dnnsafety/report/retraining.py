@@ -76,10 +76,11 @@ def _scenarios(data: dict[str, Any]) -> list[str]:
 def _main_table(data: dict[str, Any]) -> str:
     scenarios = _scenarios(data)
     original = as_dict(data.get("original"))
-    headers = ["strategy", "labels spent", "overall", *scenarios]
+    headers = ["strategy", "labels spent", "overall", "rare scenarios", *scenarios]
     headers += ["improved", "worsened", "time / run"]
     base: list[Cell] = [Cell("<i>original model</i>"), Cell("–", numeric=True)]
     base.append(_ci_cell({"mean": original.get("overall")})[0])
+    base.append(_ci_cell({"mean": original.get("rare")})[0])
     per_scenario = as_dict(original.get("per_scenario"))
     base += [_ci_cell({"mean": per_scenario.get(s)})[0] for s in scenarios]
     base += [Cell("–", numeric=True)] * 3
@@ -90,8 +91,9 @@ def _main_table(data: dict[str, Any]) -> str:
         cost = as_float(strategy.get("cost"))
         overall, overall_mean = _ci_cell(summary.get("overall"))
         cells = [text(name), Cell(num(strategy.get("cost")), numeric=True)]
-        cells.append(overall)
-        means: list[float | None] = [cost, overall_mean]
+        rare, rare_mean = _ci_cell(summary.get("rare"))
+        cells += [overall, rare]
+        means: list[float | None] = [cost, overall_mean, rare_mean]
         for scenario in scenarios:
             cell, mean = _ci_cell(as_dict(summary.get("per_scenario")).get(scenario))
             cells.append(cell)
@@ -102,7 +104,7 @@ def _main_table(data: dict[str, Any]) -> str:
         means += [improved, worsened]
         rows.append(cells)
         values.append(means)
-    _mark_best(rows, values, [min, max, *([max] * len(scenarios)), max, min])
+    _mark_best(rows, values, [min, max, max, *([max] * len(scenarios)), max, min])
     return table(headers, [base, *rows], "", ["sel"] + [""] * len(rows))
 
 
@@ -267,9 +269,19 @@ def retraining_section(run: RunData) -> Section | None:
     if a12:
         cards.append(
             '<div class="card"><h3>Pairwise effect sizes (Vargha–Delaney A12)</h3>'
-            f'<div class="scroll">{a12}</div><p class="note">A12: probability that the row'
-            " strategy beats the column strategy (0.5 = no difference); bold and shaded when"
+            f'<div class="scroll">{a12}</div><p class="note">A12: probability that a run of the'
+            f" row strategy beats one of the column strategy on {_metric(data)} accuracy (0.5 ="
+            f" no difference; Mann–Whitney U p-value beside it); bold and shaded when"
             f" p &lt; {SIGNIFICANCE}.</p></div>"
         )
     body = f'<div class="stack">{"".join(cards)}</div>'
     return Section("retraining", "Retraining", body, lead)
+
+
+def _metric(data: dict[str, Any]) -> str:
+    """Which accuracy the A12 / p-values compare (rare scenarios unless the test set has none)."""
+    for strategy in _strategies(data).values():
+        for entry in as_dict(strategy.get("versus")).values():
+            if as_dict(entry).get("metric") == "overall":
+                return "overall"
+    return "rare-scenario"

@@ -1,0 +1,48 @@
+"""The demo's full loop on a small dataset, and its report in a real browser."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from dnnsafety.cli.main import main
+from test_report_browser import _save, _severe, driver  # noqa: F401 - the driver fixture
+
+By = pytest.importorskip("selenium.webdriver.common.by").By
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("demo") / "run"
+    argv = ["--quiet", "demo", "--out", str(run), "--dataset", "digits"]
+    argv += ["--set", "train.epochs=3", "--set", "retrain.epochs=1"]
+    assert main(argv) == 0
+    return run
+
+
+def test_demo_runs_every_stage_and_prints_the_report_path(demo_run, capsys):
+    stages = json.loads((demo_run / "stages.json").read_text())
+    assert {"train", "evaluate", "analyze"} <= set(stages)
+    comparison = json.loads((demo_run / "comparison.json").read_text())
+    assert set(comparison["strategies"]) == {"closest", "random", "entropy"}
+    assert (demo_run / "report.html").is_file()
+    # a rerun reuses everything and ends with the report path
+    argv = ["demo", "--out", str(demo_run), "--dataset", "digits"]
+    assert main([*argv, "--set", "train.epochs=3", "--set", "retrain.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "Open the report: file://" in out and "report.html" in out
+
+
+def test_demo_report_in_chromium(demo_run, driver: Any, tmp_path):  # noqa: F811
+    driver.get((demo_run / "report.html").as_uri())
+    assert _severe(driver) == []
+    ids = [s.get_attribute("id") for s in driver.find_elements(By.CSS_SELECTOR, "section.part")]
+    assert ids == ["summary", "performance", "clusters", "layers", "map", "retraining"]
+    cards = driver.find_elements(By.CSS_SELECTOR, "article.card.cluster")
+    assert len(cards) == len(json.loads((demo_run / "clusters.json").read_text())["clusters"])
+    assert driver.find_elements(By.CSS_SELECTOR, "#map svg circle")
+    retraining = driver.find_element(By.ID, "retraining").text
+    assert "closest" in retraining and "random" in retraining and "entropy" in retraining
+    _save(driver.find_element(By.TAG_NAME, "main"), tmp_path, "demo")
