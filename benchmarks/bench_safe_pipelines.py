@@ -53,20 +53,28 @@ def main() -> None:
         action="store_true",
         help="replace only the rows measured now in the existing table (e.g. --sources backbone)",
     )
+    parser.add_argument(
+        "--rewrite", action="store_true", help="only re-render the tables from their JSON"
+    )
     args = parser.parse_args()
     for dataset in args.datasets.split(","):
-        rows = run_dataset(dataset, args)
         command = f"benchmarks/bench_safe_pipelines.py --datasets {dataset}"
+        if args.rewrite:
+            rows, command = _merge(dataset, [], "")
+            command = command.removesuffix("; then ")
+        else:
+            rows = run_dataset(dataset, args)
         if args.merge:
             rows, command = _merge(dataset, rows, command + " " + " ".join(sys.argv[1:]))
-        top = max(rows, key=lambda r: (r["coverage"] >= 0.967, r["purity"]))
+        top = max(rows, key=_rank)
         notes = (
             f"Backbone: MobileNetV2 (ImageNet weights, frozen) at {args.image_size} px. Purity: "
             "mean over clusters of the dominant scenario's share (noise excluded); coverage: "
             "share of the rare scenarios that dominate at least one cluster; seconds: features "
             "+ reduction + clustering; peak MB: resident memory above the level before the "
             "step; ratios against the HUDD row (same errors, same process).\n\n"
-            f"Best pipeline (coverage >= 96.7% first, then purity): {top['features']} + "
+            "Best pipeline (coverage >= 96.7% and noise <= 10% first, then purity): "
+            f"{top['features']} + "
             f"{top['reduce']} + {top['cluster']}: purity {top['purity']:.3f}, coverage "
             f"{top['coverage']:.0%}, {top['clusters']} clusters, noise {top['noise share']:.0%}."
         )
@@ -77,6 +85,15 @@ def main() -> None:
             rows,
             notes,
         )
+
+
+def _rank(row: dict[str, Any]) -> tuple[bool, float]:
+    """Pipelines that cover the scenarios without discarding many errors as noise first."""
+    if row["features"].startswith("HUDD"):  # the white-box reference row
+        return False, -1.0
+    ok = row["coverage"] >= 0.967 and row["noise share"] <= 0.10
+    purity = row["purity"] if row["purity"] == row["purity"] else 0.0  # NaN: no clusters
+    return ok, purity
 
 
 def _merge(dataset: str, rows: list[dict[str, Any]], command: str) -> tuple[list, str]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from dnnsafety.report import render_report
+from dnnsafety.report.browser import CHROME_FLAGS
 from test_report import make_run
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -28,16 +29,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 START_TIMEOUT_S = 60
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
-CHROME_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1000",
-)
 
 
 def _find(*names: str) -> str | None:
