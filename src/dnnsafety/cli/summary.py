@@ -85,7 +85,10 @@ def print_comparison(run_dir: Path) -> None:
         f"{'original':<14}{0:>7}{_pct(orig['overall']):>18}{_pct(orig.get('rare')):>18}"
         + "".join(f"{_pct(orig['per_scenario'][s]):>14}" for s in scen)
     )
-    for name, entry in data["strategies"].items():
+    rows = list(data["strategies"].items())
+    if data.get("control"):
+        rows.insert(0, ("no new labels", data["control"]))
+    for name, entry in rows:
         summ = entry["summary"]
 
         def cell(v: dict[str, float | None], width: int = 18) -> str:

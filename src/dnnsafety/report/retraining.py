@@ -86,26 +86,38 @@ def _main_table(data: dict[str, Any]) -> str:
     base += [Cell("–", numeric=True)] * 3
     rows, values = [], []
     for name, strategy in _strategies(data).items():
-        runs = [r for r in strategy.get("runs") or [] if isinstance(r, dict)]
-        summary = as_dict(strategy.get("summary"))
-        cost = as_float(strategy.get("cost"))
-        overall, overall_mean = _ci_cell(summary.get("overall"))
-        cells = [text(name), Cell(num(strategy.get("cost")), numeric=True)]
-        rare, rare_mean = _ci_cell(summary.get("rare"))
-        cells += [overall, rare]
-        means: list[float | None] = [cost, overall_mean, rare_mean]
-        for scenario in scenarios:
-            cell, mean = _ci_cell(as_dict(summary.get("per_scenario")).get(scenario))
-            cells.append(cell)
-            means.append(mean)
-        improved, worsened = _run_mean(runs, "improved"), _run_mean(runs, "worsened")
-        cells += [Cell(num(improved, 1), numeric=True), Cell(num(worsened, 1), numeric=True)]
-        cells.append(Cell(seconds(_run_mean(runs, "seconds")), numeric=True))
-        means += [improved, worsened]
+        cells, means = _strategy_row(text(name), strategy, scenarios)
         rows.append(cells)
         values.append(means)
     _mark_best(rows, values, [min, max, max, *([max] * len(scenarios)), max, min])
-    return table(headers, [base, *rows], "", ["sel"] + [""] * len(rows))
+    extra, css = [], ["sel"]
+    control = as_dict(data.get("control"))
+    if control.get("runs"):
+        label = Cell("<i>fine-tuned, no new labels</i>")
+        extra.append(_strategy_row(label, control, scenarios)[0])
+        css.append("")
+    return table(headers, [base, *extra, *rows], "", css + [""] * len(rows))
+
+
+def _strategy_row(
+    label: Cell, strategy: dict[str, Any], scenarios: list[str]
+) -> tuple[list[Cell], list[float | None]]:
+    """Cells of one strategy (or the control) and the values the best-marking compares."""
+    runs = [r for r in strategy.get("runs") or [] if isinstance(r, dict)]
+    summary = as_dict(strategy.get("summary"))
+    overall, overall_mean = _ci_cell(summary.get("overall"))
+    rare, rare_mean = _ci_cell(summary.get("rare"))
+    cells = [label, Cell(num(strategy.get("cost")), numeric=True), overall, rare]
+    means: list[float | None] = [as_float(strategy.get("cost")), overall_mean, rare_mean]
+    for scenario in scenarios:
+        cell, mean = _ci_cell(as_dict(summary.get("per_scenario")).get(scenario))
+        cells.append(cell)
+        means.append(mean)
+    improved, worsened = _run_mean(runs, "improved"), _run_mean(runs, "worsened")
+    cells += [Cell(num(improved, 1), numeric=True), Cell(num(worsened, 1), numeric=True)]
+    cells.append(Cell(seconds(_run_mean(runs, "seconds")), numeric=True))
+    means += [improved, worsened]
+    return cells, means
 
 
 def _id_key(cid: str) -> int:

@@ -172,6 +172,8 @@ class RetrainSession:
         replacement, so every strategy retrains on the same number of extra images.
         """
         rng = np.random.default_rng(seed)
+        if not len(selection.ids):  # the no-new-data control
+            return self.pool.images[:0], np.zeros(0, dtype=np.int64)
         ids = bag_for(selection, rng, balance=self.config.balance)
         if size > len(ids) and len(ids):
             ids = np.concatenate([ids, rng.choice(ids, size - len(ids), replace=True)])
@@ -233,8 +235,14 @@ def compare(
     strategies: Sequence[str],
     budget: int | None = None,
     seeds: int | None = None,
+    control: bool = True,
 ) -> dict[str, Any]:
-    """Run every strategy ``seeds`` times at one labelling budget; write ``comparison.json``."""
+    """Run every strategy ``seeds`` times at one labelling budget; write ``comparison.json``.
+
+    With ``control``, the same fine-tuning also runs without any new image (train only, same
+    seeds): the part of a strategy's gain that comes from fine-tuning itself, not from the
+    images it chose, is then visible (``comparison.json`` ``control``).
+    """
     for name in strategies:
         SELECTORS.get(name)  # unknown names fail before any work
     check_trainable(pipeline.model())
@@ -276,6 +284,10 @@ def compare(
             "summary": _summary(runs),
         }
     _versus(out["strategies"])
+    if control:
+        empty = Selection(np.zeros(0, dtype=object), 0)
+        runs = [_cached_run(pipeline, session, "control", empty, s, 0) for s in seed_list]
+        out["control"] = {"cost": 0, "bag_size": 0, "runs": runs, "summary": _summary(runs)}
     write_json(pipeline.run / COMPARISON_FILE, out)
     return out
 
