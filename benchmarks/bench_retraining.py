@@ -129,8 +129,8 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
         f"{len(run.dataset['pool'])}), bag of {data['bag_size']} images for every strategy, "
         f"{len(data['seeds'])} seeds, fine-tuning {args.epochs} epochs (SGD lr 1e-3, momentum "
         f"0.9, best epoch on validation). Overall / rare: mean [95% CI] over seeds. Rare "
-        f"gain: mean rare-scenario accuracy minus the original model's. Wall time of the "
-        f"comparison: {seconds:.0f} s."
+        f"gain: mean rare-scenario accuracy minus the original model's. Wall time of this "
+        f"invocation (runs finished earlier are reused from retraining/runs/): {seconds:.0f} s."
         + (
             f"\n\nclosest's rare-scenario gain / random's: {ratio:.2f} over the original model"
             if ratio is not None

@@ -108,8 +108,10 @@ def print_comparison(run_dir: Path) -> None:
         first: dict[str, Any] = next(iter(versus.values()), {})
         metric = first.get("metric", "rare")
         what = "rare-scenario" if metric == "rare" else "overall"
-        if parts:
+        if parts and len(data["seeds"]) > 1:
             click.echo(f"closest vs others on {what} accuracy: " + "; ".join(parts))
+        elif parts:
+            click.echo("(one run per strategy: run `dnnsafety compare --seeds 5` for A12 and p)")
     click.echo(f"\nWrote {run_dir / 'comparison.json'}")
 
 

@@ -134,5 +134,5 @@ def render_report(run_dir: str | Path, output: str | Path | None = None) -> Path
     run = load_run(run_dir)
     target = Path(output) if output is not None else run.path / REPORT_FILE
     write_text(target, render_html(run))
-    log.info("wrote %s", target)
+    log.debug("wrote %s", target)
     return target
