@@ -27,7 +27,7 @@ from dnnsafety.explain.gallery import cluster_gallery, error_map
 from dnnsafety.failures import error_inputs
 from dnnsafety.features import INPUT_LAYER, HeatmapStore, compute_heatmaps
 from dnnsafety.progress import track
-from dnnsafety.runs import RunDir, write_bytes, write_json
+from dnnsafety.runs import RunDir, safe_name, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,6 @@ def load_layer_labels(run: RunDir) -> tuple[list[str], dict[str, np.ndarray]]:
     return ids, layers
 
 
-def _safe_name(layer: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in layer)
-
-
 def run_analysis(
     run: RunDir,
     model: nn.Module,
@@ -128,7 +124,7 @@ def run_analysis(
                 k_rule=settings["k_rule"],  # type: ignore[arg-type]
                 pair_rule="upper" if config.mode == "hudd-compat" else "mean",
             )
-            plot_wicd(results[layer], out_dir / f"wicd_{_safe_name(layer)}.png")
+            plot_wicd(results[layer], out_dir / f"wicd_{safe_name(layer)}.png")
     layers = {name: _layer_summary(res) for name, res in results.items()}
     _save_labels(run / LABELS_FILE, ids, results)
     hidden = [name for name, res in results.items() if not res.is_input]

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dnnsafety.analysis import ANALYSIS_DIR, CLUSTERS_FILE, LAYERS_FILE
 from dnnsafety.clustering import CLUSTERERS, REDUCERS, pairwise_distances
 from dnnsafety.config import AnalysisConfig
 from dnnsafety.data.dataset import Dataset
@@ -34,9 +35,7 @@ from dnnsafety.runs import RunDir, atomic_path, fingerprint, write_json
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_DIR = "analysis"
-FEATURES_DIR = "analysis/features"
-CLUSTERS_FILE = "clusters.json"
+FEATURES_DIR = f"{ANALYSIS_DIR}/features"
 
 
 @dataclass(frozen=True)
@@ -156,9 +155,7 @@ def run_blackbox(
         cluster_gallery(out_dir, images, labels, clusters, errors, dataset.class_names)
         error_map(out_dir, reduced, labels, ids, images, seed=seed)
     n_noise = int((labels < 0).sum())
-    stale = (
-        run / "analysis" / "layers.json"
-    )  # a white-box run's table would describe other clusters
+    stale = run / LAYERS_FILE  # a white-box table would describe other clusters
     if stale.exists():
         stale.unlink()
     write_json(

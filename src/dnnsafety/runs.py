@@ -33,6 +33,12 @@ CONFIG_FILE = "config.toml"
 LOG_FILE = "run.log"
 
 
+def safe_name(name: str, keep: str = "-_") -> str:
+    """``name`` as a file-name part: characters other than letters, digits and ``keep``
+    become ``_`` (layer names in plot files, sample ids in image files)."""
+    return "".join(ch if ch.isalnum() or ch in keep else "_" for ch in name)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -7,6 +7,7 @@ from typing import Any
 from dnnsafety.report.clusters import describe_value
 from dnnsafety.report.html import Cell, Section, as_dict, esc, number, table, text
 from dnnsafety.report.load import RunData
+from dnnsafety.runs import safe_name
 
 INDEX_COLUMNS = {
     "silhouette": "silhouette",
@@ -22,7 +23,7 @@ SKIPPED_INDICES = {"n_clusters"}
 
 def safe_layer_name(layer: str) -> str:
     """The file-name form of a layer name, as the analysis stage writes its WICD plot."""
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in layer)
+    return safe_name(layer)
 
 
 def _plot(run: RunData, layer: str, lazy: bool, css: str = "") -> str:

@@ -189,7 +189,6 @@ class RetrainSession:
         self, bag_images: torch.Tensor, bag_labels: np.ndarray, seed: int
     ) -> tuple[torch.nn.Module, TestScore, dict[str, Any]]:
         """Fine-tune on train + bag and score on the test split."""
-        check_trainable(self.pipeline.model())
         t0 = time.perf_counter()
         reset = None
         if self.config.from_scratch:

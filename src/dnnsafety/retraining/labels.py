@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from dnnsafety.exceptions import InvalidInputError
-from dnnsafety.runs import RunDir, write_bytes, write_json, write_text
+from dnnsafety.runs import RunDir, safe_name, write_bytes, write_json, write_text
 from dnnsafety.selection import Selection
 
 SELECTION_DIR = "selection"
@@ -48,7 +48,7 @@ def export_selection(
         arr = arr[0] if arr.shape[0] == 1 else arr[:3].transpose(1, 2, 0)
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="PNG")
-        write_bytes(folder / "images" / f"{_safe(str(sid))}.png", buf.getvalue())
+        write_bytes(folder / "images" / f"{safe_name(str(sid), keep='-_.')}.png", buf.getvalue())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["sample_id", "label"])
@@ -162,7 +162,3 @@ def read_labels(path: Path, expected: Sequence[str], class_names: Sequence[str])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise InvalidInputError(f"{str(path)!r} has {len(problems)} problem(s):\n  {shown}{more}")
     return labels
-
-
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dnnsafety.analysis import CLUSTERS_FILE
 from dnnsafety.exceptions import RunDirError
+from dnnsafety.runs import safe_name
 
 if TYPE_CHECKING:
     from dnnsafety.pipeline import Pipeline
@@ -64,7 +66,7 @@ class AnalysisSpace:
 
 def read_clusters(pipeline: Pipeline) -> dict[str, Any]:
     """The run's ``clusters.json``, or a clear error when the analysis has not run."""
-    path = pipeline.run / "clusters.json"
+    path = pipeline.run / CLUSTERS_FILE
     if not path.is_file():
         raise RunDirError(
             f"{str(pipeline.run.path)!r} has no clusters.json: run `dnnsafety analyze "
@@ -100,12 +102,11 @@ def _hudd_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -
     error_ids = [str(s) for s in errors.ids]
     pool = pipeline.dataset["pool"]
     ruleset = data["settings"]["ruleset"]
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in layer)
     store = compute_heatmaps(
         pipeline.model(),
         pool.images,
         pool_ids,
-        pipeline.run / POOL_HEATMAPS / f"{ruleset}_{safe}",
+        pipeline.run / POOL_HEATMAPS / f"{ruleset}_{safe_name(layer, keep='-_.')}",
         layers=[layer],
         ruleset=ruleset,
         batch_size=pipeline.config.analysis.batch_size,
