@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RETRAIN_STRATEGIES = "closest,random,entropy,deepgini"
+# the retraining benchmark's field-like setup: a converged original model, a pool where the
+# rare scenarios are rare (docs/retraining.md)
+FIELD_SETUP = ("--train-schedule", "cosine", "--pool-rare", "0.02")
 RUNS = [
     ["bench_simulator.py"],
     ["bench_training.py"],
@@ -18,6 +22,22 @@ RUNS = [
     ["bench_demo.py"],
     ["bench_demo.py", "--dataset", "fashion-mnist"],
     ["bench_hudd_quality.py"],
+    ["bench_heatmap_variants.py"],  # reads the heatmaps bench_hudd_quality.py stored
+    ["bench_safe_pipelines.py"],
+    ["bench_safe_vs_hudd.py"],
+    ["bench_retraining.py", "--strategies", "closest,random,entropy,deepgini"],
+    ["bench_retraining.py", "--datasets", "signs", "--analysis", "hudd"],
+    [
+        "bench_retraining.py",
+        *("--datasets", "signs", "--epochs", "10", "--strategies", RETRAIN_STRATEGIES),
+        *FIELD_SETUP,
+    ],
+    [
+        "bench_retraining.py",
+        *("--datasets", "fashion-mnist", "--epochs", "5", "--strategies", RETRAIN_STRATEGIES),
+        *FIELD_SETUP,
+    ],
+    ["bench_selection_scale.py", "--pool", "100000", "--budget", "3000"],
 ]
 
 

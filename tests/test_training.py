@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -51,8 +53,33 @@ def test_best_epoch_is_kept_and_sgd_works(digits):
     assert acc == pytest.approx(best)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(digits, tmp_path, monkeypatch):
-    cfg = TrainConfig(epochs=4, batch_size=64)
+def test_cosine_schedule_decays_per_batch_to_zero(digits, monkeypatch):
+    cfg = TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=0.05, schedule="cosine")
+    total = 30
+    rates = [training._lr_at(cfg, step, total) for step in range(total + 1)]
+    assert rates[0] == pytest.approx(0.05)
+    assert rates[total // 2] == pytest.approx(0.025)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert training._lr_at(TrainConfig(lr=0.05), 17, total) == 0.05
+    # the optimiser really gets the scheduled rate, batch by batch
+    seen: list[float] = []
+    real_step = torch.optim.SGD.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", record)
+    _train(digits, cfg)
+    per_epoch = -(-len(digits["train"].labels) // 64)
+    assert len(seen) == 3 * per_epoch
+    assert seen == pytest.approx([training._lr_at(cfg, i, 3 * per_epoch) for i in range(len(seen))])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_interrupted_training_resumes_to_the_same_weights(digits, tmp_path, monkeypatch, schedule):
+    cfg = TrainConfig(epochs=4, batch_size=64, schedule=schedule)
     reference, _ = _train(digits, cfg)
     ckpt = tmp_path / "last.pt"
     calls = {"n": 0}
@@ -82,5 +109,7 @@ def test_bad_hyper_parameters_give_clear_errors(digits):
         _train(digits, TrainConfig(epochs=0))
     with pytest.raises(ConfigError, match="optimizer"):
         _train(digits, TrainConfig(optimizer="rmsprop"))
+    with pytest.raises(ConfigError, match="schedule must be 'constant' or 'cosine'"):
+        _train(digits, TrainConfig(schedule="step"))
     with pytest.raises(ConfigError, match="diverged"):
         _train(digits, TrainConfig(epochs=1, optimizer="sgd", lr=1e12, momentum=0.0))

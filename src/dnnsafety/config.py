@@ -58,7 +58,11 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (used by ``train`` and ``demo``)."""
+    """Training hyper-parameters (used by ``train`` and ``demo``).
+
+    ``schedule`` is the learning-rate schedule: ``"constant"`` or ``"cosine"`` (per batch, from
+    ``lr`` down to 0 at the end of the last epoch).
+    """
 
     epochs: int = 8
     batch_size: int = 128
@@ -67,6 +71,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     select_by: str = "val"
+    schedule: str = "constant"
     threads: int = 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -90,8 +91,17 @@ def _validate(cfg: TrainConfig, n_train: int, has_val: bool) -> None:
         raise ConfigError(
             "train.select_by = 'val' needs a validation split; add one or set select_by = 'train'."
         )
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ConfigError(f"train.schedule must be 'constant' or 'cosine'. Got {cfg.schedule!r}.")
     if n_train == 0:
         raise ConfigError("The training split is empty.")
+
+
+def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate of batch ``step`` of ``total``; stateless, so resuming needs no state."""
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(total, 1)))
+    return cfg.lr
 
 
 @torch.no_grad()
@@ -194,6 +204,7 @@ def train_model(
         else:
             log.info("ignoring checkpoint %s: it belongs to another configuration", ckpt_path)
     torch.manual_seed(seed)
+    per_epoch = -(-len(labels_t) // cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -205,6 +216,10 @@ def train_model(
             total=len(order), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img"
         ) as bar:
             for start in range(0, len(order), cfg.batch_size):
+                step = epoch * per_epoch + start // cfg.batch_size
+                lr = _lr_at(cfg, step, per_epoch * cfg.epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 idx = order[start : start + cfg.batch_size]
                 x, y = train_images[idx], labels_t[idx]
                 optimizer.zero_grad(set_to_none=True)
