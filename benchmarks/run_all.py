@@ -37,6 +37,10 @@ RUNS = [
         *("--datasets", "fashion-mnist", "--epochs", "5", "--strategies", RETRAIN_STRATEGIES),
         *FIELD_SETUP,
     ],
+    [
+        "bench_selection_composition.py",
+        *(str(HERE / "out" / "signs-retrain-safe_pool0.02_cosine"), "--budget", "300"),
+    ],
     ["bench_selection_scale.py", "--pool", "100000", "--budget", "3000"],
 ]
 
