@@ -308,7 +308,8 @@ def _cached_run(
         selection.ids.tolist(),
         "retrain-run-v1",
     )
-    path = pipeline.run / RUNS_DIR / f"{name}_{seed}.json"
+    # the key is in the name: runs of other settings in the same folder are kept, not replaced
+    path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("key") == key:
