@@ -144,8 +144,7 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
             "rare gain": "",
             "rare gain over control": "",
             **{s: f"{orig['per_scenario'][s]:.3f}" for s in data["scenarios"]},
-            "A12 closest vs it (rare)": "",
-            "p": "",
+            **dict.fromkeys(_versus_columns(data), ""),
         }
     ]
     gains = {}
@@ -157,7 +156,6 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
     for name, entry in entries:
         s = entry["summary"]
         gains[name] = s["rare"]["mean"] - orig["rare"]
-        versus = data["strategies"].get("closest", {}).get("versus", {}).get(name)
         rows.append(
             {
                 "strategy": name,
@@ -170,15 +168,22 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
                 if control_rare is None
                 else f"{s['rare']['mean'] - control_rare:+.3f}",
                 **{sc: f"{s['per_scenario'][sc]['mean']:.3f}" for sc in data["scenarios"]},
-                "A12 closest vs it (rare)": "" if versus is None else f"{versus['a12']:.2f}",
-                "p": "" if versus is None else f"{versus['p_value']:.3g}",
+                **_versus_cells(data, name),
             }
         )
-    ratio = gains.get("closest", float("nan")) / gains["random"] if gains.get("random") else None
-    ratio_c = None
-    if control_rare is not None and "random" in gains and "closest" in gains:
-        over = {k: gains[k] + orig["rare"] - control_rare for k in ("closest", "random")}
-        ratio_c = over["closest"] / over["random"] if over["random"] else None
+    ratios = ""
+    for ours in CLOSEST_NAMES:
+        if ours not in gains or not gains.get("random"):
+            continue
+        ratios += (
+            f"\n\n{ours}'s rare-scenario gain / random's: "
+            f"{gains[ours] / gains['random']:.2f} over the original model"
+        )
+        if control_rare is not None:
+            over = {k: gains[k] + orig["rare"] - control_rare for k in (ours, "random")}
+            if over["random"]:
+                ratios += f"; {over[ours] / over['random']:.2f} over the no-new-labels control"
+        ratios += "."
     notes = (
         f"Budget {data['budget']} labels per strategy (pool of "
         f"{len(run.dataset['pool'])}), bag of {data['bag_size']} images for every strategy, "
@@ -189,14 +194,32 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
         f"scenario ({_pool_rare_share(run):.0%} of the pool is). Original model: "
         f"{args.train_schedule} learning rate. Wall time of this "
         f"invocation (runs finished earlier are reused from retraining/runs/): {seconds:.0f} s."
-        + (
-            f"\n\nclosest's rare-scenario gain / random's: {ratio:.2f} over the original model"
-            if ratio is not None
-            else ""
-        )
-        + (f"; {ratio_c:.2f} over the no-new-labels control." if ratio_c is not None else ".")
+        + ratios
     )
     return rows, notes
+
+
+CLOSEST_NAMES = ("closest", "closest-contrast")
+
+
+def _versus_columns(data: dict[str, Any]) -> list[str]:
+    cols = []
+    for ours in CLOSEST_NAMES:
+        if ours in data["strategies"]:
+            cols += [f"A12 {ours} vs it (rare)", f"p ({ours})"]
+    return cols
+
+
+def _versus_cells(data: dict[str, Any], name: str) -> dict[str, str]:
+    """A12 and p of each ClosestU variant against strategy ``name`` (blank for itself)."""
+    cells = {}
+    for ours in CLOSEST_NAMES:
+        if ours not in data["strategies"]:
+            continue
+        versus = data["strategies"][ours].get("versus", {}).get(name)
+        cells[f"A12 {ours} vs it (rare)"] = "" if versus is None else f"{versus['a12']:.2f}"
+        cells[f"p ({ours})"] = "" if versus is None else f"{versus['p_value']:.3g}"
+    return cells
 
 
 def _rare_picked(run: Pipeline) -> dict[str, int]:

@@ -1,8 +1,9 @@
-"""What each strategy labels: scenario make-up of its selection, and per cluster for closest.
+"""What each strategy labels: scenario make-up of its selection, per cluster for ClosestU.
 
 Reads a run folder that has been analysed (clusters.json) and whose pool carries ground-truth
 scenarios (built-in datasets), draws each strategy's selection at one budget (first seed),
-and counts the selected pool images per scenario; for `closest`, also per root-cause cluster.
+and counts the selected pool images per scenario, and those the original model gets wrong;
+for the selections with clusters (`closest`, `closest-contrast`), also per root-cause cluster.
 Ground truth is used for counting only.
 
 Reproduce (after bench_retraining.py has built the folder):
@@ -33,18 +34,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("--budget", type=int, default=300)
-    parser.add_argument("--strategies", default="closest,random,entropy,deepgini")
+    parser.add_argument("--strategies", default="closest,closest-contrast,random,entropy,deepgini")
     args = parser.parse_args()
     pipe = Pipeline(RunDir(args.run), load_config(args.run / "config.toml"))
     session = RetrainSession(pipe)
     ids = session.pool.ids.astype(str)
     scenario = dict(zip(ids, np.asarray(session.pool.scenarios, dtype=str), strict=True))
     names = sorted(set(scenario.values()))
+    wrong = dict(zip(ids, session.pool_probs.argmax(axis=1) != session.oracle(ids), strict=True))
     rows = []
     for strategy in args.strategies.split(","):
         sel = session.select(strategy, args.budget, seed=0)
         groups = [("all", np.ones(len(sel.ids), dtype=bool))]
-        if strategy == "closest" and sel.cluster is not None:
+        if sel.cluster is not None:
             groups += [(f"cluster {c}", sel.cluster == c) for c in np.unique(sel.cluster)]
         for group, mask in groups:
             counts = collections.Counter(scenario[str(i)] for i in sel.ids[mask])
@@ -53,6 +55,7 @@ def main() -> None:
                     "strategy": strategy,
                     "selected": group,
                     "images": int(mask.sum()),
+                    "model wrong": int(sum(wrong[str(i)] for i in sel.ids[mask])),
                     **{n: counts.get(n, 0) for n in names},
                 }
             )
@@ -62,7 +65,9 @@ def main() -> None:
         f"Scenario make-up of each strategy's selection ({args.run.name})",
         f"benchmarks/bench_selection_composition.py {args.run} --budget {args.budget}",
         rows,
-        f"Pool of {len(ids)}: " + ", ".join(f"{n} {pool[n]}" for n in names) + ". First seed.",
+        f"Pool of {len(ids)}: "
+        + ", ".join(f"{n} {pool[n]}" for n in names)
+        + f"; the original model gets {sum(wrong.values())} of them wrong. First seed.",
     )
 
 

@@ -129,3 +129,28 @@ def test_selection_errors_are_clear(analysed, tmp_path, capsys):
     capsys.readouterr()
     assert main(["retrain", str(run), "--strategy", "random", "--labels", "x.csv"]) == 2
     assert "dnnsafety select" in capsys.readouterr().err
+
+
+def test_contrastive_closest_selects_in_both_analysis_spaces(analysed, tmp_path, capsys):
+    """closest-contrast compares with correctly classified test inputs: their features are
+    computed (and cached) in the black-box space, their heatmaps in the white-box one."""
+    run = _copy(analysed, tmp_path / "run")
+    argv = ["--quiet", "select", str(run), "--strategy", "closest-contrast", "--budget", "12"]
+    assert main(argv) == 0
+    selection = json.loads((run / "selection" / "closest-contrast" / "selection.json").read_text())
+    assert len(selection["ids"]) == 12 and len(selection["cluster"]) == 12
+    assert selection["info"]["params"]["distance"] == "contrastive"
+    samples = pd.read_parquet(run / "samples.parquet")
+    test = samples[samples["split"] == "test"]
+    assert selection["info"]["n_correct_reference"] == min(2000, int(test["correct"].sum()))
+    assert "closest-contrast" in capsys.readouterr().out
+
+    hudd = _copy(analysed, tmp_path / "hudd")
+    assert main(["--quiet", "analyze", str(hudd), "--features", "hudd"]) == 0
+    assert (
+        main(["--quiet", "select", str(hudd), "--strategy", "closest-contrast", "--budget", "8"])
+        == 0
+    )
+    assert list((hudd / "analysis" / "correct_heatmaps").iterdir())
+    chosen = json.loads((hudd / "selection" / "closest-contrast" / "selection.json").read_text())
+    assert len(chosen["ids"]) == 8

@@ -14,11 +14,13 @@ from dnnsafety.selection import (
     SELECTORS,
     ClosestSelector,
     ClusterSpace,
+    ContrastiveClosestSelector,
     Oracle,
     PoolView,
     ReferenceSet,
     Selection,
     closest_assignment,
+    contrastive_scores,
     dsa_scores,
     natural_quotas,
     scale_quotas,
@@ -421,6 +423,83 @@ def test_dsa_random_against_brute_force() -> None:
     )
 
 
+# ---------------------------------------------------------------- contrastive ClosestU
+
+
+def test_contrastive_scores_reference_values() -> None:
+    dist = np.array([[1.0, 3.0], [0.0, 2.0], [0.0, 0.0], [4.0, 4.0]])
+    d_ok = np.array([1.0, 0.0, 0.0, 12.0])
+    np.testing.assert_allclose(
+        contrastive_scores(dist, d_ok),
+        [[0.5, 0.75], [0.5, 1.0], [0.5, 0.5], [0.25, 0.25]],
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_contrastive_closest_matches_explicit_scores(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    members = rng.normal(size=(12, 3)).astype(np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, -1, 3, 0])
+    correct = rng.normal(size=(20, 3)).astype(np.float32)
+    pool = rng.normal(size=(50, 3)).astype(np.float32)
+    clusters = [0, 1, 2]  # cluster 3 is a singleton
+    p64 = pool.astype(np.float64)
+    score = np.empty((50, 3))
+    for i in range(50):
+        d_ok = min(np.linalg.norm(p64[i] - c) for c in correct.astype(np.float64))
+        for k, c in enumerate(clusters):
+            d = min(np.linalg.norm(p64[i] - m) for m in members[labels == c].astype(np.float64))
+            score[i, k] = d / (d + d_ok)
+    sel = ContrastiveClosestSelector(batch_size=9).select(
+        PoolView(ids=ids_of(50), features=pool),
+        10,
+        clusters=ClusterSpace(members, labels, correct=correct),
+    )
+    quotas = np.array([sel.info["quotas"][str(c)] for c in clusters])
+    rows, position, _ = closest_assignment(score, quotas)
+    assert sel.ids.tolist() == ids_of(50)[rows].tolist()
+    assert sel.cluster is not None and sel.cluster.tolist() == position.tolist()
+    assert sel.distance is not None
+    np.testing.assert_allclose(sel.distance, score[rows, position], rtol=1e-9, atol=1e-12)
+    assert sel.info["params"]["distance"] == "contrastive"
+    assert sel.info["n_correct_reference"] == 20
+
+
+def test_contrastive_closest_prefers_inputs_away_from_correct_ones() -> None:
+    """Planted: the error cluster sits at the edge of a dense region the model gets right.
+    Pool inputs inside that region are the nearest to the cluster; the inputs on the far side
+    of the cluster, away from every correct input, are the ones the contrastive score picks."""
+    members = np.array([[1.0, 0.0], [1.2, 0.0]], dtype=np.float32)
+    correct = np.array([[x, y] for x in (-1.0, -0.5, 0.0, 0.5) for y in (-0.2, 0.0, 0.2)])
+    dense = [[0.6, 0.05 * i] for i in range(4)]  # 0.4 from the cluster, 0.1 from correct ones
+    beyond = [[1.9 + 0.1 * i, 0.0] for i in range(4)]  # 0.7+ from the cluster, far from correct
+    pool = np.array(dense + beyond, dtype=np.float32)
+    view = PoolView(ids=ids_of(8), features=pool)
+    space = ClusterSpace(members, np.array([0, 0]), correct=correct.astype(np.float32))
+    nearest = ClosestSelector().select(view, 4, clusters=space)
+    contrast = ContrastiveClosestSelector().select(view, 4, clusters=space)
+    assert sorted(nearest.ids.tolist()) == ids_of(8)[:4].tolist()
+    assert sorted(contrast.ids.tolist()) == ids_of(8)[4:].tolist()
+    # the nearest-member variant ignores the correct inputs
+    plain = ClosestSelector().select(view, 4, clusters=ClusterSpace(members, np.array([0, 0])))
+    assert plain.ids.tolist() == nearest.ids.tolist()
+
+
+def test_contrastive_closest_errors() -> None:
+    pool, space, _ = planted()
+    view = PoolView(ids=ids_of(len(pool)), features=pool)
+    with pytest.raises(InvalidInputError, match="correct=\\.\\.\\."):
+        ContrastiveClosestSelector().select(view, 3, clusters=space)
+    with pytest.raises(ConfigError, match="'distance' parameter of closest must be one of"):
+        ClosestSelector(distance="cosine").select(view, 3, clusters=space)
+    with pytest.raises(InvalidInputError, match=r"ClusterSpace\.correct must be R x D"):
+        ClusterSpace(space.features, space.labels, correct=np.zeros(3))
+    with pytest.raises(InvalidInputError, match="same feature space"):
+        ContrastiveClosestSelector().select(
+            view, 3, clusters=ClusterSpace(space.features, space.labels, correct=np.zeros((4, 3)))
+        )
+
+
 # ---------------------------------------------------------------- contract over the registry
 
 
@@ -436,7 +515,11 @@ def contract_inputs() -> tuple[PoolView, ClusterSpace, Oracle]:
         features=feats,
         reference=ReferenceSet(rng.normal(size=(30, 4)), rng.integers(0, 3, size=30)),
     )
-    space = ClusterSpace(rng.normal(size=(9, 4)), np.array([0, 0, 0, 1, 1, 2, 2, 2, -1]))
+    space = ClusterSpace(
+        rng.normal(size=(9, 4)),
+        np.array([0, 0, 0, 1, 1, 2, 2, 2, -1]),
+        correct=rng.normal(size=(12, 4)),
+    )
     return view, space, lambda ids: np.array([lookup[i] for i in ids])
 
 

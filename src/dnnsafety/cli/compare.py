@@ -37,7 +37,7 @@ def command(
     scenario and per cluster; labelling cost; A12 and Mann-Whitney p between strategies) and
     the columns selected.<strategy> of samples.parquet.
     """
-    from dnnsafety.retraining.experiment import compare
+    from dnnsafety.retraining.experiment import NEEDS_SPACE, compare
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
@@ -48,7 +48,7 @@ def command(
     )
     with run.logging_to_file():
         pipe = Pipeline(run, config)
-        if "closest" in names:
+        if any(n in NEEDS_SPACE for n in names):
             pipe.analyze()
         else:
             pipe.evaluate()

@@ -34,7 +34,7 @@ def command(
     selected.<strategy> of samples.parquet. Then run `dnnsafety retrain RUN_DIR --labels
     selection/<strategy>/labels.csv`.
     """
-    from dnnsafety.retraining.experiment import RetrainSession
+    from dnnsafety.retraining.experiment import NEEDS_SPACE, RetrainSession
     from dnnsafety.retraining.labels import export_selection
 
     run = RunDir(run_dir, create=False)
@@ -42,7 +42,7 @@ def command(
     name = strategy or config.retrain.strategy
     with run.logging_to_file():
         pipe = Pipeline(run, config)
-        if name == "closest":
+        if name in NEEDS_SPACE:
             pipe.analyze()
         else:
             pipe.evaluate()

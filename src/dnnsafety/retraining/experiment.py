@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 COMPARISON_FILE = "comparison.json"
 RUNS_DIR = "retraining/runs"
-NEEDS_SPACE = ("closest",)
+NEEDS_SPACE = ("closest", "closest-contrast")
+NEEDS_CORRECT = ("closest-contrast",)
 NEEDS_ACTIVATIONS = ("dsa",)
 DEFAULT_BUDGET_SHARE = 0.03
 
@@ -105,6 +106,12 @@ class RetrainSession:
         return analysis_space(self.pipeline)
 
     @functools.cached_property
+    def correct_reference(self) -> Any:
+        from dnnsafety.selection.spaces import correct_reference
+
+        return correct_reference(self.pipeline)
+
+    @functools.cached_property
     def activations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from dnnsafety.selection.spaces import activation_reference
 
@@ -119,7 +126,8 @@ class RetrainSession:
         if strategy in NEEDS_SPACE:
             space = self.space
             features = space.pool_features
-            clusters = ClusterSpace(space.error_features, space.labels)
+            correct = self.correct_reference if strategy in NEEDS_CORRECT else None
+            clusters = ClusterSpace(space.error_features, space.labels, correct=correct)
         if strategy in NEEDS_ACTIVATIONS:
             train_feats, train_labels, pool_feats = self.activations
             activations = pool_feats
@@ -142,7 +150,7 @@ class RetrainSession:
     def select(self, strategy: str, budget: int, seed: int) -> Selection:
         """Draw the unsafe set of ``strategy`` with ``budget`` labels."""
         params: dict[str, Any] = {}
-        if strategy == "closest":
+        if strategy in NEEDS_SPACE:
             params["f"] = self.config.quota_factor
         selector = SELECTORS.get(strategy)(**params)
         if strategy in NEEDS_SPACE:
@@ -310,11 +318,14 @@ def _cached_run(
     )
     # the key is in the name: runs of other settings in the same folder are kept, not replaced
     path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") == key:
-            log.info("retraining run %s seed %d reused", name, seed)
-            return dict(saved["run"])
+    # before the key was in the name, runs were saved as <name>_<seed>.json: still valid
+    # when their key matches
+    for candidate in (path, pipeline.run / RUNS_DIR / f"{name}_{seed}.json"):
+        if candidate.is_file():
+            saved = json.loads(candidate.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                log.info("retraining run %s seed %d reused", name, seed)
+                return dict(saved["run"])
     log.info("retraining with %s (seed %d, bag of %d)", name, seed, bag_size)
     images, labels = session.bag(selection, seed, size=bag_size)
     _, score, info = session.retrain(images, labels, seed)

@@ -7,7 +7,9 @@ Selectors are registered by name in :data:`SELECTORS`; see
 from dnnsafety.selection.baselines import MispredictedSelector, RandomSelector
 from dnnsafety.selection.closest import (
     ClosestSelector,
+    ContrastiveClosestSelector,
     closest_assignment,
+    contrastive_scores,
     natural_quotas,
     scale_quotas,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "SELECTORS",
     "ClosestSelector",
     "ClusterSpace",
+    "ContrastiveClosestSelector",
     "DSASelector",
     "DeepGiniSelector",
     "EntropySelector",
@@ -48,6 +51,7 @@ __all__ = [
     "Selection",
     "Selector",
     "closest_assignment",
+    "contrastive_scores",
     "deepgini_score",
     "dsa_scores",
     "entropy_score",

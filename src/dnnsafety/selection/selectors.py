@@ -167,10 +167,15 @@ class ClusterSpace:
         ``M x D`` features of the clustered error-inducing test inputs.
     labels
         ``(M,)`` int cluster id of each; negative ids (``-1``) mark noise and are ignored.
+    correct
+        Optional ``R x D`` features, in the same space, of inputs the model classifies
+        correctly (array or memmap). Only the contrastive ClosestU (``closest-contrast``)
+        uses them.
     """
 
     features: np.ndarray
     labels: np.ndarray
+    correct: Any = None
 
     def __post_init__(self) -> None:
         feats = np.asarray(self.features)
@@ -190,6 +195,11 @@ class ClusterSpace:
             )
         object.__setattr__(self, "features", feats.reshape(len(feats), -1))
         object.__setattr__(self, "labels", labels)
+        if self.correct is not None and (np.ndim(self.correct) < 2 or len(self.correct) == 0):
+            raise InvalidInputError(
+                "ClusterSpace.correct must be R x D features of at least one correctly "
+                f"classified input; got shape {np.shape(self.correct)}."
+            )
 
 
 @dataclass(frozen=True, eq=False)
