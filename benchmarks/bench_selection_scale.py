@@ -6,7 +6,9 @@ N simulated images is rendered into a memory-mapped file in chunks; then, each s
 with its peak resident memory (above the level before the step):
 1. LRP heatmaps of every pool image at the selected layer, streamed to disk (HeatmapStore);
 2. `closest` (ClosestU) against the clusters, reading the pool heatmaps in batches;
-3. `entropy` and `random` on the pool's softmax outputs (prediction included).
+3. `closest-contrast`: heatmaps of up to 2,000 correctly classified test inputs (its
+   reference), then the selection;
+4. `entropy` and `random` on the pool's softmax outputs (prediction included).
 
 Reproduce: .venv/bin/python benchmarks/bench_selection_scale.py [--pool 100000] [--budget 3000]
 """
@@ -32,7 +34,7 @@ from dnnsafety.models.training import predict  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView  # noqa: E402
-from dnnsafety.selection.spaces import cluster_labels  # noqa: E402
+from dnnsafety.selection.spaces import cluster_labels, correct_reference  # noqa: E402
 from dnnsafety.sim import generate_signs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -79,6 +81,19 @@ def main() -> None:
     rows.append(_row("closest (ClosestU)", layer, args, sel))
     total = {"seconds": heat["seconds"] + sel["seconds"], "peak": max(heat["peak"], sel["peak"])}
     rows.append(_row("closest, heatmaps included", layer, args, total))
+    shutil.rmtree(run / "analysis" / "correct_heatmaps", ignore_errors=True)
+    with peak_memory() as ref:
+        correct = correct_reference(pipe)
+    rows.append(_row(f"heatmaps of {len(correct)} correct test inputs", layer, args, ref))
+    contrast = ClusterSpace(space.features, space.labels, correct=correct)
+    with peak_memory() as sel_c:
+        SELECTORS.get("closest-contrast")().select(pool, args.budget, clusters=contrast)
+    rows.append(_row("closest-contrast", layer, args, sel_c))
+    total_c = {
+        "seconds": heat["seconds"] + ref["seconds"] + sel_c["seconds"],
+        "peak": max(heat["peak"], ref["peak"], sel_c["peak"]),
+    }
+    rows.append(_row("closest-contrast, all heatmaps included", layer, args, total_c))
     with peak_memory() as pred:
         parts = [
             predict(model, torch.from_numpy(np.asarray(images[a : a + CHUNK])), 1024).probs

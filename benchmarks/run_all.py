@@ -11,6 +11,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RETRAIN_STRATEGIES = "closest,random,entropy,deepgini"
+FIELD_STRATEGIES = "closest,closest-contrast,random,entropy,deepgini"
 # the retraining benchmark's field-like setup: a converged original model, a pool where the
 # rare scenarios are rare (docs/retraining.md)
 FIELD_SETUP = ("--train-schedule", "cosine", "--pool-rare", "0.02")
@@ -29,12 +30,17 @@ RUNS = [
     ["bench_retraining.py", "--datasets", "signs", "--analysis", "hudd"],
     [
         "bench_retraining.py",
-        *("--datasets", "signs", "--epochs", "10", "--strategies", RETRAIN_STRATEGIES),
+        *("--datasets", "signs", "--epochs", "10", "--strategies", FIELD_STRATEGIES),
         *FIELD_SETUP,
     ],
     [
         "bench_retraining.py",
-        *("--datasets", "fashion-mnist", "--epochs", "5", "--strategies", RETRAIN_STRATEGIES),
+        *("--datasets", "signs", "--analysis", "hudd", "--epochs", "10"),
+        *("--strategies", FIELD_STRATEGIES, *FIELD_SETUP),
+    ],
+    [
+        "bench_retraining.py",
+        *("--datasets", "fashion-mnist", "--epochs", "5", "--strategies", FIELD_STRATEGIES),
         *FIELD_SETUP,
     ],
     [

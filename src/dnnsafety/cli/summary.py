@@ -72,7 +72,8 @@ def print_comparison(run_dir: Path) -> None:
     """Print the strategy comparison of a run: test accuracy, mean [95% CI] over runs."""
     data = json.loads((run_dir / "comparison.json").read_text())
     scen = [s for s in data["scenarios"] if s != "nominal"]
-    head = f"{'strategy':<14}{'labels':>7}{'overall':>18}{'rare':>18}" + "".join(
+    w = max(14, *(len(n) + 2 for n in data["strategies"]))
+    head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}{'rare':>18}" + "".join(
         f"{s[:12]:>14}" for s in scen
     )
     click.echo(
@@ -82,7 +83,7 @@ def print_comparison(run_dir: Path) -> None:
     click.echo(head)
     orig = data["original"]
     click.echo(
-        f"{'original':<14}{0:>7}{_pct(orig['overall']):>18}{_pct(orig.get('rare')):>18}"
+        f"{'original':<{w}}{0:>7}{_pct(orig['overall']):>18}{_pct(orig.get('rare')):>18}"
         + "".join(f"{_pct(orig['per_scenario'][s]):>14}" for s in scen)
     )
     rows = list(data["strategies"].items())
@@ -99,19 +100,22 @@ def print_comparison(run_dir: Path) -> None:
             return f"{text:>{width}}"
 
         click.echo(
-            f"{name:<14}{entry['cost']:>7}{cell(summ['overall'])}{cell(summ['rare'])}"
+            f"{name:<{w}}{entry['cost']:>7}{cell(summ['overall'])}{cell(summ['rare'])}"
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
-    if "closest" in data["strategies"]:
-        versus = data["strategies"]["closest"]["versus"]
+    for ours in ("closest", "closest-contrast"):
+        if ours not in data["strategies"]:
+            continue
+        versus = data["strategies"][ours]["versus"]
         parts = [f"{o}: A12 {v['a12']:.2f} (p={v['p_value']:.3f})" for o, v in versus.items()]
         first: dict[str, Any] = next(iter(versus.values()), {})
         metric = first.get("metric", "rare")
         what = "rare-scenario" if metric == "rare" else "overall"
         if parts and len(data["seeds"]) > 1:
-            click.echo(f"closest vs others on {what} accuracy: " + "; ".join(parts))
+            click.echo(f"{ours} vs others on {what} accuracy: " + "; ".join(parts))
         elif parts:
             click.echo("(one run per strategy: run `dnnsafety compare --seeds 5` for A12 and p)")
+            break
     click.echo(f"\nWrote {run_dir / 'comparison.json'}")
 
 
