@@ -64,6 +64,18 @@ def main() -> None:
         choices=["constant", "cosine"],
         help="learning-rate schedule of the original model's training",
     )
+    parser.add_argument(
+        "--no-balance",
+        action="store_true",
+        help="ClosestU bags without HUDD's balancing (each selected image once, topped up "
+        "uniformly like the baselines' bags)",
+    )
+    parser.add_argument(
+        "--bag-size",
+        type=int,
+        default=0,
+        help="top every bag up to at least this many images (0: the largest bag)",
+    )
     args = parser.parse_args()
     for dataset in args.datasets.split(","):
         rows, notes = run_dataset(dataset, args)
@@ -74,7 +86,9 @@ def main() -> None:
             + (f"; {flags.strip()}" if flags else "")
             + ")",
             f"benchmarks/bench_retraining.py --datasets {dataset} --analysis {args.analysis} "
-            f"--seeds {args.seeds} --epochs {args.epochs}{flags}",
+            f"--seeds {args.seeds} --epochs {args.epochs}{flags}"
+            + (" --no-balance" if args.no_balance else "")
+            + (f" --bag-size {args.bag_size}" if args.bag_size else ""),
             rows,
             notes,
         )
@@ -95,7 +109,8 @@ def _variant(args: argparse.Namespace) -> tuple[str, str]:
 def _table_name(dataset: str, args: argparse.Namespace) -> str:
     variant, _ = _variant(args)
     epochs = "" if args.epochs == 3 else f"_ep{args.epochs}"
-    return f"retraining_{dataset}_{args.analysis}{variant}{epochs}"
+    balance = "_nobalance" if args.no_balance else ""
+    return f"retraining_{dataset}_{args.analysis}{variant}{epochs}{balance}"
 
 
 def rare_scenarios(dataset: str) -> tuple[str, ...]:
@@ -127,10 +142,13 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
             "dbscan",
         )
     cfg.retrain.epochs = args.epochs
+    cfg.retrain.balance = not args.no_balance
     run = Pipeline(RunDir(folder), cfg)
     run.analyze()
     t0 = time.perf_counter()
-    data = compare(run, args.strategies.split(","), args.budget or None, args.seeds)
+    data = compare(
+        run, args.strategies.split(","), args.budget or None, args.seeds, bag_size=args.bag_size
+    )
     seconds = time.perf_counter() - t0
     orig = data["original"]
     picked = _rare_picked(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -154,3 +155,25 @@ def test_contrastive_closest_selects_in_both_analysis_spaces(analysed, tmp_path,
     assert list((hudd / "analysis" / "correct_heatmaps").iterdir())
     chosen = json.loads((hudd / "selection" / "closest-contrast" / "selection.json").read_text())
     assert len(chosen["ids"]) == 8
+
+
+def test_baseline_runs_are_shared_across_balance_and_bags_can_be_enlarged(analysed, tmp_path):
+    from dnnsafety.pipeline import Pipeline
+    from dnnsafety.retraining.experiment import compare
+    from dnnsafety.runs import RunDir
+
+    run = _copy(analysed, tmp_path / "run")
+    argv = ["--quiet", "compare", str(run), "--strategies", "random", "--budget", "10"]
+    assert main([*argv, "--seeds", "1", *QUICK]) == 0
+
+    def reused() -> int:
+        return len(re.findall(r"retraining run \S+ seed \d+ reused", (run / "run.log").read_text()))
+
+    assert reused() == 0
+    # balancing only concerns selections with clusters: random and the control are reused
+    assert main([*argv, "--seeds", "1", *QUICK, "--set", "retrain.balance=false"]) == 0
+    assert reused() == 2
+    config = load_config(run / "config.toml")
+    config.retrain.epochs = 1
+    data = compare(Pipeline(RunDir(run), config), ["random"], 10, 1, bag_size=25)
+    assert data["bag_size"] == 25 == data["strategies"]["random"]["bag_size"]

@@ -243,12 +243,14 @@ def compare(
     budget: int | None = None,
     seeds: int | None = None,
     control: bool = True,
+    bag_size: int | None = None,
 ) -> dict[str, Any]:
     """Run every strategy ``seeds`` times at one labelling budget; write ``comparison.json``.
 
     With ``control``, the same fine-tuning also runs without any new image (train only, same
     seeds): the part of a strategy's gain that comes from fine-tuning itself, not from the
-    images it chose, is then visible (``comparison.json`` ``control``).
+    images it chose, is then visible (``comparison.json`` ``control``). Every bag is topped
+    up to the largest bag any strategy produced, or to ``bag_size`` if that is larger.
     """
     for name in strategies:
         SELECTORS.get(name)  # unknown names fail before any work
@@ -265,9 +267,12 @@ def compare(
         name: [session.select(name, n_budget, s) for s in seed_list] for name in strategies
     }
     bag_size = max(
-        len(bag_for(sel, np.random.default_rng(0), balance=session.config.balance))
-        for runs in selections.values()
-        for sel in runs
+        bag_size or 0,
+        *(
+            len(bag_for(sel, np.random.default_rng(0), balance=session.config.balance))
+            for runs in selections.values()
+            for sel in runs
+        ),
     )
     _record_selections(pipeline, selections)
     out: dict[str, Any] = {
@@ -307,9 +312,14 @@ def _cached_run(
     seed: int,
     bag_size: int,
 ) -> dict[str, Any]:
+    settings = pipeline.config.section("retrain")
+    if selection.cluster is None:
+        # balancing applies only to selections with clusters: baselines and the control give
+        # the same run whatever retrain.balance says, so they share one cache entry
+        settings["balance"] = True
     key = fingerprint(
         pipeline.analysis_key,
-        pipeline.config.section("retrain"),
+        settings,
         name,
         seed,
         bag_size,
