@@ -86,7 +86,9 @@ def main() -> None:
             + (f"; {flags.strip()}" if flags else "")
             + ")",
             f"benchmarks/bench_retraining.py --datasets {dataset} --analysis {args.analysis} "
-            f"--seeds {args.seeds} --epochs {args.epochs}{flags}"
+            f"--seeds {args.seeds} --epochs {args.epochs} --strategies {args.strategies}"
+            + (f" --budget {args.budget}" if args.budget else "")
+            + flags
             + (" --no-balance" if args.no_balance else "")
             + (f" --bag-size {args.bag_size}" if args.bag_size else ""),
             rows,
@@ -110,7 +112,8 @@ def _table_name(dataset: str, args: argparse.Namespace) -> str:
     variant, _ = _variant(args)
     epochs = "" if args.epochs == 3 else f"_ep{args.epochs}"
     balance = "_nobalance" if args.no_balance else ""
-    return f"retraining_{dataset}_{args.analysis}{variant}{epochs}{balance}"
+    bag = f"_bag{args.bag_size}" if args.bag_size else ""
+    return f"retraining_{dataset}_{args.analysis}{variant}{epochs}{balance}{bag}"
 
 
 def rare_scenarios(dataset: str) -> tuple[str, ...]:

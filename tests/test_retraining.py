@@ -154,7 +154,8 @@ def test_contrastive_closest_selects_in_both_analysis_spaces(analysed, tmp_path,
     )
     assert list((hudd / "analysis" / "correct_heatmaps").iterdir())
     chosen = json.loads((hudd / "selection" / "closest-contrast" / "selection.json").read_text())
-    assert len(chosen["ids"]) == 8
+    assert len(chosen["ids"]) == 8 and chosen["info"]["params"]["distance"] == "contrastive"
+    assert chosen["info"]["n_correct_reference"] == selection["info"]["n_correct_reference"]
 
 
 def test_baseline_runs_are_shared_across_balance_and_bags_can_be_enlarged(analysed, tmp_path):
@@ -173,6 +174,17 @@ def test_baseline_runs_are_shared_across_balance_and_bags_can_be_enlarged(analys
     # balancing only concerns selections with clusters: random and the control are reused
     assert main([*argv, "--seeds", "1", *QUICK, "--set", "retrain.balance=false"]) == 0
     assert reused() == 2
+    # a run saved under the name used before the key was part of it is still found ...
+    runs = run / "retraining" / "runs"
+    (keyed,) = runs.glob("random_0_*.json")
+    keyed.rename(runs / "random_0.json")
+    assert main([*argv, "--seeds", "1", *QUICK]) == 0
+    assert reused() == 4 and not list(runs.glob("random_0_*.json"))
+    # ... but only when its key matches
+    legacy = json.loads((runs / "random_0.json").read_text())
+    (runs / "random_0.json").write_text(json.dumps({**legacy, "key": "stale"}))
+    assert main([*argv, "--seeds", "1", *QUICK]) == 0
+    assert reused() == 5 and len(list(runs.glob("random_0_*.json"))) == 1
     config = load_config(run / "config.toml")
     config.retrain.epochs = 1
     data = compare(Pipeline(RunDir(run), config), ["random"], 10, 1, bag_size=25)

@@ -492,12 +492,57 @@ def test_contrastive_closest_errors() -> None:
         ContrastiveClosestSelector().select(view, 3, clusters=space)
     with pytest.raises(ConfigError, match="'distance' parameter of closest must be one of"):
         ClosestSelector(distance="cosine").select(view, 3, clusters=space)
-    with pytest.raises(InvalidInputError, match=r"ClusterSpace\.correct must be R x D"):
+    with pytest.raises(InvalidInputError, match=r"ClusterSpace\.correct must have one row"):
         ClusterSpace(space.features, space.labels, correct=np.zeros(3))
-    with pytest.raises(InvalidInputError, match="same feature space"):
-        ContrastiveClosestSelector().select(
-            view, 3, clusters=ClusterSpace(space.features, space.labels, correct=np.zeros((4, 3)))
+    with pytest.raises(InvalidInputError, match=r"ClusterSpace\.correct must hold .* empty"):
+        ClusterSpace(space.features, space.labels, correct=np.zeros((0, 2)))
+    with pytest.raises(InvalidInputError, match=r"ClusterSpace\.correct has 3 values per row"):
+        ClusterSpace(space.features, space.labels, correct=np.zeros((4, 3)))
+
+
+def test_contrastive_closest_streams_correct_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    members = rng.normal(size=(10, 5)).astype(np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 2])
+    correct = rng.normal(size=(40, 5)).astype(np.float32)
+    view = PoolView(ids=ids_of(30), features=rng.normal(size=(30, 5)).astype(np.float32))
+    path = tmp_path / "correct.npy"
+    np.save(path, correct)
+    in_memory = ContrastiveClosestSelector().select(
+        view, 12, clusters=ClusterSpace(members, labels, correct=correct)
+    )
+    for source in (np.load(path, mmap_mode="r"), SlicedRows(correct)):
+        streamed = ContrastiveClosestSelector(batch_size=4).select(
+            view, 12, clusters=ClusterSpace(members, labels, correct=source)
         )
+        assert streamed.ids.tolist() == in_memory.ids.tolist()
+        assert streamed.distance is not None and in_memory.distance is not None
+        np.testing.assert_allclose(streamed.distance, in_memory.distance, rtol=1e-12)
+
+
+def test_assignment_tiebreak_orders_the_clusters_of_one_input() -> None:
+    dist = np.array([[1.0, 1.0, 1.0]])
+    rows, cluster, _ = closest_assignment(dist, np.array([1, 1, 1]))
+    assert cluster.tolist() == [0]  # without: lowest position
+    rows, cluster, _ = closest_assignment(dist, np.array([1, 1, 1]), tiebreak=[[3, 1, 2]])
+    assert rows.tolist() == [0] and cluster.tolist() == [1]
+
+
+def test_contrastive_closest_input_on_a_correct_one_keeps_its_nearest_cluster() -> None:
+    """Pool row A coincides with a correct input, so all its scores are 1; it must still
+    aim at its nearest cluster (1), not at the lowest id (0)."""
+    members = np.array([[0, 0], [0, 0.1], [10, 0], [10, 0.1], [0, 10], [0, 10.1]])
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    pool = np.array([[9.0, 0.0], [0.0, 10.05]])  # A, then C near cluster 2
+    space = ClusterSpace(members, labels, correct=np.array([[9.0, 0.0]]))
+    # budget 2 < 3 clusters: clusters 0 and 1 get a quota of 1, cluster 2 none
+    sel = ContrastiveClosestSelector().select(
+        PoolView(ids=ids_of(2), features=pool), 2, clusters=space
+    )
+    assert sel.cluster is not None and sel.distance is not None
+    got = dict(zip(sel.ids.tolist(), sel.cluster.tolist(), strict=True))
+    assert got == {"p00000": 1, "p00001": 0}
+    assert sel.distance[sel.ids.tolist().index("p00000")] == 1.0
 
 
 # ---------------------------------------------------------------- contract over the registry

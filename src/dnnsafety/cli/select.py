@@ -31,8 +31,8 @@ def command(
 
     Writes selection/<strategy>/: the images, labels.csv to fill in (sample_id,label; a class
     name or index per row), classes.txt and selection.json; and the column
-    selected.<strategy> of samples.parquet. Then run `dnnsafety retrain RUN_DIR --labels
-    selection/<strategy>/labels.csv`.
+    selected.<strategy> of samples.parquet. Then run `dnnsafety retrain RUN_DIR --strategy
+    <strategy> --labels selection/<strategy>/labels.csv`.
     """
     from dnnsafety.retraining.experiment import NEEDS_SPACE, RetrainSession
     from dnnsafety.retraining.labels import export_selection

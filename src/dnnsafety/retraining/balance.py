@@ -145,7 +145,8 @@ def bag_for(
     rng
         Generator for the bootstrap draws (re-draw per retraining run).
     balance
-        With ``True`` and a selection that assigns clusters (``closest``): the balanced bag of
+        With ``True`` and a selection that assigns clusters (``closest``,
+        ``closest-contrast``): the balanced bag of
         :func:`balanced_bag`, each cluster's quota being the number of inputs assigned to it.
         Otherwise the selected ids as they are, each once, in selection order.
 

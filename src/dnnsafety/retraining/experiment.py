@@ -1,7 +1,8 @@
 """Selection + labelling + retraining of one run folder, for one or several strategies.
 
 :class:`RetrainSession` gathers what every strategy needs once (the original model and its
-test results, the pool's softmax outputs, the analysis feature space for ``closest``, the
+test results, the pool's softmax outputs, the analysis feature space for the ClosestU
+variants (and correctly classified inputs in it for ``closest-contrast``), the
 training activations for ``dsa``), then :meth:`RetrainSession.select` draws an unsafe set,
 :meth:`RetrainSession.bag` labels it (oracle or the user's labels) and balances it, and
 :meth:`RetrainSession.retrain` fine-tunes and scores a model. :func:`compare` runs strategies x
@@ -252,8 +253,14 @@ def compare(
     images it chose, is then visible (``comparison.json`` ``control``). Every bag is topped
     up to the largest bag any strategy produced, or to ``bag_size`` if that is larger.
     """
+    if not strategies:
+        raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
     for name in strategies:
         SELECTORS.get(name)  # unknown names fail before any work
+    if bag_size is not None and (
+        isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
+    ):
+        raise ConfigError(f"The 'bag_size' parameter must be an int >= 0. Got {bag_size!r}.")
     check_trainable(pipeline.model())
     session = RetrainSession(pipeline)
     n_budget = session.budget(budget)

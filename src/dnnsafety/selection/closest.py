@@ -29,7 +29,8 @@ model classifies correctly (``ClusterSpace.correct``)::
 
 ``s_c < 0.5`` means the input is nearer to the root cause than to any success of the model,
 the vote of a 1-nearest-neighbour error predictor. ``d_ok`` does not depend on the cluster, so
-the order of the clusters for one input is unchanged; only which inputs come first changes.
+the order of the clusters for one input is unchanged (where ``d_ok = 0`` makes every score 1,
+the raw distances break the tie); only which inputs come first changes.
 Quotas, the greedy assignment and the balancing are the same, with ``s_c`` in place of the
 distance.
 """
@@ -114,6 +115,8 @@ def contrastive_scores(dist: np.ndarray, d_ok: np.ndarray) -> np.ndarray:
         ``P x K`` distances to the clusters' nearest members.
     d_ok
         ``(P,)`` distances to the nearest correctly classified reference input.
+
+    Both must be finite and non-negative (the selectors' inputs are checked for that).
     """
     dist = np.asarray(dist, dtype=np.float64)
     total = dist + np.asarray(d_ok, dtype=np.float64)[:, None]
@@ -122,7 +125,9 @@ def contrastive_scores(dist: np.ndarray, d_ok: np.ndarray) -> np.ndarray:
     return score
 
 
-def closest_assignment(dist: np.ndarray, quotas: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def closest_assignment(
+    dist: np.ndarray, quotas: np.ndarray, tiebreak: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """HUDD's greedy global assignment of pool inputs to clusters under quotas.
 
     Parameters
@@ -131,6 +136,10 @@ def closest_assignment(dist: np.ndarray, quotas: np.ndarray) -> tuple[np.ndarray
         ``P x K`` distance of every pool input to every cluster.
     quotas
         ``(K,)`` number of inputs each cluster takes.
+    tiebreak
+        Optional ``P x K``: orders the clusters of one input where ``dist`` ties (the
+        contrastive scores tie at 1 when an input coincides with a correct one; the raw
+        distances then keep its nearest cluster first).
 
     Returns
     -------
@@ -147,7 +156,10 @@ def closest_assignment(dist: np.ndarray, quotas: np.ndarray) -> tuple[np.ndarray
     ``remaining[c]`` inputs of that order aimed at cluster ``c`` are the ones assigned.
     """
     n, k = dist.shape
-    ranked = np.argsort(dist, axis=1, kind="stable")
+    if tiebreak is None:
+        ranked = np.argsort(dist, axis=1, kind="stable")
+    else:
+        ranked = np.lexsort((tiebreak, dist), axis=1)
     remaining = np.asarray(quotas, dtype=np.int64).copy()
     unassigned = np.ones(n, dtype=bool)
     rows: list[np.ndarray] = []
@@ -291,6 +303,8 @@ class ClosestSelector(Selector):
         member = np.isin(space.labels, ids)
         groups = np.searchsorted(ids, space.labels[member])
         reference = Reference(space.features[member], "ClusterSpace.features")
+        if self.distance == "contrastive":
+            correct = Reference(space.correct, "ClusterSpace.correct")
         dist = group_min_distances(
             pool.features,
             reference,
@@ -299,19 +313,21 @@ class ClosestSelector(Selector):
             batch_size=batch_size,
             what="PoolView.features",
         )
+        raw = None
         if self.distance == "contrastive":
+            raw = dist
             dist = contrastive_scores(
-                dist,
+                raw,
                 group_min_distances(
                     pool.features,
-                    Reference(space.correct, "ClusterSpace.correct"),
-                    np.zeros(len(space.correct), dtype=np.int64),
+                    correct,
+                    np.zeros(correct.n, dtype=np.int64),
                     1,
                     batch_size=batch_size,
                     what="PoolView.features",
                 )[:, 0],
             )
-        rows, position, last_rank = closest_assignment(dist, quotas)
+        rows, position, last_rank = closest_assignment(dist, quotas, tiebreak=raw)
         logger.info(
             "closest: %d inputs for %d clusters (natural budget %d), ranks 0..%d used.",
             len(rows),
@@ -352,7 +368,5 @@ class ContrastiveClosestSelector(ClosestSelector):
 
     name = "closest-contrast"
 
-    def __init__(
-        self, *, f: float = 2.0, batch_size: int | None = None, distance: str = "contrastive"
-    ) -> None:
-        super().__init__(f=f, batch_size=batch_size, distance=distance)
+    def __init__(self, *, f: float = 2.0, batch_size: int | None = None) -> None:
+        super().__init__(f=f, batch_size=batch_size, distance="contrastive")

@@ -94,7 +94,8 @@ class PoolView:
         selectors, ``mispredicted`` and ``dsa`` (predicted class = argmax).
     features
         Pool features in the analysis feature space (``P`` rows; extra trailing axes are
-        flattened), or ``None``. Needed by ``closest``. Any :class:`FeatureRows`.
+        flattened), or ``None``. Needed by ``closest`` and ``closest-contrast``. Any
+        :class:`FeatureRows`.
     activations
         Activation traces of the analysed model for surprise adequacy, or ``None``; ``dsa``
         falls back on ``features`` when this is ``None``.
@@ -195,11 +196,21 @@ class ClusterSpace:
             )
         object.__setattr__(self, "features", feats.reshape(len(feats), -1))
         object.__setattr__(self, "labels", labels)
-        if self.correct is not None and (np.ndim(self.correct) < 2 or len(self.correct) == 0):
-            raise InvalidInputError(
-                "ClusterSpace.correct must be R x D features of at least one correctly "
-                f"classified input; got shape {np.shape(self.correct)}."
-            )
+        if self.correct is not None:
+            from dnnsafety.selection._nearest import read_block
+
+            if len(self.correct) == 0:
+                raise InvalidInputError(
+                    "ClusterSpace.correct must hold features of at least one correctly "
+                    "classified input; it is empty."
+                )
+            first = read_block(self.correct, 0, 1, "ClusterSpace.correct")
+            if first.shape[1] != self.features.shape[1]:
+                raise InvalidInputError(
+                    f"ClusterSpace.correct has {first.shape[1]} values per row but the "
+                    f"clustered features have {self.features.shape[1]}; both must come from "
+                    "the same feature space (same layer, same extractor)."
+                )
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,9 +225,10 @@ class Selection:
         Labels spent (the labelling budget consumed). Equal to ``len(ids)`` except for
         ``mispredicted``, which pays for every input it draws.
     cluster
-        ``closest`` only: the root-cause cluster each chosen input is assigned to.
+        ClosestU selections only: the root-cause cluster each chosen input is assigned to.
     distance
-        ``closest`` only: its distance to that cluster (to the nearest member).
+        ClosestU selections only: its distance to that cluster (to the nearest member), or
+        for ``closest-contrast`` its contrastive score in ``[0, 1]``.
     scores
         Ranking selectors: the score each chosen input was ranked by (higher = chosen first).
     info

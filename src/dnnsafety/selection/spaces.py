@@ -111,7 +111,7 @@ def _hudd_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -
         pipeline.model(),
         pool.images,
         pool_ids,
-        pipeline.run / POOL_HEATMAPS / f"{ruleset}_{safe_name(layer, keep='-_.')}",
+        pipeline.run / POOL_HEATMAPS / _heatmap_folder(pipeline, ruleset, layer, "pool"),
         layers=[layer],
         ruleset=ruleset,
         batch_size=pipeline.config.analysis.batch_size,
@@ -149,14 +149,27 @@ def _safe_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -
     )
 
 
-def correct_reference(pipeline: Pipeline, n: int = CORRECT_REFERENCE_SIZE) -> Any:
-    """Features, in the analysis space, of up to ``n`` correctly classified inputs of the
-    analysed split (a subset drawn with the run's seed), for the contrastive ClosestU.
+def _heatmap_folder(pipeline: Pipeline, ruleset: str, layer: str, *parts: Any) -> str:
+    """Folder name of derived heatmaps: a retrained model or another subset gets its own
+    folder instead of a clash with the heatmaps of the previous one."""
+    from dnnsafety.runs import fingerprint
 
-    Black-box runs use the analysis's feature source (cached under ``analysis/features``);
-    white-box runs compute LRP heatmaps at the selected layer (predicted class, as for the
-    pool) under ``analysis/correct_heatmaps``.
+    tag = fingerprint(pipeline.model_key, *parts)[:12]
+    return f"{ruleset}_{safe_name(layer, keep='-_.')}_{tag}"
+
+
+def correct_reference(pipeline: Pipeline, n: int | None = None) -> Any:
+    """Features, in the analysis space, of up to ``n`` (default
+    :data:`CORRECT_REFERENCE_SIZE`) correctly classified inputs of the analysed split (a
+    subset drawn with the run's seed), for the contrastive ClosestU.
+
+    The analysed split is the one the root-cause clusters come from (the test split by
+    default): as with ClosestU itself, its inputs decide which pool images get labelled, never
+    what the model trains on. Black-box runs use the analysis's feature source (cached under
+    ``analysis/features``); white-box runs compute LRP heatmaps at the selected layer
+    (predicted class, as for the pool) under ``analysis/correct_heatmaps``.
     """
+    n = CORRECT_REFERENCE_SIZE if n is None else n
     data = read_clusters(pipeline)
     split_name = data["split"]
     samples = pipeline.run.read_samples()
@@ -185,17 +198,16 @@ def correct_reference(pipeline: Pipeline, n: int = CORRECT_REFERENCE_SIZE) -> An
             pipeline.run, source, split.images[idx], ok, key, desc="correct-input features"
         )
     from dnnsafety.features import compute_heatmaps
-    from dnnsafety.runs import fingerprint
 
     layer = data["layer"]
+    if not layer:
+        raise RunDirError("clusters.json names no selected layer; rerun `dnnsafety analyze`.")
     ruleset = data["settings"]["ruleset"]
-    # model and ids in the name: another model or subset gets its own folder, not an error
-    tag = fingerprint(pipeline.model_key, ok)[:12]
     store = compute_heatmaps(
         pipeline.model(),
         split.images[idx],
         ok,
-        pipeline.run / CORRECT_HEATMAPS / f"{ruleset}_{safe_name(layer, keep='-_.')}_{tag}",
+        pipeline.run / CORRECT_HEATMAPS / _heatmap_folder(pipeline, ruleset, layer, split_name, ok),
         layers=[layer],
         ruleset=ruleset,
         batch_size=pipeline.config.analysis.batch_size,
