@@ -49,6 +49,8 @@ def main() -> None:
     run = RunDir(OUT / "signs-default")
     config = RunConfig()
     pipe = Pipeline(run, config)
+    pipe.train()  # no-ops when bench_hudd_quality.py's model is current
+    pipe.evaluate()
     model = pipe.model()
     clusters = json.loads((run / "clusters.json").read_text())
     layer = clusters["layer"]
