@@ -21,7 +21,6 @@ Reproduce: .venv/bin/python benchmarks/bench_hudd_quality.py; then
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import write_table
 from dnnsafety.clustering.hudd import cluster_layer
 from dnnsafety.evaluation import score_clusters
+from dnnsafety.features import HeatmapStore
 
 OUT = Path(__file__).resolve().parent / "out"
 VARIANTS = ("raw", "l2", "positive", "spatial", "channel")
@@ -62,25 +62,25 @@ def main() -> None:
     rows = []
     for dataset in args.datasets.split(","):
         run = OUT / f"{dataset}-default"
-        store = run / "analysis" / "heatmaps"
-        if not (store / "index.json").exists():
-            sys.exit(f"No heatmaps in {store}: run benchmarks/bench_hudd_quality.py first.")
-        ids = json.loads((store / "ids.json").read_text())
-        index = json.loads((store / "index.json").read_text())
+        folder = run / "analysis" / "heatmaps"
+        if not (folder / "index.json").exists():
+            sys.exit(f"No heatmaps in {folder}: run benchmarks/bench_hudd_quality.py first.")
+        store = HeatmapStore.open(folder)
+        ids = store.ids.astype(str).tolist()
         samples = pd.read_parquet(run / "samples.parquet").set_index("sample_id")
         scenarios = samples.loc[ids, "scenario"].astype(str).to_numpy()
         rare = sorted(set(scenarios) - {"nominal"})
-        for layer in index["layers"]:
-            maps = np.load(store / layer["file"], mmap_mode="r")
+        for layer in store.layers:
+            maps = store.array(layer)
             for variant in VARIANTS:
-                res = cluster_layer(transform(maps, variant), layer=layer["name"])
+                res = cluster_layer(transform(maps, variant), layer=layer)
                 knee = score_clusters(res.labels, scenarios, scenarios_to_cover=rare)
                 cut = fcluster(res.linkage, t=CEILING_K, criterion="maxclust") - 1
                 ceiling = score_clusters(cut, scenarios, scenarios_to_cover=rare)
                 rows.append(
                     {
                         "dataset": dataset,
-                        "layer": layer["name"],
+                        "layer": layer,
                         "reading": variant,
                         "errors": len(ids),
                         "k (knee)": res.k,

@@ -34,7 +34,11 @@ from dnnsafety.models.training import predict  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView  # noqa: E402
-from dnnsafety.selection.spaces import cluster_labels, correct_reference  # noqa: E402
+from dnnsafety.selection.spaces import (  # noqa: E402
+    CORRECT_HEATMAPS,
+    cluster_labels,
+    correct_reference,
+)
 from dnnsafety.sim import generate_signs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -83,7 +87,7 @@ def main() -> None:
     rows.append(_row("closest (ClosestU)", layer, args, sel))
     total = {"seconds": heat["seconds"] + sel["seconds"], "peak": max(heat["peak"], sel["peak"])}
     rows.append(_row("closest, heatmaps included", layer, args, total))
-    shutil.rmtree(run / "analysis" / "correct_heatmaps", ignore_errors=True)
+    shutil.rmtree(run / CORRECT_HEATMAPS, ignore_errors=True)  # time computing them
     with peak_memory() as ref:
         correct = correct_reference(pipe)
     rows.append(_row(f"heatmaps of {len(correct)} correct test inputs", layer, args, ref))

@@ -576,6 +576,9 @@ def test_selector_contract(name: str) -> None:
     b = cls().select(view, 6, clusters=space, oracle=oracle, seed=4)
     assert isinstance(a, Selection)
     assert a.ids.tolist() == b.ids.tolist() and a.cost == b.cost
+    other = cls().select(view, 6, clusters=space, oracle=oracle, seed=5)
+    # a selector that declares it ignores the seed must really give the same selection
+    assert cls.seeded or other.ids.tolist() == a.ids.tolist()
     assert len(a) <= 6 and a.cost >= len(a)
     assert set(a.ids.tolist()) <= set(view.ids.tolist()) and len(set(a.ids.tolist())) == len(a)
     json.dumps(a.info)

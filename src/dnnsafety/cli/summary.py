@@ -103,7 +103,9 @@ def print_comparison(run_dir: Path) -> None:
             f"{name:<{w}}{entry['cost']:>7}{cell(summ['overall'])}{cell(summ['rare'])}"
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
-    for ours in ("closest", "closest-contrast"):
+    from dnnsafety.retraining.experiment import NEEDS_SPACE
+
+    for ours in NEEDS_SPACE:
         if ours not in data["strategies"]:
             continue
         versus = data["strategies"][ours]["versus"]

@@ -63,6 +63,7 @@ class RetrainSession:
         self.test = self.dataset["test"]
         samples = pipeline.run.read_samples()
         self.samples = samples
+        self._selections: dict[tuple[str, int, int | None], Selection] = {}
 
     # -- shared inputs -------------------------------------------------------------------
     def budget(self, budget: int | None) -> int:
@@ -149,14 +150,17 @@ class RetrainSession:
 
     # -- steps ----------------------------------------------------------------------------
     def select(self, strategy: str, budget: int, seed: int) -> Selection:
-        """Draw the unsafe set of ``strategy`` with ``budget`` labels."""
+        """Draw the unsafe set of ``strategy`` with ``budget`` labels (drawn once for all seeds
+        when the selector ignores the seed)."""
         params: dict[str, Any] = {}
-        if strategy in NEEDS_SPACE:
-            params["f"] = self.config.quota_factor
-        selector = SELECTORS.get(strategy)(**params)
+        cls = SELECTORS.get(strategy)
+        memo = (strategy, budget, seed if getattr(cls, "seeded", True) else None)
+        if memo in self._selections:
+            return self._selections[memo]
         if strategy in NEEDS_SPACE:
             from dnnsafety.selection.spaces import read_clusters
 
+            params["f"] = self.config.quota_factor
             sizes = [len(c["members"]) for c in read_clusters(self.pipeline)["clusters"]]
             if not any(n >= 2 for n in sizes):
                 raise ConfigError(
@@ -165,7 +169,11 @@ class RetrainSession:
                     "strategy such as entropy."
                 )
         view, clusters = self.pool_view(strategy)
-        return selector.select(view, budget, clusters=clusters, oracle=self.oracle, seed=seed)
+        selection = cls(**params).select(
+            view, budget, clusters=clusters, oracle=self.oracle, seed=seed
+        )
+        self._selections[memo] = selection
+        return selection
 
     def bag(
         self,

@@ -28,6 +28,7 @@ class RandomSelector(Selector):
     """BL2: ``budget`` pool inputs drawn uniformly without replacement; cost = budget."""
 
     name = "random"
+    seeded = True
 
     def select(
         self,
@@ -74,6 +75,7 @@ class MispredictedSelector(Selector):
     """
 
     name = "mispredicted"
+    seeded = True
 
     def __init__(self, *, max_cost: int | None = None, oracle_batch: int = 1) -> None:
         self.max_cost = max_cost

@@ -347,7 +347,7 @@ class ClosestSelector(Selector):
             "n_noise": int((space.labels < 0).sum()),
             "last_rank": int(last_rank),
         }
-        if space.correct is not None and self.distance == "contrastive":
+        if self.distance == "contrastive":
             info["n_correct_reference"] = len(space.correct)
         return Selection(
             ids=pool.ids[rows],

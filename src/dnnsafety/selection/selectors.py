@@ -247,9 +247,14 @@ class Selection:
 
 
 class Selector:
-    """Base class of the selectors; subclasses implement :meth:`select`."""
+    """Base class of the selectors; subclasses implement :meth:`select`.
+
+    ``seeded`` says whether the ``seed`` argument changes the selection; a selector that
+    ignores it gives the same selection for every seed, so callers may draw it once.
+    """
 
     name = "base"
+    seeded = False
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters given to ``__init__`` (scikit-learn habit)."""

@@ -26,7 +26,7 @@ import torch
 
 from dnnsafety.analysis import CLUSTERS_FILE
 from dnnsafety.exceptions import RunDirError
-from dnnsafety.runs import safe_name
+from dnnsafety.runs import fingerprint, safe_name
 
 if TYPE_CHECKING:
     from dnnsafety.pipeline import Pipeline
@@ -98,64 +98,93 @@ def analysis_space(pipeline: Pipeline) -> AnalysisSpace:
 
 
 def _hudd_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -> AnalysisSpace:
-    from dnnsafety.features import HeatmapStore, compute_heatmaps
+    from dnnsafety.features import HeatmapStore
 
-    layer = data["layer"]
-    if not layer:
-        raise RunDirError("clusters.json names no selected layer; rerun `dnnsafety analyze`.")
+    layer = _selected_layer(data)
     errors = HeatmapStore.open(pipeline.run / "analysis" / "heatmaps")
     error_ids = [str(s) for s in errors.ids]
     pool = pipeline.dataset["pool"]
-    ruleset = data["settings"]["ruleset"]
-    store = compute_heatmaps(
-        pipeline.model(),
-        pool.images,
-        pool_ids,
-        pipeline.run / POOL_HEATMAPS / _heatmap_folder(pipeline, ruleset, layer, "pool"),
-        layers=[layer],
-        ruleset=ruleset,
-        batch_size=pipeline.config.analysis.batch_size,
-    )
+    pool_maps = _layer_heatmaps(pipeline, data, pool.images, pool_ids, POOL_HEATMAPS, "pool")
     return AnalysisSpace(
         error_ids,
         errors.flat(layer),
         cluster_labels(data, error_ids),
         pool_ids,
-        store.flat(layer),
+        pool_maps,
         "hudd",
     )
 
 
 def _safe_space(pipeline: Pipeline, data: dict[str, Any], pool_ids: list[str]) -> AnalysisSpace:
-    from dnnsafety.blackbox import cached_features, fit_source, source_params
     from dnnsafety.failures import error_inputs
-    from dnnsafety.runs import fingerprint
 
-    cfg = pipeline.config.analysis
-    seed = pipeline.config.seed
     errors = error_inputs(pipeline.run.read_samples(), data["split"])
     error_ids = errors["sample_id"].astype(str).tolist()
     split = pipeline.dataset[data["split"]]
-    pos = {sid: i for i, sid in enumerate(split.ids.tolist())}
-    idx = torch.tensor([pos[s] for s in error_ids], dtype=torch.long)
-    source = fit_source(cfg, pipeline.model(), pipeline.dataset, pipeline.run, seed)
-    key = fingerprint(pipeline.model_key, cfg.features, source_params(cfg), seed)
-    feats = cached_features(pipeline.run, source, split.images[idx], error_ids, key)
-    pool_feats = cached_features(
-        pipeline.run, source, pipeline.dataset["pool"].images, pool_ids, key, desc="pool features"
+    feats = _backbone_features(pipeline, split.images[_rows(split, error_ids)], error_ids)
+    pool_feats = _backbone_features(
+        pipeline, pipeline.dataset["pool"].images, pool_ids, "pool features"
     )
     return AnalysisSpace(
         error_ids, feats, cluster_labels(data, error_ids), pool_ids, pool_feats, "safe"
     )
 
 
-def _heatmap_folder(pipeline: Pipeline, ruleset: str, layer: str, *parts: Any) -> str:
-    """Folder name of derived heatmaps: a retrained model or another subset gets its own
-    folder instead of a clash with the heatmaps of the previous one."""
-    from dnnsafety.runs import fingerprint
+def _rows(split: Any, ids: list[str]) -> torch.Tensor:
+    """Row positions of ``ids`` in ``split``."""
+    pos = {str(sid): i for i, sid in enumerate(split.ids.tolist())}
+    return torch.tensor([pos[s] for s in ids], dtype=torch.long)
 
-    tag = fingerprint(pipeline.model_key, *parts)[:12]
-    return f"{ruleset}_{safe_name(layer, keep='-_.')}_{tag}"
+
+def _selected_layer(data: dict[str, Any]) -> str:
+    layer: str = data["layer"]
+    if not layer:
+        raise RunDirError("clusters.json names no selected layer; rerun `dnnsafety analyze`.")
+    return layer
+
+
+def _backbone_features(
+    pipeline: Pipeline, images: torch.Tensor, ids: list[str], desc: str = "features"
+) -> np.ndarray:
+    """The black-box analysis's features of ``images`` (cached under ``analysis/features``)."""
+    from dnnsafety.blackbox import cached_features, fit_source, source_params
+
+    cfg = pipeline.config.analysis
+    seed = pipeline.config.seed
+    source = fit_source(cfg, pipeline.model(), pipeline.dataset, pipeline.run, seed)
+    key = fingerprint(pipeline.model_key, cfg.features, source_params(cfg), seed)
+    return cached_features(pipeline.run, source, images, ids, key, desc=desc)
+
+
+def _layer_heatmaps(
+    pipeline: Pipeline,
+    data: dict[str, Any],
+    images: Any,
+    ids: list[str],
+    root: str,
+    *tag: Any,
+) -> Any:
+    """LRP heatmaps (predicted class) of ``images`` at the analysis's selected layer, flat.
+
+    Stored under ``root/<ruleset>_<layer>_<fingerprint of model and tag>``: a retrained model
+    or another subset gets its own folder instead of a clash with the previous heatmaps.
+    """
+    from dnnsafety.features import compute_heatmaps
+
+    layer = _selected_layer(data)
+    ruleset = data["settings"]["ruleset"]
+    tag_key = fingerprint(pipeline.model_key, *tag)[:12]
+    folder = f"{ruleset}_{safe_name(layer, keep='-_.')}_{tag_key}"
+    store = compute_heatmaps(
+        pipeline.model(),
+        images,
+        ids,
+        pipeline.run / root / folder,
+        layers=[layer],
+        ruleset=ruleset,
+        batch_size=pipeline.config.analysis.batch_size,
+    )
+    return store.flat(layer)
 
 
 def correct_reference(pipeline: Pipeline, n: int | None = None) -> Any:
@@ -184,42 +213,16 @@ def correct_reference(pipeline: Pipeline, n: int | None = None) -> Any:
         rng = np.random.default_rng(pipeline.config.seed)
         ok = sorted(rng.choice(ok, n, replace=False).tolist())
     split = pipeline.dataset[split_name]
-    pos = {sid: i for i, sid in enumerate(split.ids.astype(str).tolist())}
-    idx = torch.tensor([pos[s] for s in ok], dtype=torch.long)
+    images = split.images[_rows(split, ok)]
     if data.get("method") == "safe":
-        from dnnsafety.blackbox import cached_features, fit_source, source_params
-        from dnnsafety.runs import fingerprint
-
-        cfg = pipeline.config.analysis
-        seed = pipeline.config.seed
-        source = fit_source(cfg, pipeline.model(), pipeline.dataset, pipeline.run, seed)
-        key = fingerprint(pipeline.model_key, cfg.features, source_params(cfg), seed)
-        return cached_features(
-            pipeline.run, source, split.images[idx], ok, key, desc="correct-input features"
-        )
-    from dnnsafety.features import compute_heatmaps
-
-    layer = data["layer"]
-    if not layer:
-        raise RunDirError("clusters.json names no selected layer; rerun `dnnsafety analyze`.")
-    ruleset = data["settings"]["ruleset"]
-    store = compute_heatmaps(
-        pipeline.model(),
-        split.images[idx],
-        ok,
-        pipeline.run / CORRECT_HEATMAPS / _heatmap_folder(pipeline, ruleset, layer, split_name, ok),
-        layers=[layer],
-        ruleset=ruleset,
-        batch_size=pipeline.config.analysis.batch_size,
-    )
-    return store.flat(layer)
+        return _backbone_features(pipeline, images, ok, "correct-input features")
+    return _layer_heatmaps(pipeline, data, images, ok, CORRECT_HEATMAPS, split_name, ok)
 
 
 def activation_reference(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Penultimate activations of the training set (with labels) and of the pool, for DSA."""
     from dnnsafety.blackbox import cached_features
     from dnnsafety.features import FeatureContext, make_source
-    from dnnsafety.runs import fingerprint
 
     source = make_source("activations").fit(FeatureContext(model=pipeline.model()))
     key = fingerprint(pipeline.model_key, "activations")
