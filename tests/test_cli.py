@@ -118,8 +118,15 @@ def test_small_end_to_end_run_on_signs_finds_scenario_failures(tmp_path, capsys)
     assert main(argv) == 0
     metrics = json.loads((run / "metrics.json").read_text())["splits"]["test"]["per_scenario"]
     assert set(metrics) == {"nominal", "night", "fog", "occlusion_lower", "tilt"}
-    rare = [metrics[s]["accuracy"] for s in ("night", "fog", "tilt")]
-    assert metrics["nominal"]["accuracy"] > max(rare) + 0.1
+    # Over seeds 0-4 (4 epochs, 3,000 images) nominal was 0.71-0.83; night, fog and occlusion
+    # each stayed >= 0.33 below it, the four rare scenarios pooled about 0.41-0.49 below. Tilt
+    # alone is too noisy to test at this size (72 test images; its gap was 0.06-0.35).
+    nominal = metrics["nominal"]["accuracy"]
+    for scenario in ("night", "fog", "occlusion_lower"):
+        assert metrics[scenario]["accuracy"] < nominal - 0.2, scenario
+    rare = [metrics[s] for s in ("night", "fog", "occlusion_lower", "tilt")]
+    pooled = sum(m["accuracy"] * m["n"] for m in rare) / sum(m["n"] for m in rare)
+    assert pooled < nominal - 0.25
     table = pd.read_parquet(run / "samples.parquet")
     assert {"meta.brightness", "meta.fog", "meta.occlusion_side"} <= set(table.columns)
     night = table[table["scenario"] == "night"]
