@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import peak_memory  # noqa: E402
 from _table import write_table  # noqa: E402
 from dnnsafety.config import RunConfig  # noqa: E402
+from dnnsafety.data.signs import generate_signs  # noqa: E402
 from dnnsafety.features import HeatmapStore, compute_heatmaps  # noqa: E402
 from dnnsafety.models.training import predict  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
@@ -39,7 +40,6 @@ from dnnsafety.selection.spaces import (  # noqa: E402
     cluster_labels,
     correct_reference,
 )
-from dnnsafety.sim import generate_signs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 CHUNK = 10_000

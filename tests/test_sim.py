@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dnnsafety.data.dataset import NOMINAL
+from dnnsafety.data.dataset import NOMINAL, SPLITS
+from dnnsafety.data.signs import generate_signs
 from dnnsafety.exceptions import ConfigError, HiddenLabelsError, InvalidInputError
 from dnnsafety.sim import (
     LOOK_ALIKE_PAIRS,
@@ -20,15 +21,14 @@ from dnnsafety.sim import (
     SCENARIO_NAMES,
     SCENARIOS,
     SIGN_CLASSES,
+    SIGN_RADIUS,
     Scenario,
     ScenarioConfig,
-    generate_signs,
     render_signs,
     sample_parameters,
     sign_template_image,
     sign_templates,
 )
-from dnnsafety.sim.signs import SIGN_RADIUS
 
 SIZE = 32
 NEUTRAL: dict[str, Any] = {
@@ -531,3 +531,11 @@ def test_generate_signs_rejects_bad_sizes(sizes: dict[str, Any], message: str) -
 def test_generate_signs_rejects_bad_config() -> None:
     with pytest.raises(ConfigError, match="ScenarioConfig"):
         generate_signs({"train": 2, "test": 2}, config={"test": {}})
+
+
+def test_simulator_vocabulary_matches_the_dataset_layer():
+    """sim/ does not import data/, so it names splits and the nominal tag itself: keep equal."""
+    from dnnsafety.sim import scenarios
+
+    assert scenarios.SPLITS == SPLITS
+    assert scenarios.NOMINAL == NOMINAL

@@ -57,7 +57,8 @@ def _sizes(cfg: DataConfig, defaults: dict[str, int]) -> dict[str, int]:
 
 @DATASETS.register("signs", "Simulated traffic signs, 10 classes, rare night/fog/occlusion/tilt")
 def load_signs(cfg: DataConfig, seed: int) -> Dataset:
-    from dnnsafety.sim import ScenarioConfig, generate_signs
+    from dnnsafety.data.signs import generate_signs
+    from dnnsafety.sim import ScenarioConfig
 
     sizes = _sizes(cfg, {"train": 20000, "val": 2000, "test": 5000, "pool": 10000})
     scen = ScenarioConfig.from_dict(cfg.scenarios) if cfg.scenarios else ScenarioConfig()

@@ -3,12 +3,13 @@
 Renders labelled sign images whose difficulty is controlled by recorded parameters (lighting,
 haze, blur, noise, pose, occlusion, clutter) and by named scenarios (``night``, ``fog``,
 ``occlusion_lower``, ``tilt``, ...) whose frequency per split is set by a
-:class:`ScenarioConfig`. :func:`generate_signs` builds a complete :class:`~dnnsafety.data.
-dataset.Dataset`.
+:class:`ScenarioConfig`. It returns images and parameter tables and knows nothing of datasets:
+:func:`dnnsafety.data.signs.generate_signs` builds the built-in ``signs`` Dataset from them.
 """
 
 from __future__ import annotations
 
+from dnnsafety.sim.render import render_signs
 from dnnsafety.sim.scenarios import (
     NOMINAL_RANGES,
     OCCLUSION_SIDES,
@@ -20,11 +21,10 @@ from dnnsafety.sim.scenarios import (
     ScenarioConfig,
     sample_parameters,
 )
-from dnnsafety.sim.signs import (
+from dnnsafety.sim.templates import (
     LOOK_ALIKE_PAIRS,
     SIGN_CLASSES,
-    generate_signs,
-    render_signs,
+    SIGN_RADIUS,
     sign_template_image,
     sign_templates,
 )
@@ -38,9 +38,9 @@ __all__ = [
     "SCENARIOS",
     "SCENARIO_NAMES",
     "SIGN_CLASSES",
+    "SIGN_RADIUS",
     "Scenario",
     "ScenarioConfig",
-    "generate_signs",
     "render_signs",
     "sample_parameters",
     "sign_template_image",

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dnnsafety.data.dataset import NOMINAL, SPLITS
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 
 __all__ = [
@@ -35,6 +34,12 @@ __all__ = [
     "ScenarioConfig",
     "sample_parameters",
 ]
+
+SPLITS: tuple[str, ...] = ("train", "val", "test", "pool")
+"""The splits the simulator draws for (the same names as :data:`dnnsafety.data.SPLITS`)."""
+
+NOMINAL = "nominal"
+"""Scenario tag of an image drawn from the nominal distribution (no named scenario)."""
 
 PARAMETER_COLUMNS: tuple[str, ...] = (
     "brightness",

@@ -1,0 +1,120 @@
+"""The import structure: which packages may import which, and no import cycles.
+
+Imports are read from the source with ``ast`` (nothing is executed), including imports inside
+functions: a deferred import still couples two modules.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "dnnsafety"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out: set[str] = set()
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("dnnsafety"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            if mod.startswith("dnnsafety"):
+                out.add(mod)
+    return out
+
+
+def _graph(top_level_only: bool) -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imp in _imports(path, top_level_only):
+            # `from dnnsafety.x import y` may name a submodule y or an attribute of x
+            while imp and imp not in modules:
+                imp = imp.rpartition(".")[0]
+            if imp and imp != name:
+                targets.add(imp)
+        graph[name] = targets
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            # a package's __init__ re-exporting its own submodules is not a cycle
+            if nxt.startswith(node + "."):
+                continue
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_between_modules_at_import_time():
+    cycle = _cycle(_graph(top_level_only=True))
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        # the simulator returns images and parameters; data/ builds Datasets from them
+        ("dnnsafety.sim", "dnnsafety.data"),
+        ("dnnsafety.sim", "dnnsafety.models"),
+    ],
+)
+def test_package_does_not_import(package, forbidden):
+    graph = _graph(top_level_only=False)
+    bad = sorted(
+        f"{mod} -> {dep}"
+        for mod, deps in graph.items()
+        if mod == package or mod.startswith(package + ".")
+        for dep in deps
+        if dep == forbidden or dep.startswith(forbidden + ".")
+    )
+    assert not bad, "\n".join(bad)
+
+
+def test_the_checker_sees_a_planted_cycle_and_a_planted_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert _cycle(graph) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+    imports = _imports(ROOT / "data" / "signs.py", top_level_only=True)
+    assert "dnnsafety.sim" in imports
