@@ -89,7 +89,8 @@ def rebuild_eager(scripted: nn.Module, inputs: Tensor) -> Rebuilt:
         eager.load_state_dict(scripted.state_dict(), strict=True)
     except NotRebuildable as exc:
         return Rebuilt(scripted, False, str(exc))
-    except (RuntimeError, TypeError, ValueError) as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
+        # a graph this reader does not understand: keep the TorchScript model, say why
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return Rebuilt(scripted, False, f"rebuilding its layers failed ({first[:200]})")
     problem = _compare(scripted, eager, inputs)
@@ -106,10 +107,14 @@ def _compare(scripted: nn.Module, eager: nn.Module, inputs: Tensor) -> str:
     eager.eval()
     try:
         with torch.no_grad():
-            want = scripted(inputs)
-            got = eager(inputs)
-    except RuntimeError as exc:
-        return f"the rebuilt module fails on the data ({str(exc).splitlines()[0][:200]})"
+            try:
+                want = scripted(inputs)
+            except RuntimeError as exc:  # evaluate reports it; nothing to compare with
+                return f"the model fails on the data ({str(exc).splitlines()[0][:200]})"
+            try:
+                got = eager(inputs)
+            except RuntimeError as exc:
+                return f"the rebuilt module fails on the data ({str(exc).splitlines()[0][:200]})"
     finally:
         for module, flag in flags:
             module.training = flag
