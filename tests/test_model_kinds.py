@@ -232,6 +232,9 @@ def test_model_support_per_kind(tmp_path):
     kept = model_support(ts_cfg, scripted, "it multiplies")
     assert (kept.white_box, kept.fine_tune) == (False, True)
     assert kept.reason == "it could not be rebuilt as an eager module: it multiplies"
+    frozen = model_support(ModelConfig(), SmallCNN(1, 10, 8).requires_grad_(False))
+    assert (frozen.white_box, frozen.fine_tune) == (True, False)
+    assert frozen.train_reason == "it has no trainable parameter (every requires_grad is False)"
 
 
 def test_command_needs_and_one_line_refusals():

@@ -210,9 +210,15 @@ class Pipeline:
     def support(self) -> ModelSupport:
         """What the run's model supports (:mod:`dnnsafety.models.support`); loads a
         TorchScript model to find out whether it can be rebuilt."""
+        return self._support(inspect=False)
+
+    def _support(self, inspect: bool) -> ModelSupport:
+        """With ``inspect``, the model is loaded (when it exists) and checked too."""
         from dnnsafety.models.support import model_kind, model_support
 
-        model = self.model() if model_kind(self.config.model) == "torchscript" else None
+        exists = not self.needs_training or self.run.stage_key("train") == self.train_key
+        load = model_kind(self.config.model) == "torchscript" or (inspect and exists)
+        model = self.model() if load else None
         return model_support(self.config.model, model, getattr(self, "_script_reason", ""))
 
     def check_supported(self, command: str, strategies: Sequence[str] = ()) -> None:
@@ -227,7 +233,7 @@ class Pipeline:
             self.config.retrain.from_scratch,
         )
         if needs:
-            check_command(self.support, command, needs)
+            check_command(self._support(inspect="fine_tune" in needs), command, needs)
 
     def evaluate(self) -> StageOutcome:
         """Predict every split; write ``samples.parquet`` and ``metrics.json``."""

@@ -24,7 +24,7 @@ analysis work with every kind.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -78,6 +78,8 @@ class ModelSupport:
         Format of a retrained model besides the state dict: ``"torchscript"`` or ``""``.
     reason
         Why ``white_box`` is false (empty otherwise).
+    train_reason
+        Why ``fine_tune`` is false (empty otherwise).
     """
 
     kind: str
@@ -86,6 +88,7 @@ class ModelSupport:
     fresh: bool
     saves_as: str = ""
     reason: str = ""
+    train_reason: str = ""
 
     @property
     def shown(self) -> str:
@@ -103,9 +106,10 @@ def model_support(
     cfg
         The model configuration (its kind decides most of the answer).
     model
-        The loaded model; needed for TorchScript, whose white-box support depends on whether
-        it could be rebuilt as an eager module (a TorchScript module without ``model`` counts
-        as not rebuilt).
+        The loaded model, when there is one: needed for TorchScript, whose white-box support
+        depends on whether it could be rebuilt as an eager module (a TorchScript model given
+        without ``model`` counts as not rebuilt); a model without a trainable parameter cannot
+        be fine-tuned.
     reason
         Why a TorchScript model could not be rebuilt (from :func:`~dnnsafety.models.script.
         rebuild_eager`).
@@ -113,15 +117,20 @@ def model_support(
     kind = model_kind(cfg)
     if kind == "onnx":
         why = "it runs in onnxruntime, without PyTorch layers or gradients"
-        return ModelSupport(kind, False, False, False, reason=why)
+        return ModelSupport(kind, False, False, False, reason=why, train_reason=why)
     if kind == "torchscript":
         eager = model is not None and not is_script_module(model)
         why = "" if eager else f"it could not be rebuilt as an eager module: {reason or 'unknown'}"
-        return ModelSupport(kind, eager, True, False, "torchscript", why)
-    if model is not None and is_script_module(model):
+        support = ModelSupport(kind, eager, True, False, "torchscript", why)
+    elif model is not None and is_script_module(model):
         why = "the factory returned a TorchScript module, which takes no forward hooks"
-        return ModelSupport(kind, False, True, True, reason=why)
-    return ModelSupport(kind, True, True, True)
+        support = ModelSupport(kind, False, True, True, reason=why)
+    else:
+        support = ModelSupport(kind, True, True, True)
+    if model is not None and not any(p.requires_grad for p in model.parameters()):
+        why = "it has no trainable parameter (every requires_grad is False)"
+        support = replace(support, fine_tune=False, train_reason=why)
+    return support
 
 
 def command_needs(
@@ -158,9 +167,9 @@ def check_command(support: ModelSupport, command: str, needs: Iterable[str]) -> 
         if need == "fine_tune" and not support.fine_tune:
             raise ConfigError(
                 f"`dnnsafety {command}` fine-tunes the model, and this {support.shown} model "
-                f"cannot be trained here ({support.reason}). `dnnsafety select` still chooses "
-                "the images to label; retrain the model on them in its own framework, or give "
-                "it as --model-factory module:callable + --weights state_dict.pt."
+                f"cannot be trained here ({support.train_reason}). `dnnsafety select` still "
+                "chooses the images to label; retrain the model on them in its own framework, "
+                "or give it as --model-factory module:callable + --weights state_dict.pt."
             )
         if need == "fresh" and not support.fresh:
             raise ConfigError(
