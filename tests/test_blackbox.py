@@ -197,10 +197,10 @@ def test_onnx_model_supports_the_black_box_path_only(evaluated, tmp_path, capsys
     ours, _ = _errors(run)
     theirs, _ = _errors(evaluated)
     np.testing.assert_array_equal(ours["pred"].to_numpy(), theirs["pred"].to_numpy())
-    assert main(["analyze", str(run)]) == 2
-    assert "ONNX" in capsys.readouterr().err
-    argv = ["--quiet", "analyze", str(run), "--features", "backbone"]
-    assert main([*argv, "--set", "analysis.image_size=32"]) == 0
+    assert main(["analyze", str(run), "--features", "hudd"]) == 2  # white-box by name
+    assert "ONNX model gives no access" in capsys.readouterr().err
+    # the plain command picks the black-box analysis
+    assert main(["--quiet", "analyze", str(run), "--set", "analysis.image_size=32"]) == 0
     assert json.loads((run / "clusters.json").read_text())["method"] == "safe"
 
 

@@ -9,10 +9,12 @@ its per-epoch checkpoint). The dataset is only loaded when a stage needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from dnnsafety.data.builtin import data_fingerprint, load_dataset
 from dnnsafety.data.dataset import LABELLED_SPLITS, Dataset
 from dnnsafety.exceptions import ConfigError, RunDirError
 from dnnsafety.models.loading import make_model, safe_load
+from dnnsafety.models.support import ModelSupport
 from dnnsafety.models.training import predict, train_model
 from dnnsafety.runs import CONFIG_FILE, RunDir, atomic_path, fingerprint, write_json, write_text
 
@@ -36,6 +39,8 @@ MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoints/last.pt"
 METRICS_FILE = "metrics.json"
 TRAIN_FILE = "training.json"
+PROBE_INPUTS = 64
+"""Inputs on which a TorchScript model rebuilt as an eager module must match the original."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,13 @@ class Pipeline:
         c, h, _ = self.dataset.image_shape
         return make_model(self.config.model, c, self.dataset.num_classes, h)
 
+    def fresh_model(self) -> nn.Module:
+        """A freshly initialised model of the run's architecture (zoo or model factory; the
+        weights file is not loaded), for ``retrain.from_scratch``."""
+        c, h, _ = self.dataset.image_shape
+        cfg = dataclasses.replace(self.config.model, weights="")
+        return make_model(cfg, c, self.dataset.num_classes, h)
+
     # -- stages --------------------------------------------------------------------------
     def train(self) -> StageOutcome:
         """Train the model (or reuse ``model.pt`` when nothing changed)."""
@@ -158,6 +170,8 @@ class Pipeline:
             return cached
         if not self.needs_training:
             model = self._build()
+            if self.config.model.arch == "torchscript":
+                model = self._rebuild_script(model)
         else:
             f = self.run / MODEL_FILE
             if self.run.stage_key("train") != self.train_key or not f.exists():
@@ -170,6 +184,56 @@ class Pipeline:
         model.eval()
         self._model = model
         return model
+
+    def _rebuild_script(self, scripted: nn.Module) -> nn.Module:
+        """The TorchScript model as an eager module when it can be rebuilt (see
+        :mod:`dnnsafety.models.script`), checked on real inputs; else itself."""
+        from dnnsafety.models.script import rebuild_eager
+
+        splits = self.dataset.splits
+        split = splits["test"] if "test" in splits else next(iter(splits.values()))
+        probe = split.images[:PROBE_INPUTS]
+        rebuilt = rebuild_eager(scripted, probe)
+        self._script_reason = rebuilt.reason
+        if rebuilt.eager:
+            log.info(
+                "TorchScript model rebuilt as an eager module (same outputs on %d %s inputs): "
+                "white-box analysis available",
+                len(probe),
+                split.name,
+            )
+        else:
+            log.info("TorchScript model kept as TorchScript: %s", rebuilt.reason)
+        return rebuilt.model
+
+    @property
+    def support(self) -> ModelSupport:
+        """What the run's model supports (:mod:`dnnsafety.models.support`); loads a
+        TorchScript model to find out whether it can be rebuilt."""
+        return self._support(inspect=False)
+
+    def _support(self, inspect: bool) -> ModelSupport:
+        """With ``inspect``, the model is loaded (when it exists) and checked too."""
+        from dnnsafety.models.support import model_kind, model_support
+
+        exists = not self.needs_training or self.run.stage_key("train") == self.train_key
+        load = model_kind(self.config.model) == "torchscript" or (inspect and exists)
+        model = self.model() if load else None
+        return model_support(self.config.model, model, getattr(self, "_script_reason", ""))
+
+    def check_supported(self, command: str, strategies: Sequence[str] = ()) -> None:
+        """Refuse, in one line naming the alternative, a command the model cannot serve
+        (before any long step; :func:`dnnsafety.models.support.check_command`)."""
+        from dnnsafety.models.support import check_command, command_needs
+
+        needs = command_needs(
+            command,
+            strategies,
+            self.config.analysis.features,
+            self.config.retrain.from_scratch,
+        )
+        if needs:
+            check_command(self._support(inspect="fine_tune" in needs), command, needs)
 
     def evaluate(self) -> StageOutcome:
         """Predict every split; write ``samples.parquet`` and ``metrics.json``."""
@@ -189,10 +253,20 @@ class Pipeline:
         self.run.mark_done("evaluate", key, outputs, seconds=time.perf_counter() - t0)
         return self._record("evaluate", False, t0, outputs)
 
-    def analyze(self) -> StageOutcome:
+    def analyze(self, white_box: bool | None = None) -> StageOutcome:
         """Root-cause analysis of the errors; writes ``clusters.json`` and more.
 
         White-box (HUDD heatmaps) unless ``analysis.features`` names a black-box feature source.
+
+        Parameters
+        ----------
+        white_box
+            ``None``: white-box when the model's layers can be hooked, else the black-box
+            analysis with ``analysis.features = "backbone"`` (said in the log and saved in
+            ``config.toml``). ``True``: the white-box analysis was asked for explicitly
+            (``--features hudd``, ``--layers``, ``--mode``; or ``analysis.layers``,
+            ``analysis.ruleset`` or ``analysis.mode = "hudd-compat"`` in the configuration),
+            and a model without white-box access is refused in one line.
         """
         from dnnsafety.analysis import CLUSTERS_FILE, LAYERS_FILE, run_analysis
 
@@ -203,23 +277,27 @@ class Pipeline:
         )
         if self.run.is_done("analyze", self.analysis_key, outputs):
             return self._record("analyze", True, t0, outputs)
+        if self._black_box_instead(white_box):
+            outputs = (CLUSTERS_FILE,)
+            if self.run.is_done("analyze", self.analysis_key, outputs):
+                return self._record("analyze", True, t0, outputs)
         self.evaluate()
         model = self.model()
+        extra: dict[str, Any] = {}
+        if cfg.features in ("", "heatmaps"):
+            from dnnsafety.features.coverage import warn_lrp_coverage
+
+            split = self.dataset[cfg.split]
+            ruleset = cfg.resolved()["ruleset"]
+            extra["lrp_coverage"] = warn_lrp_coverage(model, split.images[:2], ruleset)
         if cfg.features:
             from dnnsafety.blackbox import run_blackbox
 
             bb = run_blackbox(
                 self.run, model, self.dataset, cfg, self.model_key, seed=self.config.seed
             )
-            extra: dict[str, Any] = {"clusters": len(bb.clusters), "noise": bb.n_noise}
+            extra.update(clusters=len(bb.clusters), noise=bb.n_noise)
         else:
-            from dnnsafety.models.onnx import OnnxClassifier
-
-            if isinstance(model, OnnxClassifier):
-                raise ConfigError(
-                    "The white-box analysis (LRP heatmaps) needs a PyTorch model; an ONNX "
-                    "model supports the black-box analysis only: add --features backbone."
-                )
             result = run_analysis(
                 self.run,
                 model,
@@ -228,7 +306,7 @@ class Pipeline:
                 cfg,
                 seed=self.config.seed,
             )
-            extra = {"layer": result.selected_layer, "clusters": len(result.clusters)}
+            extra.update(layer=result.selected_layer, clusters=len(result.clusters))
         self.run.mark_done(
             "analyze", self.analysis_key, outputs, seconds=time.perf_counter() - t0, **extra
         )
@@ -237,6 +315,29 @@ class Pipeline:
             old.replace(self.run / "comparison.previous.json")
             log.warning("new clusters: moved the old comparison.json to comparison.previous.json")
         return self._record("analyze", False, t0, outputs)
+
+    def _black_box_instead(self, white_box: bool | None) -> bool:
+        """Check the analysis against the model; True when it switched to black-box."""
+        from dnnsafety.models.support import check_command
+
+        cfg = self.config.analysis
+        if cfg.features:
+            self.check_supported("analyze")  # heatmaps / activations read the layers
+            return False
+        support = self.support
+        if support.white_box:
+            return False
+        if white_box or cfg.layers or cfg.ruleset or cfg.mode != "default":
+            check_command(support, "analyze", ("white_box",))
+        log.info(
+            "the %s model gives no white-box access (%s): analysing with the black-box "
+            "features instead (--features backbone)",
+            support.shown,
+            support.reason,
+        )
+        cfg.features = "backbone"
+        write_text(self.run / CONFIG_FILE, dump_config(self.config))
+        return True
 
     def _record(
         self, name: str, skipped: bool, t0: float, outputs: tuple[str, ...]

@@ -47,9 +47,11 @@ def command(
 ) -> None:
     """Group the error-inducing inputs of RUN_DIR into root-cause clusters.
 
-    White-box by default (HUDD: LRP heatmaps per layer, Ward clustering, layer choice); with
-    --features, black-box (SAFE: features -> --reduce -> --cluster, e.g. --features backbone
-    --reduce umap --cluster dbscan). Writes clusters.json, the column `cluster` of
+    White-box by default (HUDD: LRP heatmaps per layer, Ward clustering, layer choice); for a
+    model whose layers cannot be hooked (ONNX, TorchScript that cannot be rebuilt from its
+    layers) black-box with --features backbone, said in the log. With --features, black-box
+    (SAFE: features -> --reduce -> --cluster, e.g. --features backbone --reduce umap
+    --cluster dbscan). Writes clusters.json, the column `cluster` of
     samples.parquet (-1 = noise), and under analysis/: contact sheets, representative images
     and the error map (plus the per-layer table and WICD plots for HUDD).
     """
@@ -71,7 +73,8 @@ def command(
     config = resolve_config(run_dir, None, settings=tuple(extra))
     if (reduce or cluster) and features is None and not config.analysis.features:
         config.analysis.features = "backbone"
+    explicit = features == "" or bool(layers) or bool(mode)  # white-box asked for by name
     with run.logging_to_file():
-        Pipeline(run, config).analyze()
+        Pipeline(run, config).analyze(white_box=True if explicit else None)
     print_clusters(run_dir)
     click.echo(f"Report: {render_report(run_dir)}")

@@ -48,6 +48,7 @@ def command(
     )
     with run.logging_to_file():
         pipe = Pipeline(run, config)
+        pipe.check_supported("compare", tuple(names))  # before the analysis
         if any(n in NEEDS_SPACE for n in names):
             pipe.analyze()
         else:

@@ -50,6 +50,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     config = resolve_config(None, None, dataset=dataset, seed=seed, settings=settings)
     with run.logging_to_file():
         pipe = Pipeline(run, config)
+        pipe.check_supported("demo")
         pipe.train()
         pipe.evaluate()
         pipe.analyze()

@@ -29,7 +29,8 @@ def command(
 ) -> None:
     """Retrain RUN_DIR's model on train + the labelled selection (balanced per cluster).
 
-    Writes retrained/<strategy>/model.pt (the first run's model) and result.json (test
+    Writes retrained/<strategy>/model.pt (the first run's model as a state dict; also
+    model.ts, TorchScript, when the run's model is TorchScript) and result.json (test
     accuracy overall, per scenario and per cluster, before and after, for every run).
     """
     from dnnsafety.retraining.experiment import retrain_with_labels
@@ -49,7 +50,8 @@ def command(
         f"  improved {_mean(runs, 'improved'):.0f}, worsened {_mean(runs, 'worsened'):.0f} "
         "test inputs (mean per run)"
     )
-    click.echo(f"\nWrote {result['path']}")
+    files = ", ".join(result["model_files"])
+    click.echo(f"\nWrote {result['path']} (retrained model: {files}; result.json)")
 
 
 def _mean(runs: list[dict[str, Any]], key: str) -> float:

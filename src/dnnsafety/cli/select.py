@@ -42,6 +42,7 @@ def command(
     name = strategy or config.retrain.strategy
     with run.logging_to_file():
         pipe = Pipeline(run, config)
+        pipe.check_supported("select", (name,))
         if name in NEEDS_SPACE:
             pipe.analyze()
         else:

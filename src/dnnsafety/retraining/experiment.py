@@ -31,7 +31,7 @@ from dnnsafety.evaluation.stats import mann_whitney, mean_ci, vargha_delaney_a12
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
-from dnnsafety.runs import atomic_path, fingerprint, write_json
+from dnnsafety.runs import fingerprint, write_json
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView, ReferenceSet, Selection
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ class RetrainSession:
         reset = None
         if self.config.from_scratch:
             torch.manual_seed(seed)
-            reset = self.pipeline._build()
+            reset = self.pipeline.fresh_model()
         model, result = finetune(
             self.pipeline.model(),
             self.dataset["train"],
@@ -232,18 +232,6 @@ class RetrainSession:
     def original_score(self) -> TestScore:
         correct = self.original_correct
         return score_predictions(correct, self.test, None, self.test_clusters)
-
-
-def check_trainable(model: torch.nn.Module) -> None:
-    """Refuse models that cannot be fine-tuned here (ONNX) before any expensive work."""
-    from dnnsafety.models.onnx import OnnxClassifier
-
-    if isinstance(model, OnnxClassifier) or not any(p.requires_grad for p in model.parameters()):
-        raise ConfigError(
-            "Retraining needs a trainable PyTorch model; this run's model is ONNX (or has no "
-            "trainable parameters). `dnnsafety select` still chooses the images to label; "
-            "retrain your model on them in its own framework."
-        )
 
 
 def compare(
@@ -269,7 +257,7 @@ def compare(
         isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
     ):
         raise ConfigError(f"The 'bag_size' parameter must be an int >= 0. Got {bag_size!r}.")
-    check_trainable(pipeline.model())
+    pipeline.check_supported("compare", tuple(strategies))  # before any long step
     session = RetrainSession(pipeline)
     n_budget = session.budget(budget)
     n_seeds = seeds or session.config.seeds
@@ -425,26 +413,36 @@ def retrain_with_labels(
 ) -> dict[str, Any]:
     """Retrain on a selection labelled by hand (``dnnsafety select`` + the filled-in CSV).
 
-    Writes ``retrained/<strategy>/model.pt`` (first run) and ``result.json``; returns the
+    Writes the first run's model (``retrained/<strategy>/model.pt``, and ``model.ts`` for a
+    TorchScript model: :mod:`dnnsafety.retraining.export`) and ``result.json``; returns the
     result with its path.
     """
     from dnnsafety.retraining.labels import load_selection, read_labels
 
     if seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
-    check_trainable(pipeline.model())
+    pipeline.check_supported("retrain")
     selection, _ = load_selection(pipeline.run, strategy)
     labels = read_labels(labels_file, [str(s) for s in selection.ids], pipeline.dataset.class_names)
     session = RetrainSession(pipeline)
     folder = pipeline.run / "retrained" / strategy
     runs = []
+    files: list[Path] = []
     for i in range(seeds):
         seed = pipeline.config.seed + i
         images, y = session.bag(selection, seed, labels=labels)
         model, score, info = session.retrain(images, y, seed)
         if i == 0:
-            with atomic_path(folder / "model.pt") as tmp:
-                torch.save({"state_dict": model.state_dict(), "strategy": strategy}, tmp)
+            from dnnsafety.retraining.export import save_retrained
+
+            files = save_retrained(
+                model,
+                folder,
+                strategy,
+                pipeline.support,
+                pipeline.config.model.weights,
+                session.test.images[:64],
+            )
         runs.append({"seed": seed, **score.to_dict(), **info, "bag_size": len(y)})
     result = {
         "strategy": strategy,
@@ -452,6 +450,7 @@ def retrain_with_labels(
         "labelled": len(labels),
         "original": session.original_score().to_dict(),
         "runs": runs,
+        "model_files": [p.name for p in files],
     }
     write_json(folder / "result.json", result)
     return {**result, "path": str(folder)}

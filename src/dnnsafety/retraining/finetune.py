@@ -10,6 +10,7 @@ errors each cluster holds), and the inputs improved and worsened against the ori
 from __future__ import annotations
 
 import copy
+import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -85,9 +86,9 @@ def finetune(
     if cfg.from_scratch:
         if reset is None:
             raise ConfigError("finetune(from_scratch=True) needs a freshly built `reset` model.")
-        new = copy.deepcopy(reset)
+        new = copy_model(reset)
     else:
-        new = copy.deepcopy(model)
+        new = copy_model(model)
     images = torch.cat([train.images, bag_images]) if len(bag_labels) else train.images
     labels = np.concatenate([train.labels, np.asarray(bag_labels, dtype=np.int64)])
     result = train_model(
@@ -101,6 +102,23 @@ def finetune(
     )
     new.eval()
     return new, result
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy of ``model`` whose parameters can be trained.
+
+    ``copy.deepcopy`` of a TorchScript module returns parameters that are not leaf tensors
+    (an optimizer then fails with "can't optimize a non-leaf Tensor"); a TorchScript module
+    is therefore copied by saving it to memory and loading it back.
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
+        buffer.seek(0)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        copied: nn.Module = torch.jit.load(buffer, map_location=device)
+        return copied
+    return copy.deepcopy(model)
 
 
 def score_run(
