@@ -148,6 +148,43 @@ def test_jpeg_and_bmp(tmp_path: Path) -> None:
     assert ds["test"].labels.tolist() == [0]
 
 
+def save_rotated_jpeg(path: Path, orientation: int = 6) -> Path:
+    """A 8 x 16 (height x width) greyscale JPEG, dark left half and bright right half, whose
+    EXIF tag says viewers must turn it: orientation 6 = 90 degrees clockwise, so they show a
+    16 x 8 picture with the dark half on top."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((8, 16), 230, dtype=np.uint8)
+    pixels[:, :8] = 20
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the EXIF Orientation tag
+    Image.fromarray(pixels).save(path, format="JPEG", exif=exif, quality=95)
+    return path
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    save_rotated_jpeg(root / "train" / "a" / "phone.jpg")
+    save_image(root / "test" / "a" / "upright.png", size=(16, 8), mode="L")
+    # without image_size: the rotated photo is 16 x 8 as shown, like the PNG: no size error
+    ds = load_image_folder(root)
+    assert ds.image_shape == (1, 16, 8)
+    photo = ds["train"].images[0, 0] * 255
+    assert float(photo[:8].mean()) < 40  # the dark half is on top ...
+    assert float(photo[8:].mean()) > 210  # ... and the bright half below
+    # resizing keeps the upright picture instead of squashing the stored one
+    small = load_image_folder(root, image_size=(8, 4))["train"].images[0, 0] * 255
+    assert float(small[:4].mean()) < 40 and float(small[4:].mean()) > 210
+
+
+def test_size_error_names_the_upright_size(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    save_rotated_jpeg(root / "train" / "a" / "phone.jpg")
+    save_image(root / "test" / "a" / "wide.png", size=(8, 16), mode="L")
+    with pytest.raises(InvalidInputError, match="image_size") as err:
+        load_image_folder(root)
+    assert "16x8" in str(err.value) and "8x16" in str(err.value)
+
+
 def test_different_sizes_need_image_size(tmp_path: Path) -> None:
     root = tmp_path / "d"
     save_image(root / "train" / "a" / "small.png", (8, 8))

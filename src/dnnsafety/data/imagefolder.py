@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dnnsafety.data.dataset import NOMINAL, SPLITS, UNKNOWN_LABEL, Dataset, Split, make_split
 from dnnsafety.exceptions import ConfigError, InvalidInputError
@@ -306,13 +306,29 @@ def _convert(img: Image.Image, target: Literal["L", "RGB"]) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
+def _upright(img: Image.Image, path: Path) -> Image.Image:
+    """``img`` turned the way image viewers show it (its EXIF orientation tag applied).
+
+    Phone cameras store the sensor's pixels as they are and record the rotation in the tag;
+    ignoring it would hand the model a turned (and, when resized, squashed) picture. A tag
+    that cannot be applied is ignored with a debug message: the pixels are still usable.
+    """
+    try:
+        turned = ImageOps.exif_transpose(img)
+    except Exception as exc:  # a damaged EXIF block must not make the image unreadable
+        logger.debug("Ignoring the EXIF orientation of %s (%s)", path, exc)
+        return img
+    return img if turned is None else turned
+
+
 def _decode(path: Path, channels: int | None, size_hw: tuple[int, int] | None) -> _Decoded | str:
     """Decode one file fully, or say (as text) why it cannot be used."""
     try:
         if path.stat().st_size == 0:
             return "is empty (0 bytes)"
-        with Image.open(path) as img:
-            img.load()
+        with Image.open(path) as opened:
+            opened.load()
+            img = _upright(opened, path)
             mode = img.mode
             width, height = img.size
             if channels is None:
@@ -485,6 +501,10 @@ def load_image_folder(
     :data:`~dnnsafety.data.dataset.UNKNOWN_LABEL` (-1): the oracle refuses to reveal it, so such
     images can only be labelled by hand (the labelling CSV). Put pool images in class folders
     where labelling is simulated from the data.
+
+    Images with an EXIF orientation tag (photos from phones and cameras) are turned upright
+    first, as image viewers show them; sizes (``image_size``, error messages) are those of
+    the upright image.
 
     Symbolic links may point anywhere inside ``root``; links leading outside it are refused,
     as are metadata paths that are absolute or contain ``..``.
