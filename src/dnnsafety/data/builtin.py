@@ -203,8 +203,15 @@ def load_npz_dataset(cfg: DataConfig, seed: int) -> Dataset:
 
 
 def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
-    """Load the dataset a configuration names."""
-    return DATASETS.get(cfg.name)(cfg, seed)
+    """Load the dataset a configuration names.
+
+    A dataset without a ``val`` split gets one held out of its training images
+    (``cfg.val_fraction``, stratified by class, drawn with ``seed``).
+    """
+    from dnnsafety.data.holdout import check_val_fraction, hold_out_validation
+
+    check_val_fraction(cfg.val_fraction)  # before a slow load, not after
+    return hold_out_validation(DATASETS.get(cfg.name)(cfg, seed), cfg.val_fraction, seed)
 
 
 def data_fingerprint(cfg: DataConfig) -> list[object]:

@@ -1,0 +1,95 @@
+"""A user's own data, right the first time: folders without val/, unknown scenarios,
+labels files, and the CLI options a new user gets wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dnnsafety.cli.main import main
+from dnnsafety.config import DataConfig
+from dnnsafety.data.builtin import load_dataset
+from dnnsafety.data.holdout import hold_out_validation, validation_quotas
+from dnnsafety.exceptions import ConfigError
+
+
+def make_folder(root: Path, n_train: int = 20, n_test: int = 6, n_pool: int = 0) -> Path:
+    """Two classes of 8x8 greyscale images told apart by brightness; no val/ folder."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test), ("pool", n_pool)):
+        if not n:
+            continue
+        for cls, base in (("dark", 40), ("light", 200)):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = np.clip(base + rng.integers(-30, 30, (8, 8)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# no val/: a validation split is held out of train
+# --------------------------------------------------------------------------------------------
+
+
+def test_validation_quotas_are_stratified_and_keep_a_training_image_per_class() -> None:
+    # 10% of 16 = 1.6 -> 2 images: one from the big class (floor 1.0), one by largest
+    # remainder (0.5 beats 0.1)
+    assert validation_quotas(np.array([10, 5, 1]), 0.1).tolist() == [1, 1, 0]
+    assert validation_quotas(np.array([100, 50]), 0.1).tolist() == [10, 5]
+    assert validation_quotas(np.array([3, 3]), 0.5).tolist() == [2, 1]
+    # a class with one image keeps it; nothing to hold out at all
+    assert validation_quotas(np.array([1, 1]), 0.5).tolist() == [0, 0]
+    assert validation_quotas(np.array([10, 10]), 0.0).tolist() == [0, 0]
+
+
+def test_folder_without_val_gets_a_deterministic_disjoint_stratified_split(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = make_folder(tmp_path / "data")
+    cfg = DataConfig(name="folder", path=str(root))
+    with caplog.at_level("INFO", logger="dnnsafety"):
+        a = load_dataset(cfg, seed=0)
+    assert "holding out 4 of 40 training images (10%" in caplog.text
+    b = load_dataset(cfg, seed=0)
+    train, val = a["train"], a["val"]
+    assert len(val) == 4 and len(train) == 36
+    assert sorted(val.ids.tolist()) == sorted(b["val"].ids.tolist())  # deterministic
+    assert not set(val.ids.tolist()) & set(train.ids.tolist())  # disjoint
+    assert len(set(val.ids.tolist()) | set(train.ids.tolist())) == 40  # nothing lost
+    assert np.bincount(val.labels, minlength=2).tolist() == [2, 2]  # stratified
+    assert list(a.splits) == ["train", "val", "test"]
+    other = load_dataset(cfg, seed=1)
+    assert sorted(other["val"].ids.tolist()) != sorted(val.ids.tolist())
+    quarter = load_dataset(DataConfig(name="folder", path=str(root), val_fraction=0.25))
+    assert len(quarter["val"]) == 10
+    none = load_dataset(DataConfig(name="folder", path=str(root), val_fraction=0.0))
+    assert "val" not in none.splits and len(none["train"]) == 40
+
+
+def test_existing_val_split_is_kept(digits) -> None:  # type: ignore[no-untyped-def]
+    assert hold_out_validation(digits, 0.5, seed=0) is digits
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2])
+def test_bad_val_fraction_is_refused_before_loading(tmp_path: Path, bad: float) -> None:
+    cfg = DataConfig(name="folder", path=str(tmp_path / "does-not-exist"), val_fraction=bad)
+    with pytest.raises(ConfigError, match="val_fraction"):
+        load_dataset(cfg)
+
+
+def test_train_on_a_folder_without_val(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), "--dataset", "folder", "--data-path", str(root)]
+    assert main(["--quiet", *args, "--epochs", "2"]) == 0
+    history = json.loads((run / "training.json").read_text())["history"]
+    assert len(history) == 2 and all(h["val_acc"] is not None for h in history)
+    summary = json.loads((run / "dataset.json").read_text())
+    assert summary["train"]["n"] == 36 and summary["val"]["n"] == 4
+    assert "holding out 4 of 40 training images" in (run / "run.log").read_text()
