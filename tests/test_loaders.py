@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dnnsafety.data.dataset import NOMINAL, UNKNOWN_LABEL, Dataset, reveal_labels
+from dnnsafety.data.dataset import (
+    NOMINAL,
+    UNKNOWN_LABEL,
+    UNKNOWN_SCENARIO,
+    Dataset,
+    reveal_labels,
+)
 from dnnsafety.data.imagefolder import POOL_PLACEHOLDER_LABEL, load_image_folder
 from dnnsafety.data.npz import load_npz
 from dnnsafety.exceptions import ConfigError, HiddenLabelsError, InvalidInputError
@@ -107,7 +113,7 @@ def test_rgb_folder(tmp_path: Path) -> None:
     assert float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
     # the pixel value survives: value 15 -> 15 / 255 in the red channel
     assert torch.allclose(test.images[1, 0], torch.full((8, 8), 15 / 255))
-    assert test.scenarios.tolist() == [NOMINAL] * 3
+    assert test.scenarios.tolist() == [UNKNOWN_SCENARIO] * 3  # nothing says they are nominal
     assert test.metadata is None
     with pytest.raises(HiddenLabelsError):
         _ = ds["pool"].labels
@@ -321,7 +327,8 @@ def test_metadata_csv(basic: Path, tmp_path: Path) -> None:
     ds = load_image_folder(basic, metadata_csv=csv)
     test = ds["test"]
     assert test.ids.tolist() == ["test/cat/img_0.png", "test/dog/img_0.png", "test/dog/img_1.png"]
-    assert test.scenarios.tolist() == [NOMINAL, NOMINAL, "fog"]
+    # an empty cell is nominal; an image without a row has no known scenario
+    assert test.scenarios.tolist() == [NOMINAL, UNKNOWN_SCENARIO, "fog"]
     assert test.metadata is not None
     assert list(test.metadata.columns) == ["weather", "speed"]  # no path, no scenario
     assert test.metadata["weather"].tolist()[0] == "sun"
@@ -701,6 +708,7 @@ def test_npz_optional_keys(tmp_path: Path) -> None:
     assert set(ds.splits) == {"train", "val", "test", "pool"}
     assert ds["test"].ids.tolist() == ["a", "b", "c", "d"]
     assert ds["test"].scenarios.tolist() == ["fog", NOMINAL, "night", "fog"]
+    assert ds["train"].scenarios.tolist() == [UNKNOWN_SCENARIO] * 6  # no scenario_train
     with pytest.raises(HiddenLabelsError):
         _ = ds["pool"].labels
     assert ds["pool"].label_values.tolist() == [UNKNOWN_LABEL, UNKNOWN_LABEL]

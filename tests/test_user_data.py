@@ -7,14 +7,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from dnnsafety.cli.main import main
+from dnnsafety.cli.summary import print_comparison
 from dnnsafety.config import DataConfig
 from dnnsafety.data.builtin import load_dataset
+from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO, make_split
 from dnnsafety.data.holdout import hold_out_validation, validation_quotas
 from dnnsafety.exceptions import ConfigError
+from dnnsafety.report import render_report
+from dnnsafety.retraining.finetune import score_predictions
 
 
 def make_folder(root: Path, n_train: int = 20, n_test: int = 6, n_pool: int = 0) -> Path:
@@ -93,3 +98,101 @@ def test_train_on_a_folder_without_val(tmp_path: Path) -> None:
     summary = json.loads((run / "dataset.json").read_text())
     assert summary["train"]["n"] == 36 and summary["val"]["n"] == 4
     assert "holding out 4 of 40 training images" in (run / "run.log").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# scenarios: "unknown" when the data has none, and then not shown
+# --------------------------------------------------------------------------------------------
+
+
+def test_builtin_datasets_keep_their_scenario_tags(digits) -> None:  # type: ignore[no-untyped-def]
+    tags = set(digits["test"].scenarios.tolist())
+    assert NOMINAL in tags and len(tags) > 1 and UNKNOWN_SCENARIO not in tags
+
+
+def test_folder_without_scenarios_shows_no_scenario_figures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    args = ["evaluate", str(run), "--dataset", "folder", "--data-path", str(root)]
+    assert main(["--quiet", *args, "--epochs", "1"]) == 0
+    out = capsys.readouterr().out.replace(str(tmp_path), "TMP")  # the path names "scenarios"
+    assert "nominal" not in out and "unknown" not in out and "scenario" not in out
+    assert "Test accuracy (" in out and "12 images, accuracy" in out
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert all(part["per_scenario"] == {} for part in metrics["splits"].values())
+    summary = json.loads((run / "dataset.json").read_text())
+    assert summary["test"]["scenarios"] == {} and summary["train"]["scenarios"] == {}
+    samples = pd.read_parquet(run / "samples.parquet")
+    assert set(samples["scenario"]) == {UNKNOWN_SCENARIO}
+    page = render_report(run).read_text(encoding="utf-8")
+    assert "Per scenario" not in page and "nominal" not in page
+
+
+def _cluster_run(run: Path, scenarios: dict[str, int]) -> Path:
+    """A run folder with metrics and one cluster of 5 errors with these scenario counts."""
+    run.mkdir(parents=True)
+    split = {"n": 10, "accuracy": 0.5, "errors": 5, "per_scenario": {}, "per_class": {}}
+    metrics = {"class_names": ["a", "b"], "splits": {"test": split}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    members = [f"test/a/{i}.png" for i in range(5)]
+    cluster = {
+        "id": 0,
+        "size": 5,
+        "share_of_errors": 1.0,
+        "members": members,
+        "true_labels": {"a": 5},
+        "predicted_labels": {"b": 5},
+        "scenarios": scenarios,
+    }
+    clusters = {"split": "test", "n_errors": 5, "layer": "fc", "clusters": [cluster]}
+    (run / "clusters.json").write_text(json.dumps(clusters))
+    samples = {"sample_id": members, "split": "test", "label": 0, "pred": 1, "scenario": "x"}
+    pd.DataFrame(samples).to_parquet(run / "samples.parquet", index=False)
+    return run
+
+
+def test_report_hides_unknown_cluster_scenarios(tmp_path: Path) -> None:
+    page = render_report(_cluster_run(tmp_path / "unknown", {UNKNOWN_SCENARIO: 5}))
+    assert "<dt>scenario</dt>" not in page.read_text(encoding="utf-8")
+    page = render_report(_cluster_run(tmp_path / "fog", {"fog": 5}))
+    assert "<dt>scenario</dt>" in page.read_text(encoding="utf-8")
+
+
+def test_retraining_scores_leave_unknown_scenarios_out() -> None:
+    images = np.zeros((4, 4, 4), dtype=np.uint8)
+    correct = np.array([True, False, True, True])
+    unknown = make_split("test", list("abcd"), images, [0, 1, 0, 1])
+    score = score_predictions(correct, unknown, None)
+    assert score.per_scenario == {}
+    assert np.isnan(score.rare)  # no rare scenario is known: not "everything is rare"
+    mixed = make_split(
+        "test", list("abcd"), images, [0, 1, 0, 1], [NOMINAL, "fog", UNKNOWN_SCENARIO, "fog"]
+    )
+    score = score_predictions(correct, mixed, None)
+    assert score.rare == pytest.approx(0.5)  # the two fog images only
+
+
+def test_comparison_summary_without_scenarios_has_no_rare_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ci = {"mean": 0.5, "low": 0.4, "high": 0.6}
+    nan = {"mean": None, "low": None, "high": None}
+    entry = {
+        "cost": 3,
+        "summary": {"overall": ci, "rare": nan, "per_scenario": {}},
+        "versus": {},
+    }
+    data = {
+        "scenarios": [],
+        "seeds": [0],
+        "budget": 3,
+        "bag_size": 3,
+        "original": {"overall": 0.4, "rare": None, "per_scenario": {}},
+        "strategies": {"random": entry},
+    }
+    (tmp_path / "comparison.json").write_text(json.dumps(data))
+    print_comparison(tmp_path)
+    out = capsys.readouterr().out
+    assert "rare" not in out and "overall" in out and "50.0%" in out

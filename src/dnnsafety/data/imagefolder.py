@@ -30,7 +30,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from dnnsafety.data.dataset import NOMINAL, SPLITS, UNKNOWN_LABEL, Dataset, Split, make_split
+from dnnsafety.data.dataset import (
+    NOMINAL,
+    SPLITS,
+    UNKNOWN_LABEL,
+    UNKNOWN_SCENARIO,
+    Dataset,
+    Split,
+    make_split,
+)
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 
 __all__ = [
@@ -411,16 +419,28 @@ def _read_metadata(csv_path: Path, problems: _Problems) -> pd.DataFrame:
     return table
 
 
+def _scenario_tag(cell: object, has_row: bool) -> str:
+    """The scenario of one image: its cell, nominal when empty, unknown without a row."""
+    if not has_row:
+        return UNKNOWN_SCENARIO
+    return cell.strip() if isinstance(cell, str) and cell.strip() else NOMINAL
+
+
 def _split_metadata(
     table: pd.DataFrame, ids: list[str]
 ) -> tuple[np.ndarray | None, pd.DataFrame | None]:
-    """Scenario tags and metadata rows for ``ids``, in that order."""
+    """Scenario tags and metadata rows for ``ids``, in that order.
+
+    An empty ``scenario`` cell means nominal; an image without a row has no known scenario
+    (:data:`UNKNOWN_SCENARIO`), as have all images when the table has no ``scenario`` column.
+    """
     rows = table.reindex(pd.Index(ids))
     scenarios: np.ndarray | None = None
     if "scenario" in rows.columns:
         raw = rows.pop("scenario")
+        listed = pd.Index(ids).isin(table.index)
         scenarios = np.array(
-            [s.strip() if isinstance(s, str) and s.strip() else NOMINAL for s in raw.tolist()],
+            [_scenario_tag(s, r) for s, r in zip(raw.tolist(), listed.tolist(), strict=True)],
             dtype=object,
         )
     meta = rows.reset_index(drop=True) if len(rows.columns) else None
@@ -465,6 +485,9 @@ def load_image_folder(
         ``test/stop/img_001.png``) and any further columns, which become the per-sample
         :attr:`Split.metadata` (NaN for images without a row). A ``scenario`` column becomes
         the split's ground-truth scenario tags instead (empty cells mean ``"nominal"``).
+        Images whose scenario nobody gave (no such column, or no row for the image) get
+        :data:`~dnnsafety.data.dataset.UNKNOWN_SCENARIO`, which the per-scenario figures and
+        the report leave out.
     on_error
         ``"raise"`` (default) stops at the first bad file, folder, link or metadata row with
         :class:`InvalidInputError`; ``"skip"`` leaves them out and emits one warning listing
