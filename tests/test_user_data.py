@@ -4,6 +4,7 @@ labels files, and the CLI options a new user gets wrong."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +12,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import dnnsafety.pipeline as pipeline_mod
 from dnnsafety.cli.main import main
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.config import DataConfig
 from dnnsafety.data.builtin import load_dataset
 from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO, make_split
 from dnnsafety.data.holdout import hold_out_validation, validation_quotas
-from dnnsafety.exceptions import ConfigError
+from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.report import render_report
 from dnnsafety.retraining.finetune import score_predictions
+from dnnsafety.retraining.labels import MAX_LABELS_BYTES, read_labels
 
 
 def make_folder(root: Path, n_train: int = 20, n_test: int = 6, n_pool: int = 0) -> Path:
@@ -196,3 +199,102 @@ def test_comparison_summary_without_scenarios_has_no_rare_column(
     print_comparison(tmp_path)
     out = capsys.readouterr().out
     assert "rare" not in out and "overall" in out and "50.0%" in out
+
+
+# --------------------------------------------------------------------------------------------
+# labels.csv: streamed, capped, checked before the dataset is loaded
+# --------------------------------------------------------------------------------------------
+
+CLASSES = ("cat", "dog")
+
+
+def test_read_labels_accepts_names_and_indices(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("\ufeffsample_id,label,note\na,dog,x\n\nb,0,y\n", encoding="utf-8")
+    assert read_labels(path, ["a", "b"], CLASSES, max_rows=10) == {"a": 1, "b": 0}
+
+
+def test_read_labels_names_every_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text("sample_id,label\na,dog\na,cat\nzz,cat\nb,\nc,horse\nd,1,extra\n")
+    with pytest.raises(InvalidInputError) as err:
+        read_labels(path, ["a", "b", "c", "d", "e"], CLASSES)
+    text = str(err.value)
+    assert "6 problem(s)" in text
+    for part in (
+        "row 3: duplicate sample_id 'a' (first in row 2)",
+        "row 4: unknown sample_id 'zz'",
+        "row 5: missing label for 'b'",
+        "row 6: label 'horse'",
+        "row 7: more fields than the header",
+        "2 selected id(s) missing from the file: d, e",
+    ):
+        assert part in text
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"id,lbl\na,cat\n", "needs the columns sample_id,label; found id, lbl"),
+        (b"", "needs the columns sample_id,label; found none"),
+        (b"sample_id,label\na,\xff\xfe\n", "not UTF-8"),
+        (b"sample_id,label\na," + b"x" * 200_000 + b"\n", "row 2: not valid CSV"),
+    ],
+)
+def test_read_labels_bad_files(tmp_path: Path, content: bytes, match: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_bytes(content)
+    with pytest.raises(InvalidInputError, match=match):
+        read_labels(path, ["a"], CLASSES)
+
+
+def test_read_labels_refuses_oversized_files_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        read_labels(tmp_path / "nope.csv", ["a"], CLASSES)
+    path = tmp_path / "labels.csv"
+    with open(path, "wb") as fh:  # a sparse 65 MiB file: nothing to read, just too big
+        fh.truncate(MAX_LABELS_BYTES + 2**20)
+    with pytest.raises(InvalidInputError, match=r"65 MiB, more than a labels file can be"):
+        read_labels(path, ["a"], CLASSES)
+    path.write_text("sample_id,label\n" + "".join(f"x{i},cat\n" for i in range(11)))
+    with pytest.raises(InvalidInputError, match="more than 10 data rows, more than the pool"):
+        read_labels(path, ["a"], CLASSES, max_rows=10)
+
+
+def test_read_labels_streams_a_large_file(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    rows = "".join(f"train/cls/image_{i:07d}.png,cat\n" for i in range(100_000))
+    path.write_text("sample_id,label\n" + rows)  # 3.4 MB of ids that were not selected
+    del rows
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInputError, match="100001 problem"):
+            read_labels(path, ["a"], CLASSES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # read row by row: not the file (3.4 MB), nor a copy of it
+
+
+def test_bad_labels_file_fails_before_the_dataset_is_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    fast = ["--dataset", "digits", "--epochs", "1", "--set", "train.batch_size=64"]
+    assert main(["--quiet", "evaluate", str(run), *fast]) == 0
+    assert main(["--quiet", "select", str(run), "--strategy", "random", "--budget", "5"]) == 0
+    capsys.readouterr()
+    labels = run / "selection" / "random" / "labels.csv"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([lines[0], lines[1] + "seven", *lines[2:]]) + "\n")
+
+    def no_loading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the dataset was loaded before the labels were checked")
+
+    monkeypatch.setattr(pipeline_mod, "load_dataset", no_loading)
+    code = main(["--quiet", "retrain", str(run), "--strategy", "random", "--labels", str(labels)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "row 2: label 'seven'" in err and "5 selected" not in err

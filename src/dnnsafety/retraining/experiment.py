@@ -428,13 +428,26 @@ def retrain_with_labels(
     Writes ``retrained/<strategy>/model.pt`` (first run) and ``result.json``; returns the
     result with its path.
     """
-    from dnnsafety.retraining.labels import load_selection, read_labels
+    from dnnsafety.retraining.labels import (
+        load_selection,
+        pool_size,
+        read_labels,
+        selection_classes,
+    )
 
     if seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
-    check_trainable(pipeline.model())
+    # the labels file first: a bad one fails in a moment, before the dataset is loaded
     selection, _ = load_selection(pipeline.run, strategy)
-    labels = read_labels(labels_file, [str(s) for s in selection.ids], pipeline.dataset.class_names)
+    classes = selection_classes(pipeline.run, strategy)
+    ids = [str(s) for s in selection.ids]
+    labels = read_labels(labels_file, ids, classes, max_rows=pool_size(pipeline.run))
+    check_trainable(pipeline.model())
+    if tuple(pipeline.dataset.class_names) != classes:
+        raise ConfigError(
+            f"The classes changed since `dnnsafety select` (then: {', '.join(classes)}); run "
+            f"`dnnsafety select {pipeline.run.path} --strategy {strategy}` again."
+        )
     session = RetrainSession(pipeline)
     folder = pipeline.run / "retrained" / strategy
     runs = []
