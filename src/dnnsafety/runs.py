@@ -10,6 +10,7 @@ outputs exist and its fingerprint (configuration + inputs) is unchanged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -48,24 +49,52 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+#: errno values of a write that failed because of the place written to, not the data
+_WRITE_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+)
+
+
+def write_error(path: str | Path, exc: OSError) -> RunDirError:
+    """A :class:`RunDirError` for a failed write to ``path``: names the folder and the fix."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "Free disk space there, or run the command with a run folder on another disk."
+    else:
+        fix = (
+            f"Make it writable (chmod -R u+w {folder}), or copy the run folder to a place you "
+            "can write to and run the command there (for `train`/`demo`: choose another --out)."
+        )
+    return RunDirError(f"Cannot write to {str(folder)!r} ({reason}). {fix}")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
     On any exception (Ctrl-C included) the temporary file is removed and ``target`` is left as
-    it was.
+    it was. A write refused by the file system (no permission, read-only, disk full) raises
+    :class:`RunDirError` naming the folder and the fix.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise write_error(target, exc) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -128,12 +157,29 @@ class RunDir:
                 f"{str(self.path)!r} exists and is not a folder; choose another --out."
             )
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RunDirError(
+                    f"Cannot create the run folder {str(self.path)!r} "
+                    f"({exc.strerror or exc}); choose another --out in a folder you can "
+                    "write to."
+                ) from None
+            self.check_writable()
         elif not self.path.is_dir():
             raise RunDirError(
                 f"Run folder {str(self.path)!r} does not exist. Create it with "
                 "`dnnsafety train --out DIR` (or `dnnsafety demo --out DIR`)."
             )
+
+    def check_writable(self) -> None:
+        """Raise :class:`RunDirError` unless new files can be written into the folder.
+
+        Commands call it (through :meth:`logging_to_file`) before any work, so a read-only
+        run folder fails in one line at the start instead of in a traceback at the end.
+        """
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise write_error(self.path, OSError(errno.EACCES, "permission denied"))
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -189,8 +235,15 @@ class RunDir:
     # -- logging -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def logging_to_file(self) -> Iterator[None]:
-        """Copy the ``dnnsafety`` log records into ``run.log`` while the block runs."""
-        handler = logging.FileHandler(self.path / LOG_FILE, encoding="utf-8")
+        """Copy the ``dnnsafety`` log records into ``run.log`` while the block runs.
+
+        Checks first that the folder is writable (:meth:`check_writable`).
+        """
+        self.check_writable()
+        try:
+            handler = logging.FileHandler(self.path / LOG_FILE, encoding="utf-8")
+        except OSError as exc:
+            raise write_error(self.path / LOG_FILE, exc) from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("dnnsafety")
         root.addHandler(handler)
