@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -124,3 +127,56 @@ def test_run_folder_that_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirError, match="Cannot create the run folder"):
         RunDir(tmp_path / "file" / "run")
+
+
+# --------------------------------------------------------------------------------------------
+# one command per run folder at a time
+# --------------------------------------------------------------------------------------------
+
+_HOLD_LOCK = """
+import sys, time
+from dnnsafety.runs import RunDir
+with RunDir(sys.argv[1]).lock("dnnsafety analyze RUN"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_second_lock_is_refused_and_released_on_exit_and_ctrl_c(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock("dnnsafety compare RUN"):
+        with pytest.raises(RunDirError) as err, run.lock():
+            pass
+        assert f"pid {os.getpid()}: dnnsafety compare RUN, since " in str(err.value)
+        assert "in use by another dnnsafety command" in str(err.value)
+    with run.lock():  # released at the end of the block
+        pass
+    with pytest.raises(KeyboardInterrupt), run.lock():
+        raise KeyboardInterrupt
+    with run.lock():  # released after Ctrl-C
+        pass
+    assert (run / ".lock").read_text() == ""  # no holder recorded any more
+
+
+def test_lock_held_by_another_process_then_stale_after_kill_9(tmp_path, capsys):
+    run = RunDir(tmp_path / "run")
+    src = str(Path(runs_mod.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(run.path)], stdout=subprocess.PIPE, env=env
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"locked"
+        with pytest.raises(RunDirError) as err, run.lock():
+            pass
+        assert f"pid {holder.pid}: dnnsafety analyze RUN" in str(err.value)
+        # a command on the same folder stops in one line naming the other process
+        assert main(["--quiet", "evaluate", str(run.path), "--dataset", "digits"]) == 2
+        message = capsys.readouterr().err
+        assert message.count("\n") == 1 and f"pid {holder.pid}" in message
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: no clean-up runs
+        holder.wait(timeout=30)
+    with run.lock("after the crash"):  # the dead process's lock is not left behind
+        assert "after the crash" in (run / ".lock").read_text()

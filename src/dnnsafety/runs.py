@@ -17,7 +17,9 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ SAMPLES_FILE = "samples.parquet"
 STAGES_FILE = "stages.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "run.log"
+LOCK_FILE = ".lock"
 
 
 def safe_name(name: str, keep: str = "-_") -> str:
@@ -135,6 +138,18 @@ def write_parquet(target: str | Path, frame: pd.DataFrame) -> None:
     write_bytes(target, buf.getvalue())
 
 
+def _lock_holder(fd: int) -> str:
+    """``pid 123: dnnsafety analyze runs/x, since ...`` from an open lock file."""
+    try:
+        raw = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        info = json.loads(raw) if raw.strip() else {}
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "a process that is just starting or ending"
+    return f"pid {info['pid']}: {info.get('command', '?')}, since {info.get('started', '?')}"
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable short hash of JSON-serialisable parts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
@@ -231,6 +246,60 @@ class RunDir:
         for col in columns.columns:
             table[col] = columns[col].reindex(table.index)
         self.write_samples(table.reset_index())
+
+    # -- one command at a time ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command: str | None = None) -> Iterator[None]:
+        """Hold the folder's lock (``.lock``) while the block runs.
+
+        Two commands working on one run folder at once would overwrite each other's results,
+        so a second one stops at once with :class:`RunDirError` naming the process that holds
+        the lock (pid, command, start time). The lock is an advisory ``flock`` on ``.lock``,
+        which records the holder: the operating system releases it when the block ends
+        (Ctrl-C included) and when the process dies in any way (``kill -9``, a crash), so a
+        lock is never left stale. Platforms without ``fcntl`` (Windows) run without a lock.
+
+        Parameters
+        ----------
+        command
+            What to record as the holder's command; default: the process's command line.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        self.check_writable()
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirError(
+                    f"Run folder {str(self.path)!r} is in use by another dnnsafety command "
+                    f"({_lock_holder(fd)}). Two commands on one run folder would overwrite "
+                    "each other's results: wait until it ends (or stop it), or give this "
+                    "command another run folder."
+                ) from None
+            except OSError as exc:  # a file system without locks (some network mounts)
+                log.warning("cannot lock %s (%s); not protected against parallel runs", path, exc)
+            holder = {
+                "pid": os.getpid(),
+                "command": command or " ".join(["dnnsafety", *sys.argv[1:]]),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # released: nobody to name any more
+        finally:
+            os.close(fd)  # closing releases the flock
 
     # -- logging -------------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -71,7 +71,7 @@ def command(
     config = resolve_config(run_dir, None, settings=tuple(extra))
     if (reduce or cluster) and features is None and not config.analysis.features:
         config.analysis.features = "backbone"
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         Pipeline(run, config).analyze()
     print_clusters(run_dir)
     click.echo(f"Report: {render_report(run_dir)}")

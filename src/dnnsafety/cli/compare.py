@@ -46,7 +46,7 @@ def command(
         if strategies
         else list(config.retrain.strategies)
     )
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         if any(n in NEEDS_SPACE for n in names):
             pipe.analyze()

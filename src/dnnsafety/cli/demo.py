@@ -48,7 +48,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     t0 = time.perf_counter()
     run = RunDir(out)
     config = resolve_config(None, None, dataset=dataset, seed=seed, settings=settings)
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.train()
         pipe.evaluate()

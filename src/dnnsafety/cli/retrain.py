@@ -37,7 +37,7 @@ def command(
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
     name = strategy or config.retrain.strategy
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         result = retrain_with_labels(Pipeline(run, config), name, labels_file, seeds)
     before, runs = result["original"], result["runs"]
     click.echo(f"\nTest accuracy before -> after retraining with {name} ({len(runs)} run(s)):")

@@ -40,7 +40,7 @@ def command(
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
     name = strategy or config.retrain.strategy
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         if name in NEEDS_SPACE:
             pipe.analyze()
