@@ -298,3 +298,61 @@ def test_bad_labels_file_fails_before_the_dataset_is_loaded(
     assert code == 2
     err = capsys.readouterr().err
     assert "row 2: label 'seven'" in err and "5 selected" not in err
+
+
+# --------------------------------------------------------------------------------------------
+# numeric options: 0 or a negative number is an error, never "the default"
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["compare", "RUN", "--seeds", "0"], "--seeds"),
+        (["compare", "RUN", "--budget", "0"], "--budget"),
+        (["select", "RUN", "--budget", "-5"], "--budget"),
+        (["select", "RUN", "--seed", "-1"], "--seed"),
+        (["retrain", "RUN", "--labels", "labels.csv", "--seeds", "0"], "--seeds"),
+        (["train", "--out", "RUN", "--epochs", "0"], "--epochs"),
+        (["train", "--out", "RUN", "--image-size", "0"], "--image-size"),
+        (["evaluate", "RUN", "--seed", "-3"], "--seed"),
+        (["demo", "--out", "RUN", "--seed", "-1"], "--seed"),
+    ],
+)
+def test_zero_or_negative_numbers_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str
+) -> None:
+    run = tmp_path / "run"
+    argv = [str(run) if a == "RUN" else a for a in args]
+    assert main(["--quiet", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"Invalid value for '{option}'" in err and "is not in the range" in err
+    assert not run.exists()  # refused before anything ran
+
+
+def test_compare_with_zero_seeds_is_an_error_not_the_default(tmp_path: Path) -> None:
+    from dnnsafety.config import RunConfig
+    from dnnsafety.pipeline import Pipeline
+    from dnnsafety.retraining.experiment import compare
+    from dnnsafety.runs import RunDir
+
+    pipe = Pipeline(RunDir(tmp_path / "run"), RunConfig())
+    for bad in (0, -1):
+        # refused at once: before the model (not trained here) or the data is touched
+        with pytest.raises(ConfigError, match="'seeds' parameter must be an int >= 1"):
+            compare(pipe, ["random"], seeds=bad)
+
+
+@pytest.mark.parametrize(
+    ("change", "seed", "match"),
+    [
+        ({"image_size": -8}, 0, "data.image_size must be >= 0"),
+        ({"channels": 2}, 0, "data.channels must be 1"),
+        ({}, -1, "seed must be an int >= 0"),
+    ],
+)
+def test_bad_data_settings_fail_before_loading(
+    change: dict[str, int], seed: int, match: str
+) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_dataset(DataConfig(name="signs", **change), seed=seed)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ DEMO_STRATEGIES = ("closest", "random", "entropy")
     help="Run folder.",
 )
 @click.option("--dataset", default="signs", show_default=True, help="Built-in dataset to use.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--set",
     "settings",

@@ -22,7 +22,9 @@ from dnnsafety.runs import RunDir
     help="The filled-in labels.csv written by `dnnsafety select`.",
 )
 @click.option("--strategy", help="Which selection the labels belong to (default: closest).")
-@click.option("--seeds", type=int, default=1, show_default=True, help="Retraining runs.")
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Retraining runs."
+)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
 def command(
     run_dir: Path, labels_file: Path, strategy: str | None, seeds: int, settings: Any

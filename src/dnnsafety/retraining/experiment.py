@@ -269,12 +269,13 @@ def compare(
         isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
     ):
         raise ConfigError(f"The 'bag_size' parameter must be an int >= 0. Got {bag_size!r}.")
+    # 0 is an error, not "the default": only None means the configured number of runs
+    n_seeds = pipeline.config.retrain.seeds if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds!r}.")
     check_trainable(pipeline.model())
     session = RetrainSession(pipeline)
     n_budget = session.budget(budget)
-    n_seeds = seeds or session.config.seeds
-    if n_seeds < 1:
-        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds}.")
     base_seed = pipeline.config.seed
     seed_list = [base_seed + i for i in range(n_seeds)]
     original = session.original_score()
