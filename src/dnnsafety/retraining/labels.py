@@ -122,11 +122,11 @@ def selection_classes(run: RunDir, strategy: str) -> tuple[str, ...]:
     metrics = run / "metrics.json"
     if metrics.is_file():
         try:
-            names = json.loads(metrics.read_text(encoding="utf-8")).get("class_names")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            names = None
-        if isinstance(names, list) and names:
-            return tuple(str(n) for n in names)
+            recorded = json.loads(metrics.read_text(encoding="utf-8")).get("class_names")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            recorded = None
+        if isinstance(recorded, list) and recorded:
+            return tuple(str(n) for n in recorded)
     raise InvalidInputError(
         f"{str(run.path)!r} records no class names (selection/{strategy}/classes.txt and "
         f"metrics.json are missing): run `dnnsafety select {run.path} --strategy {strategy}` "
