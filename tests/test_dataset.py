@@ -21,7 +21,7 @@ def test_make_split_converts_uint8_greyscale_to_float_nchw():
     assert s.images.shape == (4, 1, 8, 8)
     assert s.images.dtype == torch.float32
     assert float(s.images.min()) >= 0.0 and float(s.images.max()) <= 1.0
-    assert list(s.scenarios) == ["nominal"] * 4
+    assert list(s.scenarios) == ["unknown"] * 4  # no scenarios given: unknown, not nominal
 
 
 def test_pool_labels_are_hidden_and_revealed_only_by_the_oracle():

@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from dnnsafety.data.dataset import NOMINAL, UNKNOWN_LABEL, Dataset, reveal_labels
+from dnnsafety.data.dataset import (
+    NOMINAL,
+    UNKNOWN_LABEL,
+    UNKNOWN_SCENARIO,
+    Dataset,
+    reveal_labels,
+)
 from dnnsafety.data.imagefolder import POOL_PLACEHOLDER_LABEL, load_image_folder
 from dnnsafety.data.npz import load_npz
 from dnnsafety.exceptions import ConfigError, HiddenLabelsError, InvalidInputError
@@ -107,7 +113,7 @@ def test_rgb_folder(tmp_path: Path) -> None:
     assert float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
     # the pixel value survives: value 15 -> 15 / 255 in the red channel
     assert torch.allclose(test.images[1, 0], torch.full((8, 8), 15 / 255))
-    assert test.scenarios.tolist() == [NOMINAL] * 3
+    assert test.scenarios.tolist() == [UNKNOWN_SCENARIO] * 3  # nothing says they are nominal
     assert test.metadata is None
     with pytest.raises(HiddenLabelsError):
         _ = ds["pool"].labels
@@ -146,6 +152,43 @@ def test_jpeg_and_bmp(tmp_path: Path) -> None:
     ds = load_image_folder(root)
     assert ds["train"].ids.tolist() == ["train/a/x.JPG", "train/b/y.bmp"]
     assert ds["test"].labels.tolist() == [0]
+
+
+def save_rotated_jpeg(path: Path, orientation: int = 6) -> Path:
+    """A 8 x 16 (height x width) greyscale JPEG, dark left half and bright right half, whose
+    EXIF tag says viewers must turn it: orientation 6 = 90 degrees clockwise, so they show a
+    16 x 8 picture with the dark half on top."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((8, 16), 230, dtype=np.uint8)
+    pixels[:, :8] = 20
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # the EXIF Orientation tag
+    Image.fromarray(pixels).save(path, format="JPEG", exif=exif, quality=95)
+    return path
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    save_rotated_jpeg(root / "train" / "a" / "phone.jpg")
+    save_image(root / "test" / "a" / "upright.png", size=(16, 8), mode="L")
+    # without image_size: the rotated photo is 16 x 8 as shown, like the PNG: no size error
+    ds = load_image_folder(root)
+    assert ds.image_shape == (1, 16, 8)
+    photo = ds["train"].images[0, 0] * 255
+    assert float(photo[:8].mean()) < 40  # the dark half is on top ...
+    assert float(photo[8:].mean()) > 210  # ... and the bright half below
+    # resizing keeps the upright picture instead of squashing the stored one
+    small = load_image_folder(root, image_size=(8, 4))["train"].images[0, 0] * 255
+    assert float(small[:4].mean()) < 40 and float(small[4:].mean()) > 210
+
+
+def test_size_error_names_the_upright_size(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    save_rotated_jpeg(root / "train" / "a" / "phone.jpg")
+    save_image(root / "test" / "a" / "wide.png", size=(8, 16), mode="L")
+    with pytest.raises(InvalidInputError, match="image_size") as err:
+        load_image_folder(root)
+    assert "16x8" in str(err.value) and "8x16" in str(err.value)
 
 
 def test_different_sizes_need_image_size(tmp_path: Path) -> None:
@@ -284,7 +327,8 @@ def test_metadata_csv(basic: Path, tmp_path: Path) -> None:
     ds = load_image_folder(basic, metadata_csv=csv)
     test = ds["test"]
     assert test.ids.tolist() == ["test/cat/img_0.png", "test/dog/img_0.png", "test/dog/img_1.png"]
-    assert test.scenarios.tolist() == [NOMINAL, NOMINAL, "fog"]
+    # an empty cell is nominal; an image without a row has no known scenario
+    assert test.scenarios.tolist() == [NOMINAL, UNKNOWN_SCENARIO, "fog"]
     assert test.metadata is not None
     assert list(test.metadata.columns) == ["weather", "speed"]  # no path, no scenario
     assert test.metadata["weather"].tolist()[0] == "sun"
@@ -664,6 +708,7 @@ def test_npz_optional_keys(tmp_path: Path) -> None:
     assert set(ds.splits) == {"train", "val", "test", "pool"}
     assert ds["test"].ids.tolist() == ["a", "b", "c", "d"]
     assert ds["test"].scenarios.tolist() == ["fog", NOMINAL, "night", "fog"]
+    assert ds["train"].scenarios.tolist() == [UNKNOWN_SCENARIO] * 6  # no scenario_train
     with pytest.raises(HiddenLabelsError):
         _ = ds["pool"].labels
     assert ds["pool"].label_values.tolist() == [UNKNOWN_LABEL, UNKNOWN_LABEL]

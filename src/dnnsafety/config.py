@@ -26,7 +26,9 @@ class DataConfig:
 
     ``name`` is a built-in dataset (``signs``, ``fashion-mnist``, ``digits``), ``folder``
     (``path`` = root of ``<split>/<class>/<file>``) or ``npz`` (``path`` = an ``.npz`` file).
-    Sizes of 0 mean "the dataset's default".
+    Sizes of 0 mean "the dataset's default". A dataset without a validation split (an image
+    folder without ``val/``, an ``.npz`` without ``x_val``) gets one of ``val_fraction`` of its
+    training images (stratified by class, drawn with ``seed``; 0: no validation split).
     """
 
     name: str = "signs"
@@ -39,6 +41,7 @@ class DataConfig:
     n_val: int = 0
     n_test: int = 0
     n_pool: int = 0
+    val_fraction: float = 0.1
     scenarios: dict[str, dict[str, float]] = field(default_factory=dict)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from dnnsafety.config import RunConfig, dump_config
 from dnnsafety.data.builtin import data_fingerprint, load_dataset
-from dnnsafety.data.dataset import LABELLED_SPLITS, Dataset
+from dnnsafety.data.dataset import LABELLED_SPLITS, Dataset, known_scenarios
 from dnnsafety.exceptions import ConfigError, RunDirError
 from dnnsafety.models.loading import make_model, safe_load
 from dnnsafety.models.support import ModelSupport
@@ -383,7 +383,10 @@ def _split_table(split: Any, preds: Any, num_classes: int) -> pd.DataFrame:
 
 
 def compute_metrics(samples: pd.DataFrame, class_names: tuple[str, ...]) -> dict[str, Any]:
-    """Accuracy overall, per class and per scenario for every labelled split; test confusion."""
+    """Accuracy overall, per class and per scenario for every labelled split; test confusion.
+
+    ``per_scenario`` is empty for a split without ground-truth scenarios (all unknown).
+    """
     out: dict[str, Any] = {"class_names": list(class_names), "splits": {}}
     for split in LABELLED_SPLITS:
         part = samples[samples["split"] == split]
@@ -399,7 +402,9 @@ def compute_metrics(samples: pd.DataFrame, class_names: tuple[str, ...]) -> dict
             "per_scenario": {
                 str(s): {"accuracy": float(r["mean"]), "n": int(r["size"])}
                 for s, r in per_scen.iterrows()
-            },
+            }
+            if known_scenarios(part["scenario"]).any()
+            else {},
             "per_class": {class_names[int(str(k))]: float(v) for k, v in per_class.items()},
         }
     test = samples[samples["split"] == "test"]

@@ -10,13 +10,16 @@ outputs exist and its fingerprint (configuration + inputs) is unchanged.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import logging
 import math
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ SAMPLES_FILE = "samples.parquet"
 STAGES_FILE = "stages.json"
 CONFIG_FILE = "config.toml"
 LOG_FILE = "run.log"
+LOCK_FILE = ".lock"
 
 
 def safe_name(name: str, keep: str = "-_") -> str:
@@ -48,24 +52,52 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+#: errno values of a write that failed because of the place written to, not the data
+_WRITE_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+)
+
+
+def write_error(path: str | Path, exc: OSError) -> RunDirError:
+    """A :class:`RunDirError` for a failed write to ``path``: names the folder and the fix."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "Free disk space there, or run the command with a run folder on another disk."
+    else:
+        fix = (
+            f"Make it writable (chmod -R u+w {folder}), or copy the run folder to a place you "
+            "can write to and run the command there (for `train`/`demo`: choose another --out)."
+        )
+    return RunDirError(f"Cannot write to {str(folder)!r} ({reason}). {fix}")
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
     On any exception (Ctrl-C included) the temporary file is removed and ``target`` is left as
-    it was.
+    it was. A write refused by the file system (no permission, read-only, disk full) raises
+    :class:`RunDirError` naming the folder and the fix.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
         yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise write_error(target, exc) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -106,6 +138,18 @@ def write_parquet(target: str | Path, frame: pd.DataFrame) -> None:
     write_bytes(target, buf.getvalue())
 
 
+def _lock_holder(fd: int) -> str:
+    """``pid 123: dnnsafety analyze runs/x, since ...`` from an open lock file."""
+    try:
+        raw = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+        info = json.loads(raw) if raw.strip() else {}
+    except (OSError, json.JSONDecodeError):
+        info = {}
+    if not isinstance(info, dict) or "pid" not in info:
+        return "a process that is just starting or ending"
+    return f"pid {info['pid']}: {info.get('command', '?')}, since {info.get('started', '?')}"
+
+
 def fingerprint(*parts: Any) -> str:
     """A stable short hash of JSON-serialisable parts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
@@ -128,12 +172,29 @@ class RunDir:
                 f"{str(self.path)!r} exists and is not a folder; choose another --out."
             )
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RunDirError(
+                    f"Cannot create the run folder {str(self.path)!r} "
+                    f"({exc.strerror or exc}); choose another --out in a folder you can "
+                    "write to."
+                ) from None
+            self.check_writable()
         elif not self.path.is_dir():
             raise RunDirError(
                 f"Run folder {str(self.path)!r} does not exist. Create it with "
                 "`dnnsafety train --out DIR` (or `dnnsafety demo --out DIR`)."
             )
+
+    def check_writable(self) -> None:
+        """Raise :class:`RunDirError` unless new files can be written into the folder.
+
+        Commands call it (through :meth:`logging_to_file`) before any work, so a read-only
+        run folder fails in one line at the start instead of in a traceback at the end.
+        """
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise write_error(self.path, OSError(errno.EACCES, "permission denied"))
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -186,11 +247,72 @@ class RunDir:
             table[col] = columns[col].reindex(table.index)
         self.write_samples(table.reset_index())
 
+    # -- one command at a time ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command: str | None = None) -> Iterator[None]:
+        """Hold the folder's lock (``.lock``) while the block runs.
+
+        Two commands working on one run folder at once would overwrite each other's results,
+        so a second one stops at once with :class:`RunDirError` naming the process that holds
+        the lock (pid, command, start time). The lock is an advisory ``flock`` on ``.lock``,
+        which records the holder: the operating system releases it when the block ends
+        (Ctrl-C included) and when the process dies in any way (``kill -9``, a crash), so a
+        lock is never left stale. Platforms without ``fcntl`` (Windows) run without a lock.
+
+        Parameters
+        ----------
+        command
+            What to record as the holder's command; default: the process's command line.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        self.check_writable()
+        path = self.path / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirError(
+                    f"Run folder {str(self.path)!r} is in use by another dnnsafety command "
+                    f"({_lock_holder(fd)}). Two commands on one run folder would overwrite "
+                    "each other's results: wait until it ends (or stop it), or give this "
+                    "command another run folder."
+                ) from None
+            except OSError as exc:  # a file system without locks (some network mounts)
+                log.warning("cannot lock %s (%s); not protected against parallel runs", path, exc)
+            holder = {
+                "pid": os.getpid(),
+                "command": command or " ".join(["dnnsafety", *sys.argv[1:]]),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # released: nobody to name any more
+        finally:
+            os.close(fd)  # closing releases the flock
+
     # -- logging -------------------------------------------------------------------------------
     @contextlib.contextmanager
     def logging_to_file(self) -> Iterator[None]:
-        """Copy the ``dnnsafety`` log records into ``run.log`` while the block runs."""
-        handler = logging.FileHandler(self.path / LOG_FILE, encoding="utf-8")
+        """Copy the ``dnnsafety`` log records into ``run.log`` while the block runs.
+
+        Checks first that the folder is writable (:meth:`check_writable`).
+        """
+        self.check_writable()
+        try:
+            handler = logging.FileHandler(self.path / LOG_FILE, encoding="utf-8")
+        except OSError as exc:
+            raise write_error(self.path / LOG_FILE, exc) from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger("dnnsafety")
         root.addHandler(handler)

@@ -74,7 +74,7 @@ def command(
     if (reduce or cluster) and features is None and not config.analysis.features:
         config.analysis.features = "backbone"
     explicit = features == "" or bool(layers) or bool(mode)  # white-box asked for by name
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         Pipeline(run, config).analyze(white_box=True if explicit else None)
     print_clusters(run_dir)
     click.echo(f"Report: {render_report(run_dir)}")

@@ -28,14 +28,22 @@ def run_options(func: F) -> F:
         click.option(
             "--data-path", help="Image folder root or .npz file for --dataset folder/npz."
         ),
-        click.option("--image-size", type=int, help="Resize images to this size (pixels)."),
+        click.option(
+            "--image-size",
+            type=click.IntRange(min=1),
+            help="Resize images to this size (pixels).",
+        ),
         click.option(
             "--arch", help="Model: small_cnn, alexnet, resnet, torchscript, onnx or import."
         ),
         click.option("--model-factory", help="module:callable that builds your nn.Module."),
         click.option("--weights", help="Trained weights: a state dict or TorchScript file."),
-        click.option("--epochs", type=int, help="Training epochs."),
-        click.option("--seed", type=int, help="Random seed (data generation, training)."),
+        click.option("--epochs", type=click.IntRange(min=1), help="Training epochs."),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            help="Random seed (data generation, training).",
+        ),
         click.option(
             "--set",
             "settings",

@@ -20,8 +20,14 @@ from dnnsafety.runs import RunDir
     "--strategies",
     help="Comma-separated strategies (default: closest,random,entropy,deepgini).",
 )
-@click.option("--budget", type=int, help="Labels per strategy (default: 3% of the pool).")
-@click.option("--seeds", type=int, help="Retraining runs per strategy (default: 5).")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    help="Labels per strategy (default: 3% of the pool).",
+)
+@click.option(
+    "--seeds", type=click.IntRange(min=1), help="Retraining runs per strategy (default: 5)."
+)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
 def command(
     run_dir: Path,
@@ -46,7 +52,7 @@ def command(
         if strategies
         else list(config.retrain.strategies)
     )
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("compare", tuple(names))  # before the analysis
         if any(n in NEEDS_SPACE for n in names):

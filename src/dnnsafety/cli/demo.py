@@ -24,7 +24,7 @@ DEMO_STRATEGIES = ("closest", "random", "entropy")
     help="Run folder.",
 )
 @click.option("--dataset", default="signs", show_default=True, help="Built-in dataset to use.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--set",
     "settings",
@@ -48,7 +48,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     t0 = time.perf_counter()
     run = RunDir(out)
     config = resolve_config(None, None, dataset=dataset, seed=seed, settings=settings)
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("demo")
         pipe.train()

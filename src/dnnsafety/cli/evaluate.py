@@ -25,7 +25,7 @@ def command(run_dir: Path, config_file: Path | None, **opts: Any) -> None:
     """
     run = RunDir(run_dir)
     config = resolve_config(run_dir, config_file, **opts)
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         if pipe.needs_training:
             pipe.train()

@@ -80,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
         return 2
+    except PermissionError as exc:  # a file access outside the run-folder helpers
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"error: permission denied: {exc.filename or exc}. Fix the permissions of that "
+            "file or folder, or use one you can write to.",
+            err=True,
+        )
+        return 2
     except click.exceptions.Abort:
         click.echo(
             "interrupted: finished stages are kept; run the same command to resume.", err=True

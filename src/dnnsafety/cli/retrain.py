@@ -22,7 +22,9 @@ from dnnsafety.runs import RunDir
     help="The filled-in labels.csv written by `dnnsafety select`.",
 )
 @click.option("--strategy", help="Which selection the labels belong to (default: closest).")
-@click.option("--seeds", type=int, default=1, show_default=True, help="Retraining runs.")
+@click.option(
+    "--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Retraining runs."
+)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
 def command(
     run_dir: Path, labels_file: Path, strategy: str | None, seeds: int, settings: Any
@@ -38,7 +40,7 @@ def command(
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
     name = strategy or config.retrain.strategy
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         result = retrain_with_labels(Pipeline(run, config), name, labels_file, seeds)
     before, runs = result["original"], result["runs"]
     click.echo(f"\nTest accuracy before -> after retraining with {name} ({len(runs)} run(s)):")

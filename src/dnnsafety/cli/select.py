@@ -21,8 +21,12 @@ from dnnsafety.selection import SELECTORS
     type=click.Choice(SELECTORS.names()),
     help="Selection strategy (default: closest, HUDD's ClosestU).",
 )
-@click.option("--budget", type=int, help="How many images to label (default: 3% of the pool).")
-@click.option("--seed", type=int, help="Seed for random strategies.")
+@click.option(
+    "--budget",
+    type=click.IntRange(min=1),
+    help="How many images to label (default: 3% of the pool).",
+)
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for random strategies.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
 def command(
     run_dir: Path, strategy: str | None, budget: int | None, seed: int | None, settings: Any
@@ -40,7 +44,7 @@ def command(
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
     name = strategy or config.retrain.strategy
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("select", (name,))
         if name in NEEDS_SPACE:

@@ -8,15 +8,19 @@ from typing import Any
 
 import click
 
-from dnnsafety.data.dataset import NOMINAL
+from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO
 
 
 def accuracy_table(metrics: dict[str, Any], split: str = "test") -> str:
-    """Accuracy per scenario of one split, nominal first, as aligned text."""
+    """Accuracy per scenario of one split, nominal first, as aligned text (overall only when
+    the data has no ground-truth scenarios)."""
     part = metrics.get("splits", {}).get(split)
     if not part:
         return f"(no {split} split)"
-    rows = sorted(part["per_scenario"].items(), key=lambda kv: (kv[0] != NOMINAL, kv[0]))
+    per_scenario = part.get("per_scenario") or {}
+    if not per_scenario:
+        return f"{part['n']} images, accuracy {part['accuracy'] * 100:.1f}%"
+    rows = sorted(per_scenario.items(), key=lambda kv: (kv[0] != NOMINAL, kv[0]))
     width = max(len("scenario"), *(len(s) for s, _ in rows))
     lines = [f"{'scenario':<{width}}  {'n':>6}  accuracy", f"{'-' * width}  {'-' * 6}  --------"]
     for scen, r in rows:
@@ -28,7 +32,9 @@ def accuracy_table(metrics: dict[str, Any], split: str = "test") -> str:
 def print_metrics(run_dir: Path) -> None:
     """Print the test accuracy table of a run."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    click.echo(f"\nTest accuracy per scenario ({run_dir}):")
+    test = metrics.get("splits", {}).get("test") or {}
+    what = "per scenario " if test.get("per_scenario") else ""
+    click.echo(f"\nTest accuracy {what}({run_dir}):")
     click.echo(accuracy_table(metrics))
 
 
@@ -71,11 +77,12 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
 def print_comparison(run_dir: Path) -> None:
     """Print the strategy comparison of a run: test accuracy, mean [95% CI] over runs."""
     data = json.loads((run_dir / "comparison.json").read_text())
-    scen = [s for s in data["scenarios"] if s != "nominal"]
+    scen = [s for s in data["scenarios"] if s not in (NOMINAL, UNKNOWN_SCENARIO)]
+    # without ground-truth scenarios there is no rare-scenario accuracy to show
+    show_rare = any(s != UNKNOWN_SCENARIO for s in data["scenarios"])
     w = max(14, *(len(n) + 2 for n in data["strategies"]))
-    head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}{'rare':>18}" + "".join(
-        f"{s[:12]:>14}" for s in scen
-    )
+    head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}" + (f"{'rare':>18}" * show_rare)
+    head += "".join(f"{s[:12]:>14}" for s in scen)
     click.echo(
         f"\nTest accuracy after retraining, mean [95% CI] over {len(data['seeds'])} run(s); "
         f"budget {data['budget']} labels, bag of {data['bag_size']}:"
@@ -83,7 +90,8 @@ def print_comparison(run_dir: Path) -> None:
     click.echo(head)
     orig = data["original"]
     click.echo(
-        f"{'original':<{w}}{0:>7}{_pct(orig['overall']):>18}{_pct(orig.get('rare')):>18}"
+        f"{'original':<{w}}{0:>7}{_pct(orig['overall']):>18}"
+        + (f"{_pct(orig.get('rare')):>18}" if show_rare else "")
         + "".join(f"{_pct(orig['per_scenario'][s]):>14}" for s in scen)
     )
     rows = list(data["strategies"].items())
@@ -100,7 +108,8 @@ def print_comparison(run_dir: Path) -> None:
             return f"{text:>{width}}"
 
         click.echo(
-            f"{name:<{w}}{entry['cost']:>7}{cell(summ['overall'])}{cell(summ['rare'])}"
+            f"{name:<{w}}{entry['cost']:>7}{cell(summ['overall'])}"
+            + (cell(summ["rare"]) if show_rare else "")
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
     from dnnsafety.retraining.experiment import NEEDS_SPACE

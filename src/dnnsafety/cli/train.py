@@ -29,7 +29,7 @@ def command(out: Path, config_file: Path | None, **opts: Any) -> None:
     """
     run = RunDir(out)
     config = resolve_config(out, config_file, **opts)
-    with run.logging_to_file():
+    with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         outcome = pipe.train()
     word = "reused" if outcome.skipped else "trained"

@@ -203,9 +203,34 @@ def load_npz_dataset(cfg: DataConfig, seed: int) -> Dataset:
     return load_npz(cfg.path)
 
 
+def _check_data_config(cfg: DataConfig, seed: int) -> None:
+    """Refuse values that would fail deep inside a loader, or silently mean something else."""
+    from dnnsafety.data.holdout import check_val_fraction
+
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an int >= 0. Got {seed!r}.")
+    if cfg.image_size < 0:
+        raise ConfigError(
+            f"data.image_size must be >= 0 (0: the dataset's own size). Got {cfg.image_size}."
+        )
+    if cfg.channels not in (0, 1, 3):
+        raise ConfigError(
+            f"data.channels must be 1 (greyscale), 3 (RGB) or 0 (as the images are). "
+            f"Got {cfg.channels}."
+        )
+    check_val_fraction(cfg.val_fraction)
+
+
 def load_dataset(cfg: DataConfig, seed: int = 0) -> Dataset:
-    """Load the dataset a configuration names."""
-    return DATASETS.get(cfg.name)(cfg, seed)
+    """Load the dataset a configuration names.
+
+    A dataset without a ``val`` split gets one held out of its training images
+    (``cfg.val_fraction``, stratified by class, drawn with ``seed``).
+    """
+    from dnnsafety.data.holdout import hold_out_validation
+
+    _check_data_config(cfg, seed)  # before a slow load, not after
+    return hold_out_validation(DATASETS.get(cfg.name)(cfg, seed), cfg.val_fraction, seed)
 
 
 def data_fingerprint(cfg: DataConfig) -> list[object]:

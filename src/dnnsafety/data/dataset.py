@@ -2,10 +2,11 @@
 
 A :class:`Dataset` holds named splits (``train``, ``val``, ``test``, ``pool``). Each split has
 stable string sample ids, images as a float32 tensor ``N x C x H x W`` in ``[0, 1]``, integer
-labels, a ground-truth scenario tag per sample (``"nominal"`` when none; evaluation only) and an
-optional metadata table. The ``pool`` split is the unlabeled improvement set: its labels are
-held back, and reading :attr:`Split.labels` raises :class:`HiddenLabelsError`. They are revealed
-only through :func:`reveal_labels`, the explicit labelling step.
+labels, a ground-truth scenario tag per sample (evaluation only; :data:`UNKNOWN_SCENARIO` when
+the data does not say) and an optional metadata table. The ``pool`` split is the unlabeled
+improvement set: its labels are held back, and reading :attr:`Split.labels` raises
+:class:`HiddenLabelsError`. They are revealed only through :func:`reveal_labels`, the explicit
+labelling step.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from dnnsafety.exceptions import HiddenLabelsError, InvalidInputError
 SPLITS: tuple[str, ...] = ("train", "val", "test", "pool")
 LABELLED_SPLITS: tuple[str, ...] = ("train", "val", "test")
 NOMINAL = "nominal"
+UNKNOWN_SCENARIO = "unknown"
+"""Scenario tag of a sample whose ground-truth scenario nobody knows (a user's data without a
+scenario column). Unlike :data:`NOMINAL` it claims nothing: accuracy per scenario, rare-scenario
+accuracy and the report leave such samples out (see :func:`known_scenarios`)."""
 UNKNOWN_LABEL = -1
 """Label of a pool image whose class nobody knows yet (allowed only in hidden splits)."""
 
@@ -41,7 +46,8 @@ class Split:
     label_values
         Integer labels, length N. Prefer :attr:`labels`, which refuses to reveal pool labels.
     scenarios
-        Ground-truth scenario tag per sample (evaluation only).
+        Ground-truth scenario tag per sample (evaluation only); :data:`UNKNOWN_SCENARIO` where
+        the data has none.
     metadata
         Optional per-sample table with N rows in the order of ``ids`` (no ``meta.`` prefix).
     """
@@ -188,12 +194,21 @@ class Dataset:
             "image_shape": list(self.image_shape),
         }
         for name, split in self.splits.items():
-            tags, counts = np.unique(split.scenarios, return_counts=True)
-            out[name] = {
-                "n": len(split),
-                "scenarios": dict(zip(tags.tolist(), counts.tolist(), strict=True)),
-            }
+            counts: dict[str, int] = {}
+            if known_scenarios(split.scenarios).any():  # no table of "unknown" only
+                tags, n = np.unique(split.scenarios.astype(str), return_counts=True)
+                counts = dict(zip(tags.tolist(), n.tolist(), strict=True))
+            out[name] = {"n": len(split), "scenarios": counts}
         return out
+
+
+def known_scenarios(scenarios: np.ndarray | Sequence[str] | pd.Series) -> np.ndarray:
+    """Boolean mask: which samples have a ground-truth scenario (not :data:`UNKNOWN_SCENARIO`).
+
+    When no sample has one, per-scenario figures are left out altogether instead of shown
+    as one "unknown" (or, worse, "nominal") row.
+    """
+    return np.asarray(scenarios, dtype=object).astype(str) != UNKNOWN_SCENARIO
 
 
 def reveal_labels(split: Split, ids: Iterable[str]) -> dict[str, int]:
@@ -230,7 +245,8 @@ def make_split(
     """Build a :class:`Split`, converting uint8 / HWC / float64 input as needed.
 
     ``images`` may be uint8 (0..255) or float in [0, 1], shaped ``N x C x H x W`` or
-    ``N x H x W`` (greyscale). The pool split is hidden automatically.
+    ``N x H x W`` (greyscale). The pool split is hidden automatically. Without
+    ``scenarios`` every sample's scenario is :data:`UNKNOWN_SCENARIO`.
     """
     if name not in SPLITS:
         raise InvalidInputError(f"Unknown split {name!r}; use one of {', '.join(SPLITS)}.")
@@ -253,7 +269,7 @@ def make_split(
     if labels_arr.dtype.kind not in "iu":
         raise InvalidInputError(f"Split {name!r}: labels must be integers, got {labels_arr.dtype}.")
     scen = (
-        np.full(n, NOMINAL, dtype=object)
+        np.full(n, UNKNOWN_SCENARIO, dtype=object)
         if scenarios is None
         else np.asarray(scenarios, dtype=object)
     )

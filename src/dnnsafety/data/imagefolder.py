@@ -28,9 +28,17 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 
-from dnnsafety.data.dataset import NOMINAL, SPLITS, UNKNOWN_LABEL, Dataset, Split, make_split
+from dnnsafety.data.dataset import (
+    NOMINAL,
+    SPLITS,
+    UNKNOWN_LABEL,
+    UNKNOWN_SCENARIO,
+    Dataset,
+    Split,
+    make_split,
+)
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 
 __all__ = [
@@ -306,13 +314,29 @@ def _convert(img: Image.Image, target: Literal["L", "RGB"]) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
+def _upright(img: Image.Image, path: Path) -> Image.Image:
+    """``img`` turned the way image viewers show it (its EXIF orientation tag applied).
+
+    Phone cameras store the sensor's pixels as they are and record the rotation in the tag;
+    ignoring it would hand the model a turned (and, when resized, squashed) picture. A tag
+    that cannot be applied is ignored with a debug message: the pixels are still usable.
+    """
+    try:
+        turned = ImageOps.exif_transpose(img)
+    except Exception as exc:  # a damaged EXIF block must not make the image unreadable
+        logger.debug("Ignoring the EXIF orientation of %s (%s)", path, exc)
+        return img
+    return img if turned is None else turned
+
+
 def _decode(path: Path, channels: int | None, size_hw: tuple[int, int] | None) -> _Decoded | str:
     """Decode one file fully, or say (as text) why it cannot be used."""
     try:
         if path.stat().st_size == 0:
             return "is empty (0 bytes)"
-        with Image.open(path) as img:
-            img.load()
+        with Image.open(path) as opened:
+            opened.load()
+            img = _upright(opened, path)
             mode = img.mode
             width, height = img.size
             if channels is None:
@@ -395,16 +419,28 @@ def _read_metadata(csv_path: Path, problems: _Problems) -> pd.DataFrame:
     return table
 
 
+def _scenario_tag(cell: object, has_row: bool) -> str:
+    """The scenario of one image: its cell, nominal when empty, unknown without a row."""
+    if not has_row:
+        return UNKNOWN_SCENARIO
+    return cell.strip() if isinstance(cell, str) and cell.strip() else NOMINAL
+
+
 def _split_metadata(
     table: pd.DataFrame, ids: list[str]
 ) -> tuple[np.ndarray | None, pd.DataFrame | None]:
-    """Scenario tags and metadata rows for ``ids``, in that order."""
+    """Scenario tags and metadata rows for ``ids``, in that order.
+
+    An empty ``scenario`` cell means nominal; an image without a row has no known scenario
+    (:data:`UNKNOWN_SCENARIO`), as have all images when the table has no ``scenario`` column.
+    """
     rows = table.reindex(pd.Index(ids))
     scenarios: np.ndarray | None = None
     if "scenario" in rows.columns:
         raw = rows.pop("scenario")
+        listed = pd.Index(ids).isin(table.index)
         scenarios = np.array(
-            [s.strip() if isinstance(s, str) and s.strip() else NOMINAL for s in raw.tolist()],
+            [_scenario_tag(s, r) for s, r in zip(raw.tolist(), listed.tolist(), strict=True)],
             dtype=object,
         )
     meta = rows.reset_index(drop=True) if len(rows.columns) else None
@@ -449,6 +485,9 @@ def load_image_folder(
         ``test/stop/img_001.png``) and any further columns, which become the per-sample
         :attr:`Split.metadata` (NaN for images without a row). A ``scenario`` column becomes
         the split's ground-truth scenario tags instead (empty cells mean ``"nominal"``).
+        Images whose scenario nobody gave (no such column, or no row for the image) get
+        :data:`~dnnsafety.data.dataset.UNKNOWN_SCENARIO`, which the per-scenario figures and
+        the report leave out.
     on_error
         ``"raise"`` (default) stops at the first bad file, folder, link or metadata row with
         :class:`InvalidInputError`; ``"skip"`` leaves them out and emits one warning listing
@@ -485,6 +524,10 @@ def load_image_folder(
     :data:`~dnnsafety.data.dataset.UNKNOWN_LABEL` (-1): the oracle refuses to reveal it, so such
     images can only be labelled by hand (the labelling CSV). Put pool images in class folders
     where labelling is simulated from the data.
+
+    Images with an EXIF orientation tag (photos from phones and cameras) are turned upright
+    first, as image viewers show them; sizes (``image_size``, error messages) are those of
+    the upright image.
 
     Symbolic links may point anywhere inside ``root``; links leading outside it are refused,
     as are metadata paths that are absolute or contain ``..``.

@@ -250,7 +250,8 @@ def load_npz(path: str | Path) -> Dataset:
             Optional unique sample ids (strings or integers); default ``"<split>/<index>"``.
         ``scenario_<split>``
             Optional ground-truth scenario tag per image (evaluation only); empty strings
-            mean ``"nominal"``.
+            mean ``"nominal"``. Without it the split's scenarios are unknown
+            (:data:`~dnnsafety.data.dataset.UNKNOWN_SCENARIO`), never assumed nominal.
         ``layout``
             Optional ``"NHWC"`` or ``"NCHW"``, only needed when the layout is ambiguous.
 

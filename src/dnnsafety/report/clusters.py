@@ -21,7 +21,7 @@ from dnnsafety.report.html import (
     table,
     text,
 )
-from dnnsafety.report.load import RunData
+from dnnsafety.report.load import UNKNOWN_SCENARIO, RunData
 
 VARIANCE_RATIO_SHARED = 0.5
 VISIBLE_PARAMETERS = 6
@@ -261,7 +261,8 @@ def cluster_card(run: RunData, cluster: dict[str, Any], n_errors: int | None) ->
         ("true label", _label_line(cluster.get("true_labels"), size)),
         ("predicted", _label_line(cluster.get("predicted_labels"), size)),
     ]
-    if isinstance(cluster.get("scenarios"), dict) and cluster["scenarios"]:
+    scenarios = cluster.get("scenarios")
+    if isinstance(scenarios, dict) and set(scenarios) - {UNKNOWN_SCENARIO}:  # ground truth
         pairs.append(("scenario", _label_line(cluster["scenarios"], size)))
     kv = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in pairs)
     body = (

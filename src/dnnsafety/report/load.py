@@ -27,6 +27,7 @@ METRICS_FILE = "metrics.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 SAMPLE_COLUMNS = ("sample_id", "label", "pred", "scenario")
+UNKNOWN_SCENARIO = "unknown"  # the data gave no ground-truth scenario: not shown as one
 
 
 def png_size(data: bytes) -> tuple[int, int] | None:

@@ -71,7 +71,7 @@ def _dataset_card(run: RunData) -> str:
     body = key_values(pairs)
     if splits:
         body += '<div class="scroll" style="margin-top:10px">'
-        body += table(["scenario", *splits], rows) + "</div>"
+        body += table(["scenario" if scenarios else "", *splits], rows) + "</div>"
     return card("Dataset", body)
 
 

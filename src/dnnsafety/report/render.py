@@ -11,7 +11,7 @@ from dnnsafety.report.assets import CSS, JS
 from dnnsafety.report.clusters import clusters_section
 from dnnsafety.report.html import Section, as_float, esc, num, pct
 from dnnsafety.report.layers import layers_section
-from dnnsafety.report.load import RunData, load_run
+from dnnsafety.report.load import UNKNOWN_SCENARIO, RunData, load_run
 from dnnsafety.report.overview import main_split, performance_section, summary_section
 from dnnsafety.report.retraining import retraining_section
 from dnnsafety.report.scatter import map_section
@@ -55,7 +55,9 @@ def _kpis(run: RunData) -> str:
         scenarios = {
             k: a
             for k, v in (part.get("per_scenario") or {}).items()
-            if isinstance(v, dict) and (a := as_float(v.get("accuracy"))) is not None
+            if isinstance(v, dict)
+            and k != UNKNOWN_SCENARIO
+            and (a := as_float(v.get("accuracy"))) is not None
         }
         if len(scenarios) > 1:
             worst = min(scenarios, key=lambda k: scenarios[k])

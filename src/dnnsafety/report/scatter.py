@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from dnnsafety.report.html import Section, as_float, as_int, cluster_colour, esc, script_json
-from dnnsafety.report.load import RunData
+from dnnsafety.report.load import UNKNOWN_SCENARIO, RunData
 
 WIDTH, HEIGHT, PAD = 960, 560, 18
 
@@ -47,8 +47,9 @@ def _details(run: RunData, ids: list[str]) -> list[str]:
         parts = []
         if "label" in rows.columns and "pred" in rows.columns and pd.notna(row.get("pred")):
             parts.append(f"{label(row.get('label'))} → {label(row.get('pred'))}")
-        if "scenario" in rows.columns and isinstance(row.get("scenario"), str):
-            parts.append(str(row["scenario"]))
+        scenario = row.get("scenario") if "scenario" in rows.columns else None
+        if isinstance(scenario, str) and scenario != UNKNOWN_SCENARIO:
+            parts.append(scenario)
         out.append(" · ".join(parts))
     return out
 

@@ -257,12 +257,13 @@ def compare(
         isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
     ):
         raise ConfigError(f"The 'bag_size' parameter must be an int >= 0. Got {bag_size!r}.")
+    # 0 is an error, not "the default": only None means the configured number of runs
+    n_seeds = pipeline.config.retrain.seeds if seeds is None else seeds
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds!r}.")
     pipeline.check_supported("compare", tuple(strategies))  # before any long step
     session = RetrainSession(pipeline)
     n_budget = session.budget(budget)
-    n_seeds = seeds or session.config.seeds
-    if n_seeds < 1:
-        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds}.")
     base_seed = pipeline.config.seed
     seed_list = [base_seed + i for i in range(n_seeds)]
     original = session.original_score()
@@ -417,13 +418,26 @@ def retrain_with_labels(
     TorchScript model: :mod:`dnnsafety.retraining.export`) and ``result.json``; returns the
     result with its path.
     """
-    from dnnsafety.retraining.labels import load_selection, read_labels
+    from dnnsafety.retraining.labels import (
+        load_selection,
+        pool_size,
+        read_labels,
+        selection_classes,
+    )
 
     if seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
-    pipeline.check_supported("retrain")
+    # the labels file first: a bad one fails in a moment, before the dataset is loaded
     selection, _ = load_selection(pipeline.run, strategy)
-    labels = read_labels(labels_file, [str(s) for s in selection.ids], pipeline.dataset.class_names)
+    classes = selection_classes(pipeline.run, strategy)
+    ids = [str(s) for s in selection.ids]
+    labels = read_labels(labels_file, ids, classes, max_rows=pool_size(pipeline.run))
+    pipeline.check_supported("retrain")
+    if tuple(pipeline.dataset.class_names) != classes:
+        raise ConfigError(
+            f"The classes changed since `dnnsafety select` (then: {', '.join(classes)}); run "
+            f"`dnnsafety select {pipeline.run.path} --strategy {strategy}` again."
+        )
     session = RetrainSession(pipeline)
     folder = pipeline.run / "retrained" / strategy
     runs = []

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from dnnsafety.config import RetrainConfig
-from dnnsafety.data.dataset import NOMINAL, Split
+from dnnsafety.data.dataset import NOMINAL, Split, known_scenarios
 from dnnsafety.evaluation.stats import improved_worsened
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.models.training import TrainResult, predict, train_model
@@ -154,9 +154,12 @@ def score_predictions(
 ) -> TestScore:
     """Figures of :func:`score_run` from per-input correctness."""
     frame = pd.DataFrame({"correct": correct, "scenario": test.scenarios.astype(str)})
-    per_scenario = {
-        str(k): float(v) for k, v in frame.groupby("scenario")["correct"].mean().items()
-    }
+    known = known_scenarios(frame["scenario"])  # no per-scenario figures without ground truth
+    per_scenario = (
+        {str(k): float(v) for k, v in frame.groupby("scenario")["correct"].mean().items()}
+        if known.any()
+        else {}
+    )
     per_cluster: dict[str, float] = {}
     if clusters:
         pos = {sid: i for i, sid in enumerate(test.ids.tolist())}
@@ -170,7 +173,7 @@ def score_predictions(
     improved = worsened = 0
     if original_correct is not None:
         improved, worsened = improved_worsened(original_correct, correct)
-    rare = frame["scenario"] != NOMINAL
+    rare = known & (frame["scenario"] != NOMINAL).to_numpy()
     return TestScore(
         float(correct.mean()) if len(correct) else float("nan"),
         float(frame.loc[rare, "correct"].mean()) if rare.any() else float("nan"),
