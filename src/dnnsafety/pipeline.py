@@ -221,10 +221,16 @@ class Pipeline:
         model = self.model() if load else None
         return model_support(self.config.model, model, getattr(self, "_script_reason", ""))
 
-    def check_supported(self, command: str, strategies: Sequence[str] = ()) -> None:
+    def check_supported(
+        self, command: str, strategies: Sequence[str] = (), quick: bool = False
+    ) -> None:
         """Refuse, in one line naming the alternative, a command the model cannot serve
-        (before any long step; :func:`dnnsafety.models.support.check_command`)."""
-        from dnnsafety.models.support import check_command, command_needs
+        (before any long step; :func:`dnnsafety.models.support.check_command`).
+
+        ``quick`` decides from the model's kind alone, without loading the data or the model
+        (a TorchScript model, whose support depends on its graph, is then not checked).
+        """
+        from dnnsafety.models.support import check_command, command_needs, model_support
 
         needs = command_needs(
             command,
@@ -232,8 +238,14 @@ class Pipeline:
             self.config.analysis.features,
             self.config.retrain.from_scratch,
         )
-        if needs:
-            check_command(self._support(inspect="fine_tune" in needs), command, needs)
+        if not needs:
+            return
+        if quick:
+            support = model_support(self.config.model)
+            if support.kind != "torchscript":
+                check_command(support, command, needs)
+            return
+        check_command(self._support(inspect="fine_tune" in needs), command, needs)
 
     def evaluate(self) -> StageOutcome:
         """Predict every split; write ``samples.parquet`` and ``metrics.json``."""

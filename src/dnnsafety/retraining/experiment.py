@@ -427,7 +427,8 @@ def retrain_with_labels(
 
     if seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
-    # the labels file first: a bad one fails in a moment, before the dataset is loaded
+    pipeline.check_supported("retrain", quick=True)  # the model's kind: no loading
+    # then the labels file: a bad one fails in a moment, before the dataset is loaded
     selection, _ = load_selection(pipeline.run, strategy)
     classes = selection_classes(pipeline.run, strategy)
     ids = [str(s) for s in selection.ids]
