@@ -232,12 +232,13 @@ class Pipeline:
             )
             extra: dict[str, Any] = {"clusters": len(bb.clusters), "noise": bb.n_noise}
         else:
-            from dnnsafety.models.onnx import OnnxClassifier
+            from dnnsafety.models.adapter import black_box_only
 
-            if isinstance(model, OnnxClassifier):
+            kind = black_box_only(model)
+            if kind:
                 raise ConfigError(
-                    "The white-box analysis (LRP heatmaps) needs a PyTorch model; an ONNX "
-                    "model supports the black-box analysis only: add --features backbone."
+                    f"The white-box analysis (LRP heatmaps) needs a PyTorch model; {kind} "
+                    "supports the black-box analysis only: add --features backbone."
                 )
             result = run_analysis(
                 self.run,
