@@ -166,6 +166,16 @@ def test_classes_txt_next_to_the_weights_or_at_the_data_root(
     assert metrics["splits"]["test"]["accuracy"] == pytest.approx(truth)
 
 
+def test_classes_file_with_indices_as_a_selection_folder_writes_it(tmp_path):
+    from dnnsafety.models.classes import read_classes_file
+
+    f = tmp_path / "classes.txt"
+    f.write_text("1\tcat\n0\tfox\n2\tdog\n")
+    assert read_classes_file(f) == ("fox", "cat", "dog")
+    f.write_text("fox\n\n# comment\ncat\ndog\n")
+    assert read_classes_file(f) == ("fox", "cat", "dog")
+
+
 def test_class_names_that_do_not_match_the_data_are_a_clear_error(
     band_folder, band_model, tmp_path
 ):

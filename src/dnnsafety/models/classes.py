@@ -46,6 +46,9 @@ class ClassOrder:
 def read_classes_file(path: str | Path) -> tuple[str, ...]:
     """Class names from a text file, one per line (blank lines and ``#`` comments skipped).
 
+    Lines of the form ``<index><TAB><name>`` (the ``classes.txt`` a selection folder holds)
+    are read as the name at that index.
+
     Raises
     ------
     ConfigError
@@ -63,6 +66,11 @@ def read_classes_file(path: str | Path) -> tuple[str, ...]:
     )
     if not names:
         raise ConfigError(f"The class list {str(p)!r} is empty; write one class name per line.")
+    indexed = [line.split("\t", 1) for line in names]
+    if all(len(parts) == 2 and parts[0].strip().isdigit() for parts in indexed):
+        by_index = {int(i): name.strip() for i, name in indexed}
+        if sorted(by_index) == list(range(len(names))):
+            return tuple(by_index[i] for i in range(len(names)))
     return names
 
 
