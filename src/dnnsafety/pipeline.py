@@ -120,8 +120,8 @@ class Pipeline:
         return ds
 
     def _build(self) -> nn.Module:
-        c, h, _ = self.dataset.image_shape
         ds = self.dataset
+        c, h, _ = ds.image_shape
         model = make_model(self.config.model, c, ds.num_classes, h)
         probe = ds["test"].images[:8] if len(ds["test"]) else ds["train"].images[:8]
         return adapt_outputs(model, ds.class_names, probe, self.config.model.output)
