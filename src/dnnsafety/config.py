@@ -50,13 +50,24 @@ class ModelConfig:
     """Which model to train or load.
 
     ``arch`` is a zoo name (``small_cnn``, ``alexnet``, ``resnet``), ``torchscript`` (``weights``
-    = a TorchScript file) or ``import`` (``factory`` = ``module:callable`` building the module,
-    ``weights`` = a state-dict file read with ``weights_only=True``).
+    = a TorchScript file), ``export`` (``weights`` = a ``torch.export.save`` file, ``.pt2``),
+    ``onnx`` (``weights`` = an ``.onnx`` file) or ``import`` (``factory`` = ``module:callable``
+    building the module, ``weights`` = a state-dict or checkpoint file read with
+    ``weights_only=True``).
+
+    ``classes`` lists the class names in the order of the model's outputs (output ``i`` is
+    ``classes[i]``); ``classes_file`` names a text file with one class name per line. When
+    neither is set, a ``classes.txt`` next to ``weights`` or at the image folder's root is used,
+    else the data's own order (sorted folder names for image folders). ``output`` says what the
+    model returns: ``auto`` (detect), ``logits``, ``probs`` or ``log_probs``.
     """
 
     arch: str = "small_cnn"
     factory: str = ""
     weights: str = ""
+    classes: list[str] = field(default_factory=list)
+    classes_file: str = ""
+    output: str = "auto"
 
 
 @dataclass

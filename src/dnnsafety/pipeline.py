@@ -28,7 +28,14 @@ from dnnsafety.config import RunConfig, dump_config
 from dnnsafety.data.builtin import data_fingerprint, load_dataset
 from dnnsafety.data.dataset import LABELLED_SPLITS, Dataset, known_scenarios
 from dnnsafety.exceptions import ConfigError, RunDirError
-from dnnsafety.models.loading import make_model, safe_load
+from dnnsafety.models.adapter import adapt_outputs
+from dnnsafety.models.classes import (
+    ClassOrder,
+    apply_class_order,
+    resolve_class_order,
+    warn_if_permuted,
+)
+from dnnsafety.models.loading import FILE_ARCHS, make_model, safe_load
 from dnnsafety.models.support import ModelSupport
 from dnnsafety.models.training import predict, train_model
 from dnnsafety.runs import CONFIG_FILE, RunDir, atomic_path, fingerprint, write_json, write_text
@@ -74,7 +81,13 @@ class Pipeline:
     @functools.cached_property
     def data_key(self) -> str:
         cfg = self.config
-        return fingerprint(cfg.seed, cfg.section("data"), data_fingerprint(cfg.data))
+        order = [] if self.class_order is None else list(self.class_order.names)
+        return fingerprint(cfg.seed, cfg.section("data"), data_fingerprint(cfg.data), *order)
+
+    @functools.cached_property
+    def class_order(self) -> ClassOrder | None:
+        """The order of the model's outputs, when stated (model.classes, classes.txt)."""
+        return resolve_class_order(self.config.model, self.config.data)
 
     @property
     def train_key(self) -> str:
@@ -100,29 +113,37 @@ class Pipeline:
     @property
     def needs_training(self) -> bool:
         """True for a model built here from scratch; False for a user's trained model file."""
-        return (
-            self.config.model.arch not in ("torchscript", "onnx") and not self.config.model.weights
-        )
+        return self.config.model.arch not in FILE_ARCHS and not self.config.model.weights
 
     # -- data ---------------------------------------------------------------------------
     @functools.cached_property
     def dataset(self) -> Dataset:
         t0 = time.perf_counter()
-        ds = load_dataset(self.config.data, self.config.seed)
+        ds = apply_class_order(load_dataset(self.config.data, self.config.seed), self.class_order)
         log.info("loaded dataset %s in %.1fs", ds.name, time.perf_counter() - t0)
         write_json(self.run / "dataset.json", ds.summary())
         return ds
 
     def _build(self) -> nn.Module:
-        c, h, _ = self.dataset.image_shape
-        return make_model(self.config.model, c, self.dataset.num_classes, h)
+        ds = self.dataset
+        c, h, _ = ds.image_shape
+        model = make_model(self.config.model, c, ds.num_classes, h)
+        if self.config.model.arch == "torchscript":
+            from dnnsafety.models.script import is_script_module
+
+            if is_script_module(model):  # not a torch.export archive given as torchscript
+                model = self._rebuild_script(model)
+        probe = ds["test"].images[:8] if len(ds["test"]) else ds["train"].images[:8]
+        return adapt_outputs(model, ds.class_names, probe, self.config.model.output)
 
     def fresh_model(self) -> nn.Module:
         """A freshly initialised model of the run's architecture (zoo or model factory; the
         weights file is not loaded), for ``retrain.from_scratch``."""
         c, h, _ = self.dataset.image_shape
         cfg = dataclasses.replace(self.config.model, weights="")
-        return make_model(cfg, c, self.dataset.num_classes, h)
+        model = make_model(cfg, c, self.dataset.num_classes, h)
+        probe = self.dataset["train"].images[:8]
+        return adapt_outputs(model, self.dataset.class_names, probe, cfg.output)
 
     # -- stages --------------------------------------------------------------------------
     def train(self) -> StageOutcome:
@@ -170,8 +191,6 @@ class Pipeline:
             return cached
         if not self.needs_training:
             model = self._build()
-            if self.config.model.arch == "torchscript":
-                model = self._rebuild_script(model)
         else:
             f = self.run / MODEL_FILE
             if self.run.stage_key("train") != self.train_key or not f.exists():
@@ -261,7 +280,12 @@ class Pipeline:
             frames.append(_split_table(split, preds, self.dataset.num_classes))
         samples = pd.concat(frames, ignore_index=True)
         self.run.write_samples(samples)
-        write_json(self.run / METRICS_FILE, compute_metrics(samples, self.dataset.class_names))
+        metrics = compute_metrics(samples, self.dataset.class_names)
+        if not self.needs_training and "confusion_test" in metrics:
+            found = warn_if_permuted(metrics["confusion_test"], self.dataset.class_names)
+            if found is not None:
+                metrics["suggested_classes"] = list(found.classes)
+        write_json(self.run / METRICS_FILE, metrics)
         self.run.mark_done("evaluate", key, outputs, seconds=time.perf_counter() - t0)
         return self._record("evaluate", False, t0, outputs)
 

@@ -34,10 +34,13 @@ def run_options(func: F) -> F:
             help="Resize images to this size (pixels).",
         ),
         click.option(
-            "--arch", help="Model: small_cnn, alexnet, resnet, torchscript, onnx or import."
+            "--arch", help="Model: small_cnn, alexnet, resnet, torchscript, export, onnx or import."
         ),
         click.option("--model-factory", help="module:callable that builds your nn.Module."),
-        click.option("--weights", help="Trained weights: a state dict or TorchScript file."),
+        click.option(
+            "--weights",
+            help="Trained model file: state dict or checkpoint, TorchScript, .pt2 or .onnx.",
+        ),
         click.option("--epochs", type=click.IntRange(min=1), help="Training epochs."),
         click.option(
             "--seed",

@@ -65,6 +65,12 @@ def is_script_module(model: nn.Module) -> bool:
     return isinstance(model, torch.jit.ScriptModule)
 
 
+def contains_script_module(model: nn.Module) -> bool:
+    """Whether ``model`` is or wraps a TorchScript module (e.g. an output adapter around one):
+    the wrapped part takes no forward hooks."""
+    return any(isinstance(m, torch.jit.ScriptModule) for m in model.modules())
+
+
 def rebuild_eager(scripted: nn.Module, inputs: Tensor) -> Rebuilt:
     """Rebuild ``scripted`` as an eager module and check it on ``inputs``.
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from dnnsafety.config import ModelConfig
 from dnnsafety.exceptions import ConfigError
-from dnnsafety.models.script import is_script_module
+from dnnsafety.models.script import contains_script_module
 
 MODEL_KINDS: tuple[str, ...] = ("zoo", "import", "torchscript", "onnx")
 _SHOWN = {"zoo": "zoo", "import": "imported", "torchscript": "TorchScript", "onnx": "ONNX"}
@@ -119,10 +119,10 @@ def model_support(
         why = "it runs in onnxruntime, without PyTorch layers or gradients"
         return ModelSupport(kind, False, False, False, reason=why, train_reason=why)
     if kind == "torchscript":
-        eager = model is not None and not is_script_module(model)
+        eager = model is not None and not contains_script_module(model)
         why = "" if eager else f"it could not be rebuilt as an eager module: {reason or 'unknown'}"
         support = ModelSupport(kind, eager, True, False, "torchscript", why)
-    elif model is not None and is_script_module(model):
+    elif model is not None and contains_script_module(model):
         why = "the factory returned a TorchScript module, which takes no forward hooks"
         support = ModelSupport(kind, False, True, True, reason=why)
     else:

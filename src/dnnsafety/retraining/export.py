@@ -71,12 +71,20 @@ def save_retrained(
 
 
 def torchscript_like(model: nn.Module, source: str) -> nn.Module:
-    """The TorchScript archive ``source`` holding ``model``'s weights (eval mode)."""
-    if is_script_module(model):
-        scripted = copy_model(model)
+    """The TorchScript archive ``source`` holding ``model``'s weights (eval mode).
+
+    ``model`` may be the output adapter around the TorchScript model
+    (:class:`~dnnsafety.models.adapter.ScriptedLogits`): the archive holds the user's own
+    model, with its own output convention.
+    """
+    from dnnsafety.models.adapter import ScriptedLogits
+
+    inner = model.model if isinstance(model, ScriptedLogits) else model
+    if is_script_module(inner):
+        scripted = copy_model(inner)
     else:
         scripted = load_torchscript(source)
-        scripted.load_state_dict(model.state_dict(), strict=True)
+        scripted.load_state_dict(inner.state_dict(), strict=True)
     scripted.eval()
     return scripted
 
@@ -86,7 +94,8 @@ def _mismatch(scripted: nn.Module, model: nn.Module, probe: Tensor) -> str:
     model.eval()
     try:
         with torch.no_grad():
-            want, got = model(probe), scripted(probe)
+            # the retrained model returns logits; the archive its user's convention
+            want, got = torch.softmax(model(probe).float(), dim=1), _as_probs(scripted(probe))
     finally:
         model.train(was_training)
     if want.shape != got.shape:
@@ -96,3 +105,21 @@ def _mismatch(scripted: nn.Module, model: nn.Module, probe: Tensor) -> str:
     if diff > RTOL * max(scale, 1.0):
         return f"the TorchScript copy's outputs differ from the retrained model's ({diff:.3g})"
     return ""
+
+
+def _as_probs(out: Tensor) -> Tensor:
+    """Class probabilities from outputs in any convention the output adapter accepts (logits,
+    probabilities, log-probabilities, one sigmoid logit or probability)."""
+    out = out.float()
+    if out.shape[1] == 1:
+        z = out[:, 0]
+        p = z if bool(((z >= 0) & (z <= 1)).all()) else torch.sigmoid(z)
+        return torch.stack([1 - p, p], dim=1)
+    sums = out.sum(dim=1)
+    if bool((out >= 0).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
+        return out
+    if bool((out <= 0).all()):
+        esum = out.exp().sum(dim=1)
+        if bool(torch.allclose(esum, torch.ones_like(esum), atol=1e-3)):
+            return out.exp()
+    return torch.softmax(out, dim=1)

@@ -112,13 +112,22 @@ def copy_model(model: nn.Module) -> nn.Module:
     is therefore copied by saving it to memory and loading it back.
     """
     if isinstance(model, torch.jit.ScriptModule):
-        buffer = io.BytesIO()
-        torch.jit.save(model, buffer)
-        buffer.seek(0)
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        copied: nn.Module = torch.jit.load(buffer, map_location=device)
-        return copied
-    return copy.deepcopy(model)
+        return _copy_script(model)
+    # an eager wrapper around TorchScript parts (e.g. an output adapter): deep-copy the wrapper,
+    # with each TorchScript part copied by save/load (deepcopy's memo hands those copies out)
+    memo: dict[int, Any] = {
+        id(m): _copy_script(m) for m in model.modules() if isinstance(m, torch.jit.ScriptModule)
+    }
+    return copy.deepcopy(model, memo)
+
+
+def _copy_script(model: torch.jit.ScriptModule) -> nn.Module:
+    buffer = io.BytesIO()
+    torch.jit.save(model, buffer)
+    buffer.seek(0)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    copied: nn.Module = torch.jit.load(buffer, map_location=device)
+    return copied
 
 
 def score_run(
