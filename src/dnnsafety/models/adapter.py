@@ -161,21 +161,6 @@ def adapt_outputs(
     return model
 
 
-def black_box_only(model: nn.Module) -> str:
-    """What kind of model ``model`` is when it cannot be analysed white-box, else ``""``.
-
-    ONNX models run outside PyTorch; ``torch.export`` programs are flat graphs without the
-    ``nn.Conv2d`` / ``nn.Linear`` modules LRP attaches its rules to.
-    """
-    from dnnsafety.models.exported import ExportedClassifier
-    from dnnsafety.models.onnx import OnnxClassifier
-
-    if isinstance(model, OnnxClassifier):
-        return "an ONNX model"
-    if isinstance(model, ExportedClassifier):
-        return "a torch.export model (a graph without nn layers)"
-    return ""
-
 
 def _probe(model: nn.Module, sample: Tensor) -> Tensor:
     was_training = model.training

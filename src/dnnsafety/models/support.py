@@ -8,6 +8,7 @@ kind            white-box  fine-tune   fresh       retrained model saved as
 ``zoo``         yes        yes         yes        state dict (``model.pt``)
 ``import``      yes        yes         yes        state dict (``model.pt``)
 ``torchscript`` if rebuilt yes         no         TorchScript (``model.ts``) + state dict
+``export``      no         yes         no         state dict (``model.pt``)
 ``onnx``        no         no          no         -
 ==============  =========  ==========  =========  ===================================
 
@@ -32,8 +33,14 @@ from dnnsafety.config import ModelConfig
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.models.script import contains_script_module
 
-MODEL_KINDS: tuple[str, ...] = ("zoo", "import", "torchscript", "onnx")
-_SHOWN = {"zoo": "zoo", "import": "imported", "torchscript": "TorchScript", "onnx": "ONNX"}
+MODEL_KINDS: tuple[str, ...] = ("zoo", "import", "torchscript", "export", "onnx")
+_SHOWN = {
+    "zoo": "zoo",
+    "import": "imported",
+    "torchscript": "TorchScript",
+    "export": "torch.export",
+    "onnx": "ONNX",
+}
 
 WHITE_BOX_FEATURES: tuple[str, ...] = ("heatmaps", "activations")
 """Black-box feature sources that still read the model's layers."""
@@ -55,7 +62,7 @@ COMMAND_NEEDS: dict[str, tuple[str, ...]] = {
 
 def model_kind(cfg: ModelConfig) -> str:
     """``zoo``, ``import``, ``torchscript`` or ``onnx`` for a model configuration."""
-    if cfg.arch in ("torchscript", "onnx", "import"):
+    if cfg.arch in ("torchscript", "export", "onnx", "import"):
         return cfg.arch
     return "zoo"
 
@@ -114,7 +121,17 @@ def model_support(
         Why a TorchScript model could not be rebuilt (from :func:`~dnnsafety.models.script.
         rebuild_eager`).
     """
+    from dnnsafety.models.exported import ExportedClassifier
+
     kind = model_kind(cfg)
+    if kind == "export" or isinstance(model, ExportedClassifier):
+        # also a torch.export archive given as --arch torchscript (recognised by its content)
+        why = "a torch.export program is a flat graph without the nn layers LRP hooks into"
+        support = ModelSupport("export", False, True, False, reason=why)
+        if model is not None and not any(p.requires_grad for p in model.parameters()):
+            why = "it has no trainable parameter (every requires_grad is False)"
+            support = replace(support, fine_tune=False, train_reason=why)
+        return support
     if kind == "onnx":
         why = "it runs in onnxruntime, without PyTorch layers or gradients"
         return ModelSupport(kind, False, False, False, reason=why, train_reason=why)
