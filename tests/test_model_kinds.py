@@ -567,3 +567,101 @@ def test_lrp_coverage_leaves_the_model_unchanged():
     assert model.training
     assert not model._forward_hooks and not model._forward_pre_hooks
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# -- output conventions meet the model kinds -----------------------------------------------------
+class SoftmaxScaled(nn.Module):
+    """Not a chain of layers (it multiplies), and it returns probabilities."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("scale", torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x) * self.scale, dim=1)
+
+
+def _pipeline(run):
+    from dnnsafety.pipeline import Pipeline
+    from dnnsafety.runs import RunDir
+
+    return Pipeline(RunDir(run), load_config(run / "config.toml"))
+
+
+def _trained_digits_cnn(base):
+    cfg = load_config(base / "zoo" / "config.toml")
+    model = make_model(cfg.model, 1, 10, 8)
+    model.load_state_dict(safe_load(base / "zoo" / "model.pt")["state_dict"])
+    return model.eval()
+
+
+def test_torchscript_softmax_head_is_rebuilt_scored_as_itself_and_saved_back(base, tmp_path):
+    from dnnsafety.models.script import contains_script_module
+
+    own = nn.Sequential(_trained_digits_cnn(base), nn.Softmax(dim=1)).eval()
+    torch.jit.script(own).save(str(tmp_path / "softmax.ts"))
+    run = tmp_path / "run"
+    argv = ["--quiet", "evaluate", str(run), "--dataset", "digits", "--arch", "torchscript"]
+    assert main([*argv, "--weights", str(tmp_path / "softmax.ts")]) == 0
+    pipe = _pipeline(run)
+    model = pipe.model()
+    # rebuilt as eager layers, its softmax taken off so LRP starts from the logit
+    assert not contains_script_module(model) and isinstance(model[-1], nn.Identity)
+    assert pipe.support.white_box and pipe.support.saves_as == "torchscript"
+    test = pipe.dataset["test"]
+    with torch.no_grad():
+        theirs = own(test.images).max(dim=1).values.numpy()
+    table = pd.read_parquet(run / "samples.parquet")
+    ours = table[table["split"] == "test"]["confidence"].to_numpy()
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)  # not a softmax of probabilities
+    # retrained and saved back as the user's TorchScript file, which still returns probabilities
+    files = save_retrained(
+        model, tmp_path / "out", "x", pipe.support, str(tmp_path / "softmax.ts"), test.images[:16]
+    )
+    assert [f.name for f in files] == ["model.pt", "model.ts"]
+    loaded = torch.jit.load(str(tmp_path / "out" / "model.ts"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(test.images[:16]), torch.softmax(model(test.images[:16]), 1), atol=1e-5, rtol=0
+        )
+
+
+def test_torchscript_that_cannot_be_rebuilt_and_returns_probabilities(base, tmp_path):
+    from dnnsafety.models.adapter import ScriptedLogits
+    from dnnsafety.retraining.finetune import copy_model
+
+    own = SoftmaxScaled(_trained_digits_cnn(base)).eval()
+    torch.jit.script(own).save(str(tmp_path / "p.ts"))
+    run = tmp_path / "run"
+    argv = ["--quiet", "evaluate", str(run), "--dataset", "digits", "--arch", "torchscript"]
+    assert main([*argv, "--weights", str(tmp_path / "p.ts")]) == 0
+    pipe = _pipeline(run)
+    model = pipe.model()
+    assert isinstance(model, ScriptedLogits)  # the adapter around the TorchScript module
+    support = pipe.support
+    assert support.kind == "torchscript" and not support.white_box and support.fine_tune
+    copied = copy_model(model)  # trainable: leaf parameters, independent of the original
+    params = list(copied.parameters())
+    assert params and all(p.is_leaf for p in params)
+    with torch.no_grad():
+        params[0].add_(1.0)
+    assert not torch.equal(params[0], next(model.parameters()))
+    test = pipe.dataset["test"]
+    files = save_retrained(
+        copied, tmp_path / "out", "x", support, str(tmp_path / "p.ts"), test.images[:16]
+    )
+    assert [f.name for f in files] == ["model.pt", "model.ts"]
+    loaded = torch.jit.load(str(tmp_path / "out" / "model.ts"))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(test.images[:16]), torch.softmax(copied(test.images[:16]), 1), atol=1e-5, rtol=0
+        )
+
+
+def test_torch_export_kind_in_the_capability_check():
+    support = model_support(ModelConfig(arch="export", weights="m.pt2"))
+    assert support.kind == "export" and not support.white_box and support.fine_tune
+    assert not support.fresh
+    with pytest.raises(Exception, match="--features backbone"):
+        check_command(support, "analyze", ("white_box",))
