@@ -528,7 +528,7 @@ def test_copies_share_their_cluster_in_every_pipeline(reduce: str, cluster: str)
 def test_umap_dbscan_recovers_the_planted_blobs_with_copies() -> None:
     from dnnsafety.blackbox import reduce_and_cluster
 
-    x, source, copied = with_copies()
+    x, source, _ = with_copies()
     labels, _, _ = reduce_and_cluster(x, "umap", "dbscan", 0)
     truth = np.repeat(np.arange(6), 50)[source]
     assert adjusted_rand_score(truth, labels) == 1.0
@@ -561,7 +561,7 @@ def test_dbscan_k_distances_and_silhouette_count_every_copy() -> None:
 def test_dbscan_on_copies_is_dbscan_on_all_rows() -> None:
     from sklearn.cluster import DBSCAN
 
-    x, source, _ = with_copies()
+    x, _, _ = with_copies()
     clusterer = DBSCANClusterer().fit(x)
     params = clusterer.params_
     plain = DBSCAN(eps=params["eps"], min_samples=params["min_samples"]).fit_predict(x)

@@ -71,6 +71,19 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SILHOUETTE_SAMPLE = 2000
 
+REASONS = {
+    "empty": "nothing to cluster",
+    "single-input": "a single input",
+    "two-inputs": "two distinct inputs make one cluster",
+    "identical-inputs": "all inputs are identical",
+    "silhouette": "parameters chosen by the best silhouette",
+    "no-silhouette": "no silhouette defined; the first candidate kept",
+    "single-cluster": "no split scored well; the candidate with the least noise kept",
+    "all-noise": "every candidate left all inputs as noise",
+    "hdbscan": "HDBSCAN's own choice",
+}
+"""``params_["reason"]`` in words, for log messages."""
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -257,13 +270,15 @@ class Clusterer(FittedStateMixin):
         self.n_features_in_ = int(arr.shape[1])
         self.params_ = params
         self.search_ = search
+        copies = f" ({groups.n_distinct} distinct)" if groups.has_duplicates else ""
         logger.info(
-            "%s: %d inputs -> %d clusters, %d noise (%s).",
-            type(self).__name__,
+            "%s: %d inputs%s -> %d clusters, %d noise points (%s).",
+            type(self).__name__.removesuffix("Clusterer").lower(),
             n,
+            copies,
             self.n_clusters_,
             self.n_noise_,
-            params.get("reason"),
+            REASONS.get(str(params.get("reason")), params.get("reason")),
         )
         return self
 

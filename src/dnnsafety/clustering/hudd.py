@@ -858,5 +858,17 @@ def select_layer(
         return value if mode == "compat" else -value
 
     best = min(pool, key=score)  # min() keeps the first of equal scores
-    logger.info("Selected layer %s (%s mode) out of %d.", best, mode, len(pool))
+    logger.info(
+        "selected layer %r (%s of %d candidate layers) by the %s of its clusters",
+        best,
+        _ordinal(pool.index(best) + 1),
+        len(pool),
+        "lowest WICD" if mode == "compat" else "highest silhouette",
+    )
     return best
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``12th``, ``13th``, ``21st``."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
