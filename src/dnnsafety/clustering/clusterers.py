@@ -561,7 +561,11 @@ class DBSCANClusterer(Clusterer):
             "score": table[pick]["score"],
         }
         if reason == "all-noise":
-            logger.warning("DBSCANClusterer: every candidate (eps, min_samples) is all noise.")
+            logger.warning(
+                "dbscan: every (eps, min_samples) tried leaves all %d inputs as noise, in no "
+                "cluster; try another clusterer, e.g. --cluster kmeans.",
+                n,
+            )
         return results[pick], chosen, table
 
 

@@ -774,7 +774,12 @@ def cluster_layer(
             reason = "no-knee-silhouette"
         sil = silhouette_curve(tree, d, ks, chunk_rows=chunk_rows)
         k = int(ks[int(np.nanargmax(sil))]) if np.isfinite(sil).any() else int(ks[0])
-        logger.info("Layer %s: k=%d chosen by %s.", layer, k, reason)
+        why = {
+            "silhouette": "as analysis.k_rule asks",
+            "few-k-silhouette": "too few inputs for the knee of the WICD curve",
+            "no-knee-silhouette": "the WICD curve has no knee",
+        }[reason]
+        logger.info("layer %r: %d clusters, the cut with the best silhouette (%s)", layer, k, why)
 
     # identical inputs merge first (at height 0) and k <= distinct inputs, so copies share
     # their cut; reading each copy's label from its first copy makes that a guarantee
