@@ -441,3 +441,51 @@ def test_select_layer_skips_degenerate_layers() -> None:
     assert flat.indices["wicd"] == 0.0
     assert select_layer({"flat": flat, "real": real}, "compat") == "real"
     assert select_layer({"flat": flat}, "compat") == "flat"
+
+
+# --------------------------------------------------------------------------- identical inputs
+
+
+def test_copies_share_their_cluster(rng: np.random.Generator) -> None:
+    # six distinct heatmaps, eight copies each: the knee used to pick k = 7 and split copies
+    distinct = rng.normal(size=(6, 50))
+    x = np.repeat(distinct, 8, axis=0)
+    source = np.repeat(np.arange(6), 8)
+    res = cluster_layer(x, layer="l")
+    assert all(np.unique(res.labels[source == s]).size == 1 for s in range(6))
+    assert res.ks.max() == 6  # no cut finer than the distinct inputs
+    # the same through a precomputed D whose copies differ by rounding, as analysis.py calls it
+    d = pairwise_distances(x)
+    assert np.count_nonzero(d == 0) == 6 * 8 * 8
+    assert cluster_layer(d, precomputed=True).labels.tolist() == res.labels.tolist()
+
+
+def test_copies_among_distinct_inputs_weigh_as_often_as_they_occur(
+    rng: np.random.Generator,
+) -> None:
+    x, y = blobs(rng, sizes=(30, 25, 20))
+    copied = np.array([0, 5, 31, 47, 70])
+    times = np.array([3, 1, 4, 2, 6])
+    full = np.concatenate([x, np.repeat(x[copied], times, axis=0)])
+    source = np.concatenate([np.arange(len(x)), np.repeat(copied, times)])
+    res = cluster_layer(full)
+    assert all(np.unique(res.labels[source == s]).size == 1 for s in copied)
+    truth = y[source]
+    assert all(np.unique(truth[res.labels == c]).size == 1 for c in range(res.k))  # pure
+    assert res.sizes.sum() == len(full)  # every copy is a member
+
+
+def test_two_distinct_inputs_among_many_are_one_cluster() -> None:
+    x = np.array([[0.0, 0.0]] * 4 + [[3.0, 1.0]] * 5)
+    res = cluster_layer(x)
+    assert (res.k, res.k_reason, res.labels.tolist()) == (1, "two-inputs", [0] * 9)
+
+
+def test_zero_distance_groups() -> None:
+    from dnnsafety.clustering import zero_distance_groups
+
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [2.0, 2.0], [0.0, 1.0]])
+    groups = zero_distance_groups(pairwise_distances(x), chunk_rows=2)
+    assert groups.inverse.tolist() == [0, 1, 0, 2, 1]
+    assert groups.counts.tolist() == [2, 2, 1]
+    assert not zero_distance_groups(pairwise_distances(x[:2])).has_duplicates

@@ -476,3 +476,121 @@ def test_silhouette_scorer_matches_sklearn_and_ignores_noise() -> None:
     noisy[:16] = -1
     assert math.isclose(scorer(noisy), silhouette_score(x[16:], labels[16:]))
     assert math.isnan(scorer(np.zeros(48, dtype=np.int64)))
+
+
+# --------------------------------------------------------------------------- identical inputs
+
+
+def with_copies(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Six loose Gaussian blobs (300 x 64) plus 1-3 extra copies of 60 of their rows.
+
+    Returns the data, the original row of each row and the rows that were copied. Under the
+    UMAP + HDBSCAN pipeline without deduplication a copied row and its copies were split.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(6, 64)) * 1.5
+    base = np.concatenate([c + rng.normal(size=(50, 64)) for c in centres])
+    copied = rng.choice(len(base), 60, replace=False)
+    times = rng.integers(1, 4, size=60)
+    x = np.concatenate([base, np.repeat(base[copied], times, axis=0)]).astype(np.float32)
+    source = np.concatenate([np.arange(len(base)), np.repeat(copied, times)])
+    return x, source, copied
+
+
+def split_copies(labels: np.ndarray, source: np.ndarray, copied: np.ndarray) -> list[int]:
+    """Rows whose copies got more than one label (noise counts as a label)."""
+    return [int(r) for r in copied if np.unique(labels[source == r]).size > 1]
+
+
+def test_umap_maps_identical_rows_to_one_point() -> None:
+    x, source, copied = with_copies()
+    reducer = UMAPReducer(seed=0)
+    z = reducer.fit_transform(x)
+    for row in copied:
+        assert np.ptp(z[source == row], axis=0).max() == 0.0
+    again = reducer.transform(x[:5])  # new rows: copies of one row map to one point too
+    np.testing.assert_array_equal(reducer.transform(np.repeat(x[:1], 4, axis=0)), again[[0] * 4])
+
+
+@pytest.mark.parametrize("reduce", ["umap", "pca", "none"])
+@pytest.mark.parametrize("cluster", ["dbscan", "hdbscan", "kmeans", "ward"])
+def test_copies_share_their_cluster_in_every_pipeline(reduce: str, cluster: str) -> None:
+    from dnnsafety.blackbox import reduce_and_cluster
+
+    x, source, copied = with_copies()
+    labels, reduced, params = reduce_and_cluster(x, reduce, cluster, 0)
+    assert split_copies(labels, source, copied) == []
+    for row in copied:  # the reduced points the error map shows coincide as well
+        assert np.ptp(reduced[source == row], axis=0).max() == 0.0
+    assert params["cluster"]["n_distinct"] == 300
+
+
+def test_umap_dbscan_recovers_the_planted_blobs_with_copies() -> None:
+    from dnnsafety.blackbox import reduce_and_cluster
+
+    x, source, _ = with_copies()
+    labels, _, _ = reduce_and_cluster(x, "umap", "dbscan", 0)
+    truth = np.repeat(np.arange(6), 50)[source]
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_dbscan_k_distances_and_silhouette_count_every_copy() -> None:
+    from sklearn.metrics import pairwise_distances, silhouette_score
+
+    from dnnsafety.clustering.clusterers import _k_distances, _neighbours
+
+    rng = np.random.default_rng(3)
+    distinct = rng.normal(size=(40, 5))
+    weights = rng.integers(1, 5, size=40)
+    full = np.repeat(distinct, weights, axis=0)
+    d_full = pairwise_distances(full)
+    d = pairwise_distances(distinct)
+    for ms in (2, 3, 5, 10):
+        nd, nw = _neighbours(distinct, d, weights, ms)
+        # k-distance curve of all rows (sklearn puts copies ~1e-8 apart, not 0)
+        brute = np.sort(np.sort(d_full, axis=1)[:, ms - 1])
+        np.testing.assert_allclose(_k_distances(nd, nw, weights, ms), brute, atol=1e-6)
+        nd, nw = _neighbours(distinct, None, weights, ms)  # the nearest-neighbour path
+        np.testing.assert_allclose(_k_distances(nd, nw, weights, ms), brute, atol=1e-6)
+    labels = KMeansClusterer(seed=0).fit(distinct).labels_
+    scorer = SilhouetteScorer(distinct, sample_size=1000, seed=0, weights=weights)
+    expected = silhouette_score(full, np.repeat(labels, weights))
+    assert scorer(labels) == pytest.approx(expected, rel=1e-7)
+
+
+def test_dbscan_on_copies_is_dbscan_on_all_rows() -> None:
+    from sklearn.cluster import DBSCAN
+
+    x, _, _ = with_copies()
+    clusterer = DBSCANClusterer().fit(x)
+    params = clusterer.params_
+    plain = DBSCAN(eps=params["eps"], min_samples=params["min_samples"]).fit_predict(x)
+    assert adjusted_rand_score(plain, clusterer.labels_) == 1.0
+    assert clusterer.n_noise_ == int(np.sum(plain < 0))
+
+
+@pytest.mark.parametrize("name", CLUSTERERS.names())
+def test_two_distinct_rows_among_many_are_one_cluster(name: str) -> None:
+    x = np.array([[0.0, 0.0]] * 5 + [[5.0, 5.0]] * 3)
+    clusterer = CLUSTERERS.get(name)().fit(x)
+    assert clusterer.labels_.tolist() == [0] * 8
+    assert clusterer.params_["reason"] == "two-inputs"
+    assert clusterer.params_["n_distinct"] == 2
+
+
+def test_umap_needs_three_distinct_rows() -> None:
+    x = np.array([[0.0, 1.0]] * 4 + [[2.0, 3.0]] * 4)
+    with pytest.raises(InvalidInputError, match="at least 3 distinct rows"):
+        UMAPReducer().fit(x)
+
+
+def test_identical_rows_groups_in_order_of_first_appearance() -> None:
+    from dnnsafety.clustering import identical_rows
+
+    x = np.array([[1.0, 2.0], [0.0, 0.0], [1.0, 2.0], [-0.0, 0.0], [3.0, 3.0]])
+    groups = identical_rows(x)
+    assert groups.first.tolist() == [0, 1, 4]
+    assert groups.inverse.tolist() == [0, 1, 0, 1, 2]
+    assert groups.counts.tolist() == [2, 2, 1]
+    assert groups.representative().tolist() == [0, 1, 0, 1, 4]
+    assert identical_rows(np.zeros((0, 3))).n_distinct == 0

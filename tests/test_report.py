@@ -348,3 +348,57 @@ def test_cli_is_registered_and_errors_are_one_line(tmp_path: Path, capsys) -> No
     assert main(["report", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def _one_seed(run: Path) -> None:
+    """Keep only the first run of every strategy, as `compare --seeds 1` writes it."""
+    path = run / "comparison.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["seeds"] = [0]
+    for strategy in data["strategies"].values():
+        strategy["runs"] = strategy["runs"][:1]
+        for entry in strategy["summary"].values():
+            for value in entry.values() if "mean" not in entry else [entry]:
+                value["low"] = value["high"] = None
+        strategy["versus"] = {
+            o: {"a12": 1.0, "p_value": 1.0, "metric": "rare"} for o in strategy["versus"]
+        }
+    _json(path, data)
+
+
+def test_one_seed_shows_no_statistics(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=True)
+    _one_seed(run)
+    page = render_report(run).read_text(encoding="utf-8")
+    assert "91.2%" in page  # the single run's accuracy is still shown
+    assert "Pairwise effect sizes" not in page and "p=1.000" not in page
+    assert not re.search(r'class="[^"]*\bbest\b', page)  # no ★ from a single run
+    assert "★ marks" not in page
+    assert "retrained once" in page
+    assert "need at least 2 runs per strategy and are not shown" in page
+
+
+def test_several_seeds_show_statistics(full_page: str) -> None:
+    assert "Pairwise effect sizes" in full_page and "★ marks the best value" in full_page
+    assert "need at least" not in full_page
+
+
+def test_cluster_card_shows_the_most_common_pair(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=True)
+    path = run / "clusters.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    # true labels mostly stop, predictions mostly yield, but no member is stop -> yield
+    data["clusters"][1]["true_labels"] = {"stop": 2, "yield": 1, HOSTILE: 1}
+    data["clusters"][1]["predicted_labels"] = {"yield": 2, "stop": 1, HOSTILE: 1}
+    data["clusters"][1]["confusions"] = [
+        {"true": "stop", "predicted": HOSTILE, "count": 2, "share": 0.5},
+        {"true": "yield", "predicted": "stop", "count": 1, "share": 0.25},
+        {"true": HOSTILE, "predicted": "yield", "count": 1, "share": 0.25},
+    ]
+    _json(path, data)
+    page = render_report(run).read_text(encoding="utf-8")
+    card = page[page.index('id="cluster-1"') :]
+    card = card[: card.index("</article>")]
+    assert "<dt>most common error</dt><dd><b>stop → &lt;script&gt;" in card
+    assert "(2/4, 50%)" in card
+    assert "stop → yield" not in card

@@ -168,7 +168,8 @@ def test_baseline_runs_are_shared_across_balance_and_bags_can_be_enlarged(analys
     assert main([*argv, "--seeds", "1", *QUICK]) == 0
 
     def reused() -> int:
-        return len(re.findall(r"retraining run \S+ seed \d+ reused", (run / "run.log").read_text()))
+        log = (run / "run.log").read_text()
+        return len(re.findall(r"fine-tune \d+/\d+ \([^)]*, seed \d+\): reused", log))
 
     assert reused() == 0
     # balancing only concerns selections with clusters: random and the control are reused

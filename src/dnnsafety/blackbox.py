@@ -9,6 +9,11 @@ contact sheets, the error map), so selection, retraining and the report work on 
 
 Features are cached in ``analysis/features/`` keyed by the model, the source and its settings,
 so trying another reducer or clusterer does not recompute them.
+
+Identical error images (repeated frames) always share their cluster: they get their first
+copy's features exactly (a backbone can differ in the last bits between batch positions),
+and the reducers and clusterers treat identical rows as one row that occurs several times
+(:mod:`dnnsafety.clustering.duplicates`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 from torch import nn
 
 from dnnsafety.analysis import ANALYSIS_DIR, CLUSTERS_FILE, LAYERS_FILE
-from dnnsafety.clustering import CLUSTERERS, REDUCERS, pairwise_distances
+from dnnsafety.clustering import CLUSTERERS, REDUCERS, identical_rows, pairwise_distances
 from dnnsafety.config import AnalysisConfig
 from dnnsafety.data.dataset import Dataset
 from dnnsafety.explain import describe_clusters
@@ -144,6 +149,14 @@ def run_blackbox(
     source = fit_source(config, model, dataset, run, seed)
     key = fingerprint(model_key, config.features, source_params(config), seed)
     feats = cached_features(run, source, images, ids, key, desc="error features")
+    same = identical_rows(images.numpy())
+    if same.has_duplicates:
+        log.info(
+            "%d of the %d error images are copies of others; copies share their cluster",
+            same.n_rows - same.n_distinct,
+            n,
+        )
+        feats = feats[same.representative()]
     seconds["features"] = time.perf_counter() - t0
     labels, reduced, params = reduce_and_cluster(feats, config.reduce, config.cluster, seed)
     seconds["clustering"] = time.perf_counter() - t0 - seconds["features"]
@@ -195,10 +208,10 @@ class _Passthrough:
 
 
 def make_reducer(reduce: str, n: int, seed: int) -> Any:
-    """The configured reducer; no reduction when there are too few inputs for it."""
+    """The configured reducer; no reduction when there are too few distinct inputs (``n``)."""
     reducer = REDUCERS.get(reduce)(seed=seed)
     if n < reducer.min_rows:
-        log.info("only %d error inputs: clustering them without %s reduction", n, reduce)
+        log.info("only %d distinct error inputs: clustering them without %s reduction", n, reduce)
         return _Passthrough()
     return reducer
 
@@ -210,7 +223,7 @@ def reduce_and_cluster(
     n = len(features)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), {}
-    reducer = make_reducer(reduce, n, seed)
+    reducer = make_reducer(reduce, identical_rows(features).n_distinct, seed)
     reduced = np.asarray(reducer.fit_transform(features), dtype=np.float32)
     clusterer = CLUSTERERS.get(cluster)(seed=seed)
     labels = np.asarray(clusterer.fit_predict(reduced), dtype=np.int64)

@@ -379,7 +379,10 @@ class Pipeline:
         self, name: str, skipped: bool, t0: float, outputs: tuple[str, ...]
     ) -> StageOutcome:
         out = StageOutcome(name, skipped, time.perf_counter() - t0, outputs)
-        log.info("stage %s %s in %.1fs", name, "reused" if skipped else "done", out.seconds)
+        if skipped:
+            log.info("stage %s reused: nothing it depends on changed since it ran", name)
+        else:
+            log.info("stage %s done in %.1fs", name, out.seconds)
         self.outcomes.append(out)
         return out
 

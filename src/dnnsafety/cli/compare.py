@@ -11,6 +11,7 @@ from dnnsafety.cli.common import resolve_config
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.report import render_report
+from dnnsafety.report.retraining import MIN_RUNS_FOR_STATISTICS
 from dnnsafety.runs import RunDir
 
 
@@ -52,6 +53,10 @@ def command(
         if strategies
         else list(config.retrain.strategies)
     )
+    if not (click.get_current_context().obj or {}).get("quiet"):
+        n_seeds = seeds or config.retrain.seeds
+        for line in cost_lines(run_dir, names, n_seeds, config.retrain.epochs):
+            click.echo(line)
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("compare", tuple(names))  # before the analysis
@@ -62,3 +67,60 @@ def command(
         compare(pipe, names, budget, seeds)
     print_comparison(run_dir)
     click.echo(f"Report: {render_report(run_dir)}")
+
+
+def cost_lines(run_dir: Path, names: list[str], seeds: int, epochs: int) -> list[str]:
+    """What ``compare`` is about to cost, said before it starts, and how to make it cheaper.
+
+    Every strategy and the no-new-labels control are fine-tuned once per seed. The time
+    estimate multiplies the fine-tunes and epochs by the mean epoch time of the run's own
+    training (``training.json``); without that file there is no estimate.
+    """
+    n_finetunes = (len(names) + 1) * seeds
+    lines = [
+        f"compare: {len(names)} strateg{'y' if len(names) == 1 else 'ies'} "
+        f"({', '.join(names)}) + the no-new-labels control, {seeds} seed(s) each = "
+        f"{n_finetunes} fine-tunes of {epochs} epoch(s) on the training set + the new images."
+    ]
+    epoch_s = _mean_epoch_seconds(run_dir / "training.json")
+    if epoch_s is not None:
+        total = n_finetunes * epochs * epoch_s
+        lines.append(
+            f"Estimated time: about {_duration(total)} ({n_finetunes} x {epochs} epochs x "
+            f"{epoch_s:.1f}s per epoch of the original training), plus selecting; runs "
+            "already saved in this folder are reused."
+        )
+    cheaper = []
+    if seeds > MIN_RUNS_FOR_STATISTICS:
+        cheaper.append(
+            f"fewer runs with --seeds {MIN_RUNS_FOR_STATISTICS} (the fewest that give "
+            "confidence intervals and A12)"
+        )
+    if len(names) > 2:
+        cheaper.append(f"fewer strategies with --strategies {','.join(names[:2])}")
+    if epochs > 1:
+        cheaper.append(f"shorter runs with --set retrain.epochs={max(1, epochs // 2)}")
+    if cheaper:
+        lines.append("Cheaper: " + ", ".join(cheaper) + ".")
+    return lines
+
+
+def _mean_epoch_seconds(path: Path) -> float | None:
+    """Mean seconds per epoch recorded in ``training.json``; ``None`` when unknown."""
+    import json
+
+    try:
+        history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
+        times = [float(h["seconds"]) for h in history if float(h["seconds"]) > 0]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return sum(times) / len(times) if times else None
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration: seconds, minutes or hours."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

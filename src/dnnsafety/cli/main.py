@@ -28,7 +28,7 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
       dnnsafety evaluate runs/mine
     """
     ctx.obj = {"quiet": quiet, "debug": debug}
-    set_progress(not quiet and sys.stderr.isatty())
+    set_progress(not quiet and sys.stderr.isatty(), log_lines=not quiet)
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     fmt = "%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"
     logging.basicConfig(level=logging.WARNING, format=fmt, force=True)

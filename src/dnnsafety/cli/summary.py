@@ -48,7 +48,7 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
     if data.get("method") == "safe":
         how = (
             f"{data['features']} features -> {data['reduce']} -> {data['cluster']}; "
-            f"{data['n_noise']} noise points"
+            f"{data['n_noise']} errors in no cluster (noise)"
         )
     else:
         how = f"layer {data['layer']}, {data['settings']['ruleset']} LRP rules"
@@ -57,21 +57,43 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
         f"({how}):"
     )
     for c in clusters[:limit]:
-        true = max(c["true_labels"], key=c["true_labels"].get)
-        pred = max(c["predicted_labels"], key=c["predicted_labels"].get)
         distinct = [
             f"{d['parameter']} {d['direction']} "
             f"({d['cluster_mean']:.2g} vs {d['all_errors_mean']:.2g})"
             for d in c.get("distinctive_parameters", [])[:3]
         ]
         line = (
-            f"  #{c['id']:<3} {c['size']:>5} errors ({c['share_of_errors'] * 100:4.1f}%)  "
-            f"mostly {true} -> {pred}"
+            f"  #{c['id']:<3} {c['size']:>5} {'error ' if c['size'] == 1 else 'errors'} "
+            f"({c['share_of_errors'] * 100:4.1f}%)  "
+            f"{confusion_line(c)}"
         )
         click.echo(line + (f"; {', '.join(distinct)}" if distinct else ""))
     if len(clusters) > limit:
         click.echo(f"  ... and {len(clusters) - limit} more")
     click.echo(f"\nWrote {run_dir / 'clusters.json'} and {run_dir / 'analysis'}/")
+
+
+def confusion_line(cluster: dict[str, Any]) -> str:
+    """The cluster's most common (true -> predicted) pair and its share of the members.
+
+    ``clusters.json`` files written before pairs were recorded have only the two label
+    distributions; their most common values are then shown apart, since they need not
+    occur together in any member.
+    """
+    pairs = cluster.get("confusions")
+    if pairs:
+        top = pairs[0]
+        return (
+            f"most common: {top['true']} -> {top['predicted']} "
+            f"({top['count']} of {cluster['size']}, {top['share']:.0%})"
+        )
+    parts = []
+    for what, key in (("true", "true_labels"), ("predicted", "predicted_labels")):
+        counts: dict[str, int] = cluster.get(key) or {}
+        if counts:
+            name, n = max(counts.items(), key=lambda kv: kv[1])
+            parts.append(f"{what} mostly {name} ({n / sum(counts.values()):.0%})")
+    return ", ".join(parts)
 
 
 def print_comparison(run_dir: Path) -> None:
@@ -83,9 +105,24 @@ def print_comparison(run_dir: Path) -> None:
     w = max(14, *(len(n) + 2 for n in data["strategies"]))
     head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}" + (f"{'rare':>18}" * show_rare)
     head += "".join(f"{s[:12]:>14}" for s in scen)
+    from dnnsafety.report.retraining import (
+        MIN_RUNS_FOR_STATISTICS,
+        has_statistics,
+        runs_per_strategy,
+    )
+
+    stats = has_statistics(data)
+    n_runs = runs_per_strategy(data)
+    what = (
+        f"mean ± half the 95% CI over {n_runs} runs"
+        if stats
+        else "one run per strategy"
+        if n_runs == 1
+        else f"{n_runs} runs per strategy"
+    )
     click.echo(
-        f"\nTest accuracy after retraining, mean [95% CI] over {len(data['seeds'])} run(s); "
-        f"budget {data['budget']} labels, bag of {data['bag_size']}:"
+        f"\nTest accuracy after retraining, {what}; "
+        f"budget {data['budget']} labels, {data['bag_size']} new training images per run:"
     )
     click.echo(head)
     orig = data["original"]
@@ -103,7 +140,7 @@ def print_comparison(run_dir: Path) -> None:
         def cell(v: dict[str, float | None], width: int = 18) -> str:
             text = _pct(v["mean"])
             low, high = v["low"], v["high"]
-            if low is not None and high is not None and low == low:
+            if stats and low is not None and high is not None and low == low:
                 text += f" ±{(high - low) / 2:.1%}"
             return f"{text:>{width}}"
 
@@ -114,19 +151,23 @@ def print_comparison(run_dir: Path) -> None:
         )
     from dnnsafety.retraining.experiment import NEEDS_SPACE
 
-    for ours in NEEDS_SPACE:
+    if not stats:
+        click.echo(
+            f"No confidence intervals, best marks or A12 / p-values: they need at least "
+            f"{MIN_RUNS_FOR_STATISTICS} runs per strategy, and one run cannot tell a "
+            f"strategy's effect from the luck of its seed. Run `dnnsafety compare {run_dir} "
+            "--seeds 5` for them."
+        )
+    for ours in NEEDS_SPACE if stats else ():
         if ours not in data["strategies"]:
             continue
         versus = data["strategies"][ours]["versus"]
         parts = [f"{o}: A12 {v['a12']:.2f} (p={v['p_value']:.3f})" for o, v in versus.items()]
         first: dict[str, Any] = next(iter(versus.values()), {})
         metric = first.get("metric", "rare")
-        what = "rare-scenario" if metric == "rare" else "overall"
-        if parts and len(data["seeds"]) > 1:
-            click.echo(f"{ours} vs others on {what} accuracy: " + "; ".join(parts))
-        elif parts:
-            click.echo("(one run per strategy: run `dnnsafety compare --seeds 5` for A12 and p)")
-            break
+        if parts:
+            where = "rare-scenario" if metric == "rare" else "overall"
+            click.echo(f"{ours} vs others on {where} accuracy: " + "; ".join(parts))
     click.echo(f"\nWrote {run_dir / 'comparison.json'}")
 
 

@@ -6,6 +6,8 @@ gradient) per layer, and :func:`select_layer` to pick the layer.
 
 SAFE (METHOD.md §3): a reducer from :data:`REDUCERS` (``none``, ``pca``, ``umap``) and a
 clusterer from :data:`CLUSTERERS` (``dbscan``, ``hdbscan``, ``kmeans``, ``ward``).
+
+Both give identical inputs (repeated frames) the same cluster (:mod:`.duplicates`).
 """
 
 from dnnsafety.clustering.clusterers import (
@@ -21,6 +23,11 @@ from dnnsafety.clustering.distances import (
     condensed_distances,
     pairwise_distances,
     row_max_normalise,
+)
+from dnnsafety.clustering.duplicates import (
+    DuplicateGroups,
+    identical_rows,
+    zero_distance_groups,
 )
 from dnnsafety.clustering.hudd import (
     LayerClustering,
@@ -48,6 +55,7 @@ __all__ = [
     "REDUCERS",
     "Clusterer",
     "DBSCANClusterer",
+    "DuplicateGroups",
     "HDBSCANClusterer",
     "IdentityReducer",
     "KMeansClusterer",
@@ -63,6 +71,7 @@ __all__ = [
     "cluster_layer",
     "condensed_distances",
     "fourth_order_gradient",
+    "identical_rows",
     "kneedle",
     "max_k",
     "pairwise_distances",
@@ -72,4 +81,5 @@ __all__ = [
     "ward_tree",
     "wicd_curve",
     "wicd_of_labels",
+    "zero_distance_groups",
 ]

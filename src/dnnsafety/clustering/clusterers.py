@@ -29,11 +29,18 @@ smallest member index), ``n_clusters_``, ``n_noise_``, ``params_`` (the paramete
 candidate) are set by ``fit``; reading them earlier raises
 :class:`~dnnsafety.exceptions.NotFittedError`. ``fit_predict(X)`` returns ``labels_``.
 
+Identical rows (repeated frames) always get the same label: every clusterer runs on the
+distinct rows and maps the labels back (:mod:`.duplicates`). DBSCAN (``sample_weight``),
+k-means (``sample_weight``), Ward (built on all rows, where identical rows merge first) and
+every silhouette weigh a distinct row by how often it occurs, so they give what they would
+give on all rows; HDBSCAN has no weights and sees each distinct row once.
+``params_["n_distinct"]`` is the number of distinct rows.
+
 Inputs every clusterer handles the same way (``params_["reason"]``): ``N = 0`` gives empty
-labels and 0 clusters (``"empty"``); ``N = 1`` one cluster (``"single-input"``); ``N = 2``
-one cluster of two (``"two-inputs"``: two singletons or two noise points would be no root
-cause at all, and nothing distinguishes the cases); all rows identical: one cluster
-(``"identical-inputs"``). Non-finite values raise
+labels and 0 clusters (``"empty"``); ``N = 1`` one cluster (``"single-input"``); ``N = 2``,
+or only two distinct rows, one cluster (``"two-inputs"``: two singletons or two noise points
+would be no root cause at all, and nothing distinguishes the cases); all rows identical: one
+cluster (``"identical-inputs"``). Non-finite values raise
 :class:`~dnnsafety.exceptions.InvalidInputError`.
 """
 
@@ -47,8 +54,9 @@ from typing import Any, Self
 
 import numpy as np
 
+from dnnsafety.clustering.duplicates import identical_rows
 from dnnsafety.clustering.hudd import kneedle, ward_tree
-from dnnsafety.clustering.indices import canonical_labels
+from dnnsafety.clustering.indices import canonical_labels, silhouette_from_sums
 from dnnsafety.clustering.reducers import (
     FittedStateMixin,
     JSONValue,
@@ -62,6 +70,19 @@ from dnnsafety.registry import Registry
 logger = logging.getLogger(__name__)
 
 DEFAULT_SILHOUETTE_SAMPLE = 2000
+
+REASONS = {
+    "empty": "nothing to cluster",
+    "single-input": "a single input",
+    "two-inputs": "two distinct inputs make one cluster",
+    "identical-inputs": "all inputs are identical",
+    "silhouette": "parameters chosen by the best silhouette",
+    "no-silhouette": "no silhouette defined; the first candidate kept",
+    "single-cluster": "no split scored well; the candidate with the least noise kept",
+    "all-noise": "every candidate left all inputs as noise",
+    "hdbscan": "HDBSCAN's own choice",
+}
+"""``params_["reason"]`` in words, for log messages."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -102,9 +123,14 @@ class SilhouetteScorer:
         Largest number of rows used; all rows when ``N <= sample_size``.
     seed
         Seed of the subsample.
+    weights
+        How many inputs each row stands for (identical inputs kept once); ``None`` = 1 each.
+        The score is then the silhouette of the data with every row repeated that often.
     """
 
-    def __init__(self, x: np.ndarray, *, sample_size: int, seed: int) -> None:
+    def __init__(
+        self, x: np.ndarray, *, sample_size: int, seed: int, weights: np.ndarray | None = None
+    ) -> None:
         from sklearn.metrics import pairwise_distances
 
         n = x.shape[0]
@@ -117,19 +143,29 @@ class SilhouetteScorer:
         self.covers_all = n <= sample_size
         self.distances = pairwise_distances(x[self.index])
         np.fill_diagonal(self.distances, 0.0)
+        w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.weights = w[self.index]
 
     def __call__(self, labels: np.ndarray) -> float:
-        """Mean silhouette of the non-noise sampled rows; NaN unless ``2 <= K <= M - 1``."""
-        from sklearn.metrics import silhouette_score
+        """Mean silhouette of the non-noise sampled rows; NaN unless ``2 <= K <= M - 1``.
 
+        ``M`` counts inputs, i.e. the weights of the non-noise sampled rows.
+        """
         lab = np.asarray(labels)[self.index]
         keep = lab >= 0
-        m = int(keep.sum())
-        k = np.unique(lab[keep]).size
+        clusters, own = np.unique(lab[keep], return_inverse=True)
+        k = clusters.size
+        w = self.weights[keep]
+        m = float(w.sum())
         if not 2 <= k <= m - 1:
             return math.nan
-        d = self.distances[np.ix_(keep, keep)] if m < lab.size else self.distances
-        return float(silhouette_score(d, lab[keep], metric="precomputed"))
+        d = self.distances[np.ix_(keep, keep)] if keep.sum() < lab.size else self.distances
+        onehot = np.zeros((own.size, k))
+        onehot[np.arange(own.size), own] = w
+        sums = d @ onehot
+        sizes = onehot.sum(axis=0)
+        s = silhouette_from_sums(sums, sizes, own.reshape(-1))
+        return float(np.dot(s, w) / m)
 
 
 def search_k_by_silhouette(
@@ -217,27 +253,32 @@ class Clusterer(FittedStateMixin):
         config = self._checked_params()
         arr = check_features(x)
         n = arr.shape[0]
-        reason = self._trivial_reason(arr)
+        groups = identical_rows(arr)
+        reason = self._trivial_reason(n, groups.n_distinct)
         if reason is not None:
             labels = np.zeros(n, dtype=np.int64)
             params: dict[str, JSONValue] = {**config, "reason": reason}
             search: list[dict[str, JSONValue]] = []
         else:
-            labels, chosen, search = self._cluster(arr, config)
+            distinct, chosen, search = self._cluster(arr[groups.first], config, groups.counts)
+            labels = groups.expand(distinct)
             params = {**config, **chosen}
+        params["n_distinct"] = groups.n_distinct
         self.labels_ = finalize_labels(labels)
         self.n_clusters_ = int(self.labels_.max()) + 1 if n else 0
         self.n_noise_ = int(np.sum(self.labels_ < 0))
         self.n_features_in_ = int(arr.shape[1])
         self.params_ = params
         self.search_ = search
+        copies = f" ({groups.n_distinct} distinct)" if groups.has_duplicates else ""
         logger.info(
-            "%s: %d inputs -> %d clusters, %d noise (%s).",
-            type(self).__name__,
+            "%s: %d inputs%s -> %d clusters, %d noise points (%s).",
+            type(self).__name__.removesuffix("Clusterer").lower(),
             n,
+            copies,
             self.n_clusters_,
             self.n_noise_,
-            params.get("reason"),
+            REASONS.get(str(params.get("reason")), params.get("reason")),
         )
         return self
 
@@ -246,16 +287,15 @@ class Clusterer(FittedStateMixin):
         return self.fit(x).labels_.copy()
 
     @staticmethod
-    def _trivial_reason(arr: np.ndarray) -> str | None:
-        n = arr.shape[0]
+    def _trivial_reason(n: int, n_distinct: int) -> str | None:
         if n == 0:
             return "empty"
         if n == 1:
             return "single-input"
-        if n == 2:
+        if n_distinct == 1:
+            return "identical-inputs" if n > 2 else "two-inputs"
+        if n_distinct == 2:
             return "two-inputs"
-        if not np.any(np.ptp(arr, axis=0) > 0):
-            return "identical-inputs"
         return None
 
     def _checked_params(self) -> dict[str, JSONValue]:
@@ -263,9 +303,13 @@ class Clusterer(FittedStateMixin):
         return {"seed": int(self.seed)}
 
     def _cluster(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> tuple[np.ndarray, dict[str, JSONValue], list[dict[str, JSONValue]]]:
-        """Labels (negative = noise), chosen parameters and search table for ``N >= 3``."""
+        """Labels (negative = noise), chosen parameters and search table.
+
+        ``arr`` holds the distinct rows (at least 3), ``weights`` how many inputs each stands
+        for.
+        """
         raise NotImplementedError  # pragma: no cover - abstract
 
     def __repr__(self) -> str:
@@ -301,17 +345,19 @@ class _SilhouetteK(Clusterer):
         }
 
     def _cluster(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> tuple[np.ndarray, dict[str, JSONValue], list[dict[str, JSONValue]]]:
-        n = arr.shape[0]
-        hi = min(int(config["max_k"]), n - 1)
-        hi = min(hi, int(np.unique(arr, axis=0).shape[0]))
+        n = int(weights.sum())
+        hi = min(int(config["max_k"]), n - 1, arr.shape[0])
         ks = list(range(2, hi + 1))
         scorer = SilhouetteScorer(
-            arr, sample_size=int(config["silhouette_sample_size"]), seed=int(self.seed)
+            arr,
+            sample_size=int(config["silhouette_sample_size"]),
+            seed=int(self.seed),
+            weights=weights,
         )
         k, labels, table, scored = search_k_by_silhouette(
-            self._labels_factory(arr, config), ks, scorer
+            self._labels_factory(arr, config, weights), ks, scorer
         )
         best = max(
             (row["silhouette"] for row in table if row["silhouette"] is not None), default=None
@@ -320,7 +366,7 @@ class _SilhouetteK(Clusterer):
         return labels, chosen, table
 
     def _labels_factory(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> Callable[[int], np.ndarray]:
         raise NotImplementedError  # pragma: no cover - abstract
 
@@ -359,13 +405,13 @@ class KMeansClusterer(_SilhouetteK):
         return {**super()._checked_params(), "n_init": check_int(self, "n_init", self.n_init, 1)}
 
     def _labels_factory(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> Callable[[int], np.ndarray]:
         from sklearn.cluster import KMeans
 
         def labels_for_k(k: int) -> np.ndarray:
             model = KMeans(n_clusters=k, n_init=int(config["n_init"]), random_state=self.seed)
-            return np.asarray(model.fit_predict(arr), dtype=np.int64)
+            return np.asarray(model.fit_predict(arr, sample_weight=weights), dtype=np.int64)
 
         return labels_for_k
 
@@ -388,9 +434,17 @@ class WardClusterer(_SilhouetteK):
     """
 
     def _labels_factory(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> Callable[[int], np.ndarray]:
-        return ward_tree(arr, optimal_ordering=False).labels
+        # Ward has no weights, but on all rows identical ones merge first (at height 0), which
+        # is Ward with weights; each distinct row then reads the label of its first copy
+        first = np.concatenate(([0], np.cumsum(weights)[:-1])).astype(np.int64)
+        tree = ward_tree(np.repeat(arr, weights, axis=0), optimal_ordering=False)
+
+        def labels_for_k(k: int) -> np.ndarray:
+            return tree.labels(k)[first]
+
+        return labels_for_k
 
 
 # --------------------------------------------------------------------------- DBSCAN
@@ -408,7 +462,9 @@ class DBSCANClusterer(Clusterer):
     scored by ``silhouette(non-noise) * (1 - noise share)``; the best one with at least two
     clusters and a positive silhouette wins (first in grid order on ties). Otherwise the
     candidate with the least noise and one cluster is used; if every candidate is all noise,
-    all inputs stay noise.
+    all inputs stay noise. Identical inputs are clustered once with their count as
+    ``sample_weight`` and count in the k-distance curve, the noise share and the silhouette
+    as often as they occur: the result is DBSCAN's on all inputs, with copies never split.
 
     Parameters
     ----------
@@ -454,36 +510,33 @@ class DBSCANClusterer(Clusterer):
         }
 
     def _cluster(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> tuple[np.ndarray, dict[str, JSONValue], list[dict[str, JSONValue]]]:
         from sklearn.cluster import DBSCAN
-        from sklearn.neighbors import NearestNeighbors
 
-        n = arr.shape[0]
+        n = int(weights.sum())
         scorer = SilhouetteScorer(
-            arr, sample_size=int(config["silhouette_sample_size"]), seed=int(self.seed)
+            arr,
+            sample_size=int(config["silhouette_sample_size"]),
+            seed=int(self.seed),
+            weights=weights,
         )
         full = scorer.distances if scorer.covers_all else None
         grid = sorted({min(max(int(m), 2), n - 1) for m in config["min_samples_grid"]})
         table: list[dict[str, JSONValue]] = []
         results: list[np.ndarray] = []
-        if full is not None:
-            kmax = max(grid)
-            neighbour_d = np.sort(np.partition(full, kmax - 1, axis=1)[:, :kmax], axis=1)
-        else:
-            nn = NearestNeighbors(n_neighbors=max(grid)).fit(arr)
-            neighbour_d = nn.kneighbors(arr, return_distance=True)[0]
+        neighbour_d, neighbour_w = _neighbours(arr, full, weights, max(grid))
         for ms in grid:
-            k_dist = np.sort(neighbour_d[:, ms - 1])
+            k_dist = _k_distances(neighbour_d, neighbour_w, weights, ms)
             for eps, source in _eps_candidates(k_dist, config):
                 if full is not None:
                     model = DBSCAN(eps=eps, min_samples=ms, metric="precomputed")
-                    labels = model.fit_predict(full)
+                    labels = model.fit_predict(full, sample_weight=weights)
                 else:
-                    labels = DBSCAN(eps=eps, min_samples=ms).fit_predict(arr)
+                    labels = DBSCAN(eps=eps, min_samples=ms).fit_predict(arr, sample_weight=weights)
                 labels = np.asarray(labels, dtype=np.int64)
                 n_clusters = int(labels.max()) + 1
-                noise_share = float(np.mean(labels < 0))
+                noise_share = float(weights[labels < 0].sum() / n)
                 sil = scorer(labels) if n_clusters >= 2 else math.nan
                 score = sil * (1.0 - noise_share) if not math.isnan(sil) else None
                 table.append(
@@ -508,8 +561,40 @@ class DBSCANClusterer(Clusterer):
             "score": table[pick]["score"],
         }
         if reason == "all-noise":
-            logger.warning("DBSCANClusterer: every candidate (eps, min_samples) is all noise.")
+            logger.warning(
+                "dbscan: every (eps, min_samples) tried leaves all %d inputs as noise, in no "
+                "cluster; try another clusterer, e.g. --cluster kmeans.",
+                n,
+            )
         return results[pick], chosen, table
+
+
+def _neighbours(
+    arr: np.ndarray, full: np.ndarray | None, weights: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distances to the ``k`` nearest rows (the row itself first) and those rows' weights.
+
+    Every weight is at least 1, so ``k`` rows always hold the ``k`` nearest inputs.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, arr.shape[0])
+    if full is not None:
+        order = np.argsort(full, axis=1, kind="stable")[:, :k]
+        dist = np.take_along_axis(full, order, axis=1)
+    else:
+        dist, order = NearestNeighbors(n_neighbors=k).fit(arr).kneighbors(arr)
+    return dist, weights[order]
+
+
+def _k_distances(
+    neighbour_d: np.ndarray, neighbour_w: np.ndarray, weights: np.ndarray, ms: int
+) -> np.ndarray:
+    """DBSCAN's sorted k-distance curve over all inputs: for each input, the distance within
+    which ``ms`` inputs (itself and its copies included) lie; one value per input."""
+    enough = np.cumsum(neighbour_w, axis=1) >= ms
+    per_row = neighbour_d[np.arange(neighbour_d.shape[0]), np.argmax(enough, axis=1)]
+    return np.sort(np.repeat(per_row, weights))
 
 
 def _eps_candidates(k_dist: np.ndarray, config: dict[str, JSONValue]) -> list[tuple[float, str]]:
@@ -569,6 +654,9 @@ def _as_sequence(owner: object, name: str, value: object) -> list[Any]:
 class HDBSCANClusterer(Clusterer):
     """HDBSCAN (scikit-learn's implementation, excess-of-mass cluster selection).
 
+    It takes no sample weights, so it clusters the distinct rows, each counted once; ``N``
+    below is their number.
+
     Parameters
     ----------
     min_cluster_size
@@ -607,11 +695,11 @@ class HDBSCANClusterer(Clusterer):
         return {**super()._checked_params(), "allow_single_cluster": self.allow_single_cluster}
 
     def _cluster(
-        self, arr: np.ndarray, config: dict[str, JSONValue]
+        self, arr: np.ndarray, config: dict[str, JSONValue], weights: np.ndarray
     ) -> tuple[np.ndarray, dict[str, JSONValue], list[dict[str, JSONValue]]]:
         from sklearn.cluster import HDBSCAN
 
-        n = arr.shape[0]
+        n = arr.shape[0]  # HDBSCAN takes no weights: each distinct row counts once
         if self.min_cluster_size is None:
             mcs = max(5, math.ceil(n / 100))
         else:

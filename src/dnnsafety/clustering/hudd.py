@@ -7,7 +7,8 @@ Per layer:
    ``D^`` (its *distance profile*).
 3. Ward linkage of the profiles (Euclidean), with optimal leaf ordering on small inputs.
 4. Cut the tree into every ``k`` in ``2..maxK``, ``maxK = clamp(floor(N/2), 2, 500)``
-   (never above ``N``) and compute HUDD's ``WICD(k)`` on ``D^``.
+   (never above ``N``, nor above the number of distinct inputs) and compute HUDD's
+   ``WICD(k)`` on ``D^``.
 5. ``k`` = Kneedle knee (concave, increasing, ``S = 1``) of the 4th-order finite-difference
    gradient of the WICD curve, with the documented fallbacks below.
 
@@ -48,12 +49,13 @@ local maximum. No local maximum or no such drop: no knee.
 - ``"no-knee-silhouette"``: Kneedle found no knee; ``k`` = the candidate with the highest
   silhouette on ``D`` (smallest ``k`` on ties). Silhouette is scale-free and, unlike WICD,
   does not fall with ``k`` by construction.
-- ``"few-k-silhouette"``: fewer than 5 candidates (``N <= 11``), the gradient is undefined;
+- ``"few-k-silhouette"``: fewer than 5 candidates (``N <= 11``, or fewer than 6 distinct
+  inputs), the gradient is undefined;
   ``k`` = highest silhouette on ``D`` as above (``N = 3..5`` have the single candidate 2).
 - ``"empty"`` (``N = 0``, ``k = 0``), ``"single-input"`` (``N = 1``, one cluster),
-  ``"two-inputs"`` (``N = 2``: one cluster of two; two singletons would be no root-cause
-  cluster at all, and nothing distinguishes the cases), ``"identical-inputs"`` (``D = 0``:
-  one cluster).
+  ``"two-inputs"`` (``N = 2``, or only two distinct inputs: one cluster; two singletons
+  would be no root-cause cluster at all, and nothing distinguishes the cases),
+  ``"identical-inputs"`` (``D = 0``: one cluster).
 - ``"silhouette"``: ``k_rule="silhouette"``, the candidate with the highest silhouette on
   ``D``, whatever the curve looks like.
 
@@ -67,6 +69,13 @@ to 10,000 (``benchmarks/bench_hudd_clustering.py``). The extra clusters split pl
 purity stays 1, while the cut at the planted ``k`` recovers them exactly and
 ``k_rule="silhouette"`` picks the planted ``k`` on the blob tests. HUDD accepts such
 over-clustering (engineers inspect every cluster); ``k_rule`` makes the alternative available.
+
+*Identical inputs* (repeated frames; inputs at distance exactly 0 in ``D``, see
+:mod:`.distances`) always share their cluster. They stay in the data with their weight: each
+copy gets its first copy's row and column of ``D``, so copies have equal profiles and merge
+first, at height 0 (Ward of the distinct inputs weighted by their counts), WICD and the
+silhouette count every copy, and the candidates stop at the number of distinct inputs,
+``2..min(maxK, G)``, since a finer cut could only split copies.
 
 *Cluster ids* are ``0..K-1`` by decreasing size, ties by smallest input index
 (:func:`~dnnsafety.clustering.indices.canonical_labels`); they do not depend on the leaf order.
@@ -93,6 +102,7 @@ from dnnsafety.clustering.distances import (
     pairwise_distances,
     row_max_normalise,
 )
+from dnnsafety.clustering.duplicates import zero_distance_groups
 from dnnsafety.clustering.indices import canonical_labels, cluster_indices, silhouette_from_sums
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 
@@ -137,7 +147,8 @@ class LayerClustering:
     k_reason
         How ``k`` was chosen (see the module docstring).
     ks
-        Candidate ``k`` values ``2..maxK`` (empty for ``N < 3`` and identical inputs).
+        Candidate ``k`` values ``2..min(maxK, distinct inputs)`` (empty for ``N < 3``, for
+        identical inputs and for two distinct inputs).
     wicd
         WICD on ``D^`` for each candidate.
     gradient
@@ -726,11 +737,19 @@ def cluster_layer(
     if float(d.max()) == 0.0:
         logger.info("Layer %s: all %d inputs are identical; one cluster.", layer, n)
         return _trivial(layer, d, "identical-inputs", is_input)
+    groups = zero_distance_groups(d, chunk_rows=chunk_rows)
+    if groups.n_distinct == 2:
+        logger.info("Layer %s: only 2 distinct inputs among %d; one cluster.", layer, n)
+        return _trivial(layer, d, "two-inputs", is_input)
+    rep = groups.representative()
+    if groups.has_duplicates:
+        # copies get their first copy's distances exactly, so their profiles are equal
+        d = d[np.ix_(rep, rep)]
 
     dh = row_max_normalise(d)
     use_olo = n <= OLO_AUTO_MAX_N if optimal_ordering is None else bool(optimal_ordering)
     tree = ward_tree(dh, optimal_ordering=use_olo)
-    ks = np.arange(2, max_k(n, max_k_cap) + 1, dtype=np.int64)
+    ks = np.arange(2, min(max_k(n, max_k_cap), groups.n_distinct) + 1, dtype=np.int64)
     curve = wicd_curve(tree, symmetric_pairs(dh, pair_rule, chunk_rows=chunk_rows), ks)
     del dh
 
@@ -755,9 +774,17 @@ def cluster_layer(
             reason = "no-knee-silhouette"
         sil = silhouette_curve(tree, d, ks, chunk_rows=chunk_rows)
         k = int(ks[int(np.nanargmax(sil))]) if np.isfinite(sil).any() else int(ks[0])
-        logger.info("Layer %s: k=%d chosen by %s.", layer, k, reason)
+        why = {
+            "silhouette": "as analysis.k_rule asks",
+            "few-k-silhouette": "too few inputs for the knee of the WICD curve",
+            "no-knee-silhouette": "the WICD curve has no knee",
+        }[reason]
+        logger.info("layer %r: %d clusters, the cut with the best silhouette (%s)", layer, k, why)
 
-    labels = tree.labels(k)
+    # identical inputs merge first (at height 0) and k <= distinct inputs, so copies share
+    # their cut; reading each copy's label from its first copy makes that a guarantee
+    labels = canonical_labels(tree.labels(k)[rep])
+    k = int(labels.max()) + 1
     indices = cluster_indices(d, labels, chunk_rows=chunk_rows)
     indices["wicd_normalised"] = float(curve[k - 2])
     return LayerClustering(
@@ -836,5 +863,17 @@ def select_layer(
         return value if mode == "compat" else -value
 
     best = min(pool, key=score)  # min() keeps the first of equal scores
-    logger.info("Selected layer %s (%s mode) out of %d.", best, mode, len(pool))
+    logger.info(
+        "selected layer %r (%s of %d candidate layers) by the %s of its clusters",
+        best,
+        _ordinal(pool.index(best) + 1),
+        len(pool),
+        "lowest WICD" if mode == "compat" else "highest silhouette",
+    )
     return best
+
+
+def _ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ..., ``11th``, ``12th``, ``13th``, ``21st``."""
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

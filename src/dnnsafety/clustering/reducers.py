@@ -11,7 +11,10 @@ SAFE clusters backbone features of the error-inducing inputs after an optional r
 * ``transform`` maps *new* rows into the fitted space, so that unlabeled pool inputs can be
   projected next to the error-inducing inputs later (unsafe-set selection);
 * ``params_`` holds the parameters actually used (after defaults and clamping), as a
-  JSON-serialisable dict.
+  JSON-serialisable dict;
+* identical rows get identical outputs: ``transform`` maps each distinct row once and copies
+  the result (:mod:`.duplicates`). PCA is fitted on all rows (a repeated row weighs as often
+  as it occurs); UMAP, which takes no weights, is fitted on the distinct rows, each once.
 
 Look reducers up by name in :data:`REDUCERS`::
 
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
+from dnnsafety.clustering.duplicates import identical_rows
 from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
 from dnnsafety.registry import Registry
 
@@ -230,7 +234,9 @@ class Reducer(FittedStateMixin):
         check_n_features(self, arr, self.n_features_in_)
         if arr.shape[0] == 0:
             return np.zeros((0, self.n_components_))
-        return np.asarray(self._transform(arr), dtype=np.float64)
+        groups = identical_rows(arr)
+        out = np.asarray(self._transform(arr[groups.first]), dtype=np.float64)
+        return groups.expand(out)
 
     def fit_transform(self, x: object) -> np.ndarray:
         """``fit(x)`` then the reduced rows of ``x`` (the fitted embedding for UMAP)."""
@@ -400,7 +406,10 @@ class UMAPReducer(Reducer):
     are clamped (and logged): ``n_neighbors <= n_samples - 1`` and
     ``n_components <= n_samples - 2`` (UMAP's spectral initialisation needs it), so UMAP
     needs at least 3 rows. If all rows are identical, UMAP would invent structure; the
-    reducer then maps every input to the origin instead (logged).
+    reducer then maps every input to the origin instead (logged). UMAP takes no weights and
+    would place copies of one row at different points: it is fitted on the distinct rows
+    (``n_samples`` above counts those; at least 3 unless all rows are identical), and
+    copies share their row's point.
 
     Parameters
     ----------
@@ -452,11 +461,18 @@ class UMAPReducer(Reducer):
                 f"The 'metric' parameter of UMAPReducer must be a metric name such as "
                 f"'euclidean'. Got {self.metric!r}."
             )
-        n = arr.shape[0]
+        groups = identical_rows(arr)
+        if groups.n_distinct == 2:
+            raise InvalidInputError(
+                f"UMAP needs at least 3 distinct rows; these {arr.shape[0]} rows hold only 2. "
+                "Use the 'none' or 'pca' reducer for them."
+            )
+        n = arr.shape[0] if groups.n_distinct == 1 else groups.n_distinct
         eff_nb, eff_comp = min(n_nb, n - 1), min(n_comp, n - 2)
         if (eff_nb, eff_comp) != (n_nb, n_comp):
             logger.info(
-                "UMAPReducer: %d inputs only; n_neighbors %d -> %d, n_components %d -> %d.",
+                "UMAPReducer: %d distinct inputs only; n_neighbors %d -> %d, n_components %d "
+                "-> %d.",
                 n,
                 n_nb,
                 eff_nb,
@@ -472,10 +488,12 @@ class UMAPReducer(Reducer):
             "random_state": int(self.seed),
             "degenerate": False,
         }
-        if not np.any(np.ptp(arr, axis=0) > 0):
-            logger.warning("UMAPReducer: all %d inputs are identical; embedding them at 0.", n)
+        if groups.n_distinct == 1:
+            logger.warning(
+                "UMAPReducer: all %d inputs are identical; embedding them at 0.", arr.shape[0]
+            )
             self.umap_ = None
-            self.embedding_ = np.zeros((n, eff_comp))
+            self.embedding_ = np.zeros((arr.shape[0], eff_comp))
             self.params_["degenerate"] = True
             return
         try:
@@ -495,9 +513,9 @@ class UMAPReducer(Reducer):
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
-            model.fit(arr)
+            model.fit(arr[groups.first])
         self.umap_ = model
-        self.embedding_ = np.asarray(model.embedding_, dtype=np.float64)
+        self.embedding_ = groups.expand(np.asarray(model.embedding_, dtype=np.float64))
 
     def _transform(self, arr: np.ndarray) -> np.ndarray:
         if self.umap_ is None:

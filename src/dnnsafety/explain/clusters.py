@@ -7,6 +7,7 @@ error-inducing inputs.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,6 +30,37 @@ def _distribution(values: Iterable[Any], names: Sequence[str] | None = None) -> 
         label = names[int(str(key))] if names is not None else str(key)
         out[label] = int(n)
     return out
+
+
+def confusions(
+    true: Sequence[int], predicted: Sequence[int], names: Sequence[str], limit: int = 5
+) -> list[dict[str, Any]]:
+    """The most common (true, predicted) pairs of a cluster's members, most common first.
+
+    The two label distributions alone can mislead: their two most common values need not
+    occur together in any member (e.g. most members are coats, most predictions are bags,
+    yet no coat was called a bag). Ties go to the lower true, then predicted, class index.
+
+    Parameters
+    ----------
+    true, predicted
+        Class index per member.
+    names
+        Class names.
+    limit
+        Number of pairs kept.
+
+    Returns
+    -------
+    list of dict
+        ``{"true", "predicted", "count", "share"}`` per pair; ``share`` is of the members.
+    """
+    pairs = list(zip((int(t) for t in true), (int(p) for p in predicted), strict=True))
+    ranked = sorted(Counter(pairs).items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    return [
+        {"true": names[t], "predicted": names[p], "count": n, "share": n / len(pairs)}
+        for (t, p), n in ranked
+    ]
 
 
 def variance_ratios(meta: pd.DataFrame, members: np.ndarray) -> dict[str, float]:
@@ -156,6 +188,11 @@ def describe_clusters(
             "mean_distance_to_medoid": float(to_medoid.mean()),
             "true_labels": _distribution(errors["label"].iloc[members], class_names),
             "predicted_labels": _distribution(errors["pred"].iloc[members], class_names),
+            "confusions": confusions(
+                errors["label"].iloc[members].tolist(),
+                errors["pred"].iloc[members].tolist(),
+                class_names,
+            ),
             "scenarios": _distribution(errors["scenario"].iloc[members]),
         }
         if meta is not None:

@@ -161,7 +161,6 @@ def adapt_outputs(
     return model
 
 
-
 def _probe(model: nn.Module, sample: Tensor) -> Tensor:
     was_training = model.training
     model.eval()

@@ -85,6 +85,19 @@ def _label_line(counts: Any, size: int) -> str:
     return f"<b>{esc(name)}</b> ({n}/{total or size}, {pct(n / (total or 1), 0)}){extra}"
 
 
+def _confusion_line(cluster: dict[str, Any], size: int) -> str | None:
+    """The most common true -> predicted pair with its share; ``None`` without pairs."""
+    pairs = [p for p in as_list(cluster.get("confusions")) if isinstance(p, dict)]
+    if not pairs:
+        return None
+    top = pairs[0]
+    count = as_int(top.get("count")) or 0
+    return (
+        f"<b>{esc(top.get('true'))} → {esc(top.get('predicted'))}</b> "
+        f"({count}/{size}, {pct(count / (size or 1), 0)})"
+    )
+
+
 def _representatives(run: RunData, cluster: dict[str, Any]) -> str:
     images = cluster.get("representative_images")
     figures = []
@@ -261,6 +274,9 @@ def cluster_card(run: RunData, cluster: dict[str, Any], n_errors: int | None) ->
         ("true label", _label_line(cluster.get("true_labels"), size)),
         ("predicted", _label_line(cluster.get("predicted_labels"), size)),
     ]
+    confusion = _confusion_line(cluster, size)
+    if confusion is not None:
+        pairs.insert(0, ("most common error", confusion))
     scenarios = cluster.get("scenarios")
     if isinstance(scenarios, dict) and set(scenarios) - {UNKNOWN_SCENARIO}:  # ground truth
         pairs.append(("scenario", _label_line(cluster["scenarios"], size)))

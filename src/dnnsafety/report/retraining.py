@@ -28,15 +28,30 @@ from dnnsafety.report.load import RunData
 
 CHART_W, GROUP_H, BAR_GAP = 960, 230, 2
 SIGNIFICANCE = 0.05
+MIN_RUNS_FOR_STATISTICS = 2
+"""Runs per strategy below which confidence intervals, best-value marks and A12 / p-values
+are not shown: from one run per strategy they would be artefacts (an "interval" of one value,
+A12 = 0 or 1 with p = 1, a "best" that is the luck of one seed)."""
 
 
-def _ci_cell(summary: Any) -> tuple[Cell, float | None]:
-    """A coloured ``mean [low–high]`` cell and its mean."""
+def runs_per_strategy(data: dict[str, Any]) -> int:
+    """The fewest runs any strategy of a comparison has (0 without strategies)."""
+    counts = [len(as_list(s.get("runs"))) for s in _strategies(data).values()]
+    return min(counts, default=0)
+
+
+def has_statistics(data: dict[str, Any]) -> bool:
+    """Whether every strategy has :data:`MIN_RUNS_FOR_STATISTICS` runs or more."""
+    return runs_per_strategy(data) >= MIN_RUNS_FOR_STATISTICS
+
+
+def _ci_cell(summary: Any, interval: bool = True) -> tuple[Cell, float | None]:
+    """A coloured ``mean [low–high]`` cell (the interval only with ``interval``) and its mean."""
     entry = as_dict(summary)
     mean = as_float(entry.get("mean"))
     low, high = as_float(entry.get("low")), as_float(entry.get("high"))
     ci = ""
-    if low is not None and high is not None:
+    if interval and low is not None and high is not None:
         ci = f' <span class="note">[{pct(low)}–{pct(high)}]</span>'
     return Cell(pct(mean) + ci, numeric=True, style=f"background:{acc_colour(mean)}"), mean
 
@@ -74,6 +89,7 @@ def _scenarios(data: dict[str, Any]) -> list[str]:
 
 
 def _main_table(data: dict[str, Any]) -> str:
+    stats = has_statistics(data)
     scenarios = _scenarios(data)
     original = as_dict(data.get("original"))
     headers = ["strategy", "labels spent", "overall", "rare scenarios", *scenarios]
@@ -86,31 +102,32 @@ def _main_table(data: dict[str, Any]) -> str:
     base += [Cell("–", numeric=True)] * 3
     rows, values = [], []
     for name, strategy in _strategies(data).items():
-        cells, means = _strategy_row(text(name), strategy, scenarios)
+        cells, means = _strategy_row(text(name), strategy, scenarios, stats)
         rows.append(cells)
         values.append(means)
-    _mark_best(rows, values, [min, max, max, *([max] * len(scenarios)), max, min])
+    if stats:
+        _mark_best(rows, values, [min, max, max, *([max] * len(scenarios)), max, min])
     extra, css = [], ["sel"]
     control = as_dict(data.get("control"))
     if control.get("runs"):
         label = Cell("<i>fine-tuned, no new labels</i>")
-        extra.append(_strategy_row(label, control, scenarios)[0])
+        extra.append(_strategy_row(label, control, scenarios, stats)[0])
         css.append("")
     return table(headers, [base, *extra, *rows], "", css + [""] * len(rows))
 
 
 def _strategy_row(
-    label: Cell, strategy: dict[str, Any], scenarios: list[str]
+    label: Cell, strategy: dict[str, Any], scenarios: list[str], stats: bool = True
 ) -> tuple[list[Cell], list[float | None]]:
     """Cells of one strategy (or the control) and the values the best-marking compares."""
     runs = [r for r in strategy.get("runs") or [] if isinstance(r, dict)]
     summary = as_dict(strategy.get("summary"))
-    overall, overall_mean = _ci_cell(summary.get("overall"))
-    rare, rare_mean = _ci_cell(summary.get("rare"))
+    overall, overall_mean = _ci_cell(summary.get("overall"), stats)
+    rare, rare_mean = _ci_cell(summary.get("rare"), stats)
     cells = [label, Cell(num(strategy.get("cost")), numeric=True), overall, rare]
     means: list[float | None] = [as_float(strategy.get("cost")), overall_mean, rare_mean]
     for scenario in scenarios:
-        cell, mean = _ci_cell(as_dict(summary.get("per_scenario")).get(scenario))
+        cell, mean = _ci_cell(as_dict(summary.get("per_scenario")).get(scenario), stats)
         cells.append(cell)
         means.append(mean)
     improved, worsened = _run_mean(runs, "improved"), _run_mean(runs, "worsened")
@@ -139,17 +156,19 @@ def _cluster_table(data: dict[str, Any]) -> str | None:
         dot = f'<span class="dot" style="background:{colour}"></span> '
         headers.append(Cell(f'{dot}<a href="#cluster-{esc(cid)}">{esc(cid)}</a>', numeric=True))
     base = [Cell("<i>original model</i>"), *(_ci_cell({"mean": original.get(c)})[0] for c in ids)]
+    stats = has_statistics(data)
     rows, values = [], []
     for name, strategy in _strategies(data).items():
         per_cluster = as_dict(as_dict(strategy.get("summary")).get("per_cluster"))
         cells, means = [text(name)], []
         for cid in ids:
-            cell, mean = _ci_cell(per_cluster.get(cid))
+            cell, mean = _ci_cell(per_cluster.get(cid), stats)
             cells.append(cell)
             means.append(mean)
         rows.append(cells)
         values.append(means)
-    _mark_best(rows, values, [max] * len(ids))
+    if stats:
+        _mark_best(rows, values, [max] * len(ids))
     return table(headers, [base, *rows], "compact", ["sel"] + [""] * len(rows))
 
 
@@ -159,6 +178,7 @@ def _chart(data: dict[str, Any]) -> str | None:
     groups = ["overall", *_scenarios(data)]
     if not strategies:
         return None
+    stats = has_statistics(data)
     original = as_dict(data.get("original"))
     plot_h, top, left = GROUP_H - 50, 12, 40
     group_w = (CHART_W - left - 10) / len(groups)
@@ -189,7 +209,7 @@ def _chart(data: dict[str, Any]) -> str | None:
                 f"{pct(mean)}</title></rect>"
             )
             low, high = as_float(as_dict(entry).get("low")), as_float(as_dict(entry).get("high"))
-            if low is not None and high is not None:
+            if stats and low is not None and high is not None:
                 y_lo, y_hi = (top + plot_h * (1 - max(0.0, min(1.0, v))) for v in (low, high))
                 cx = x + bar_w / 2
                 parts.append(
@@ -230,7 +250,7 @@ def _chart(data: dict[str, Any]) -> str | None:
 def _a12_table(data: dict[str, Any]) -> str | None:
     strategies = _strategies(data)
     names = list(strategies)
-    if not any(as_dict(s.get("versus")) for s in strategies.values()):
+    if not has_statistics(data) or not any(as_dict(s.get("versus")) for s in strategies.values()):
         return None
     rows = []
     for name in names:
@@ -259,11 +279,23 @@ def retraining_section(run: RunData) -> Section | None:
     if data is None or not _strategies(data):
         return None
     seeds = as_list(data.get("seeds"))
-    lead = (
-        f"Each strategy spent a labelling budget of {num(as_int(data.get('budget')))} and was"
-        f" retrained with {len(seeds)} seed(s); cells show the mean over seeds and its 95%"
-        " confidence interval. ★ marks the best value of each column."
-    )
+    budget = num(as_int(data.get("budget")))
+    n_runs = runs_per_strategy(data)
+    if has_statistics(data):
+        lead = (
+            f"Each strategy spent a labelling budget of {budget} and was retrained with"
+            f" {len(seeds)} seeds; cells show the mean over seeds and its 95% confidence"
+            " interval. ★ marks the best value of each column."
+        )
+    else:
+        lead = (
+            f"Each strategy spent a labelling budget of {budget} and was retrained"
+            f" {'once' if n_runs == 1 else f'{n_runs} times'}; cells show that run's"
+            f" accuracy. Confidence intervals, best-value marks and effect sizes (A12, p)"
+            f" need at least {MIN_RUNS_FOR_STATISTICS} runs per strategy and are not shown:"
+            " one run cannot tell a strategy's effect from the luck of its seed. Run"
+            " <code>dnnsafety compare RUN_DIR --seeds 5</code> for them."
+        )
     cards = [
         f'<div class="card"><h3>Strategies</h3><div class="scroll">{_main_table(data)}</div></div>'
     ]

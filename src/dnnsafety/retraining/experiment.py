@@ -267,9 +267,20 @@ def compare(
     base_seed = pipeline.config.seed
     seed_list = [base_seed + i for i in range(n_seeds)]
     original = session.original_score()
-    selections = {
-        name: [session.select(name, n_budget, s) for s in seed_list] for name in strategies
-    }
+    n_finetunes = (len(strategies) + int(control)) * n_seeds
+    log.info(
+        "compare: %d strateg%s%s x %d seed(s) = %d fine-tunes of %d epoch(s) each",
+        len(strategies),
+        "y" if len(strategies) == 1 else "ies",
+        " + the no-new-labels control" if control else "",
+        n_seeds,
+        n_finetunes,
+        session.config.epochs,
+    )
+    selections: dict[str, list[Selection]] = {}
+    for i, name in enumerate(strategies, 1):
+        log.info("selection %d/%d: %s, %d labels", i, len(strategies), name, n_budget)
+        selections[name] = [session.select(name, n_budget, s) for s in seed_list]
     bag_size = max(
         bag_size or 0,
         *(
@@ -289,10 +300,15 @@ def compare(
         "strategies": {},
         "settings": pipeline.config.section("retrain"),
     }
+    steps = iter(range(1, n_finetunes + 1))
+
+    def step(name: str, seed: int) -> str:
+        return f"fine-tune {next(steps)}/{n_finetunes} ({name}, seed {seed})"
+
     for name in strategies:
         runs = []
         for seed, sel in zip(seed_list, selections[name], strict=True):
-            runs.append(_cached_run(pipeline, session, name, sel, seed, bag_size))
+            runs.append(_cached_run(pipeline, session, name, sel, seed, bag_size, step(name, seed)))
         out["strategies"][name] = {
             "cost": int(max(sel.cost for sel in selections[name])),
             "bag_size": bag_size,
@@ -302,7 +318,10 @@ def compare(
     _versus(out["strategies"])
     if control:
         empty = Selection(np.zeros(0, dtype=object), 0)
-        runs = [_cached_run(pipeline, session, "control", empty, s, 0) for s in seed_list]
+        runs = [
+            _cached_run(pipeline, session, "control", empty, s, 0, step("no new labels", s))
+            for s in seed_list
+        ]
         out["control"] = {"cost": 0, "bag_size": 0, "runs": runs, "summary": _summary(runs)}
     write_json(pipeline.run / COMPARISON_FILE, out)
     return out
@@ -315,7 +334,9 @@ def _cached_run(
     selection: Selection,
     seed: int,
     bag_size: int,
+    step: str = "",
 ) -> dict[str, Any]:
+    step = step or f"retraining run {name} seed {seed}"
     settings = pipeline.config.section("retrain")
     if selection.cluster is None:
         # balancing applies only to selections with clusters: baselines and the control give
@@ -338,11 +359,12 @@ def _cached_run(
         if candidate.is_file():
             saved = json.loads(candidate.read_text(encoding="utf-8"))
             if saved.get("key") == key:
-                log.info("retraining run %s seed %d reused", name, seed)
+                log.info("%s: reused, saved by an earlier run", step)
                 return dict(saved["run"])
-    log.info("retraining with %s (seed %d, bag of %d)", name, seed, bag_size)
+    log.info("%s: training on train + %d new images", step, bag_size)
     images, labels = session.bag(selection, seed, size=bag_size)
     _, score, info = session.retrain(images, labels, seed)
+    log.info("%s: done in %.0fs, test accuracy %.1f%%", step, info["seconds"], score.overall * 100)
     run = {"seed": seed, "cost": int(selection.cost), **score.to_dict(), **info}
     write_json(path, {"key": key, "run": run})
     return run

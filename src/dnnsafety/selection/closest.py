@@ -328,12 +328,18 @@ class ClosestSelector(Selector):
                 )[:, 0],
             )
         rows, position, last_rank = closest_assignment(dist, quotas, tiebreak=raw)
+        farther = int(np.sum(dist[rows, position] > dist[rows].min(axis=1))) if len(rows) else 0
         logger.info(
-            "closest: %d inputs for %d clusters (natural budget %d), ranks 0..%d used.",
+            "%s: selected %d pool images for %d clusters (HUDD's own rule, %g per cluster "
+            "member, would select %d); %s.",
+            self.name,
             len(rows),
             len(ids),
+            f,
             int(natural.sum()),
-            last_rank,
+            f"{farther} went to a farther cluster because the quotas of nearer ones were full"
+            if farther
+            else "each went to the cluster nearest to it",
         )
         all_ids, all_sizes = np.unique(space.labels[space.labels >= 0], return_counts=True)
         info = {
