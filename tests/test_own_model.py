@@ -424,8 +424,10 @@ def test_torch_export_model_evaluates_and_points_to_the_black_box_analysis(tmp_p
     with torch.no_grad():
         probs = model(test.images).numpy()
     np.testing.assert_allclose(rows[["prob.0", "prob.1", "prob.2"]], probs, atol=1e-5)
-    assert main(["analyze", str(run)]) == 2
-    assert "torch.export model" in capsys.readouterr().err
+    # a plain `analyze` would run the black-box analysis; white-box by name is refused
+    assert main(["analyze", str(run), "--features", "hudd"]) == 2
+    err = capsys.readouterr().err
+    assert "torch.export model gives no access" in err and "--features backbone" in err
 
 
 # -- the worked example of docs/own-model.md ------------------------------------------------------
