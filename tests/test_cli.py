@@ -134,3 +134,58 @@ def test_small_end_to_end_run_on_signs_finds_scenario_failures(tmp_path, capsys)
         night["meta.brightness"].max()
         < table[table["scenario"] == "nominal"]["meta.brightness"].min()
     )
+
+
+def test_option_values_reach_the_config_unchanged(tmp_path, monkeypatch, capsys):
+    """Command options are passed as a dict: quotes and backslashes are not re-parsed."""
+    import dnnsafety.cli.analyze as analyze_mod
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, run, config):
+            seen["config"] = config
+
+        def analyze(self, white_box=None):
+            seen["white_box"] = white_box
+
+    monkeypatch.setattr(analyze_mod, "Pipeline", Recorder)
+    monkeypatch.setattr(analyze_mod, "print_clusters", lambda run_dir: None)
+    monkeypatch.setattr(analyze_mod, "render_report", lambda run_dir: run_dir / "report.html")
+    run = tmp_path / "run"
+    run.mkdir()
+    argv = ["--quiet", "analyze", str(run), "--split", "it's\\odd", "--layers", "a\\b, c'd"]
+    argv += ["--set", "data.path=C:\\x", "--set", "train.epochs=3"]
+    assert main(argv) == 0, capsys.readouterr().err
+    config = seen["config"]
+    assert config.analysis.split == "it's\\odd"
+    assert config.analysis.layers == ["a\\b", "c'd"]
+    assert config.data.path == "C:\\x" and config.train.epochs == 3
+    assert seen["white_box"] is True  # --layers asks for the white-box analysis by name
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind", "known"),
+    [
+        (["train", "--out", "R", "--arch", "nope"], "model architecture", "torchscript"),
+        (["analyze", "R", "--reduce", "nope"], "reducer", "umap"),
+        (["select", "R", "--strategy", "nope"], "selector", "closest"),
+        (["retrain", "R", "--labels", "l.csv", "--strategy", "nope"], "selector", "entropy"),
+        (["compare", "R", "--strategies", "random,nope"], "selector", "deepgini"),
+        (["demo", "--out", "R", "--dataset", "nope"], "dataset", "signs"),
+    ],
+)
+def test_registry_options_accept_only_registered_names(tmp_path, capsys, argv, kind, known):
+    argv = [str(tmp_path / a) if a == "R" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: Unknown {kind} 'nope'. Choose one of: ") and known in err
+    assert not (tmp_path / "R").exists()
+
+
+def test_registry_choices_are_listed_in_the_help(capsys):
+    from dnnsafety.clustering import CLUSTERERS
+
+    assert main(["analyze", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[" + "|".join(CLUSTERERS.names()) + "]" in out

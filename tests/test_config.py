@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from dnnsafety.config import RunConfig, dump_config, from_dict, load_config, merge
+from dnnsafety.config import (
+    RunConfig,
+    dump_config,
+    from_dict,
+    load_config,
+    merge,
+    parse_overrides,
+    parse_value,
+)
 from dnnsafety.exceptions import ConfigError
 
 
@@ -35,3 +43,39 @@ def test_ints_are_accepted_for_floats_and_invalid_toml_is_reported(tmp_path):
     f.write_text("[train\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(f)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("3", 3),
+        ("-1_000", -1000),
+        ("0.01", 0.01),
+        ("1e-3", 0.001),
+        ("true", True),
+        ("false", False),
+        ("cosine", "cosine"),
+        ("'silhouette'", "silhouette"),
+        ('"C:\\x"', "C:\\x"),
+        ("C:\\data\\new", "C:\\data\\new"),
+        ("007", "007"),
+        ('["fox", "dog"]', ["fox", "dog"]),
+        ("[1, 2.5, true]", [1, 2.5, True]),
+        ("[]", []),
+        ("{dark = 0.02, fog = 1}", {"dark": 0.02, "fog": 1}),
+        ("  spaced  ", "spaced"),
+    ],
+)
+def test_command_line_values_are_typed_without_toml_escapes(raw, value):
+    parsed = parse_value(raw)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_overrides_are_a_dict_and_backslashes_reach_config_toml_unchanged(tmp_path):
+    overrides = parse_overrides(["data.path=C:\\x\\y", "train.epochs=3", "data.name='folder'"])
+    assert overrides == {"data.path": "C:\\x\\y", "train.epochs": 3, "data.name": "folder"}
+    f = tmp_path / "config.toml"
+    f.write_text(dump_config(merge(RunConfig(), overrides)))
+    assert load_config(f).data.path == "C:\\x\\y"
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["train.epochs"])

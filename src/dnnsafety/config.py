@@ -8,6 +8,7 @@ rejected with the list of valid ones, so a typo never passes silently.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -294,3 +295,77 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             node = node[part]
         node[parts[-1]] = value
     return from_dict(RunConfig, data)
+
+
+_INT = re.compile(r"[+-]?(?:0|[1-9](?:_?[0-9])*)")
+_FLOAT = re.compile(
+    r"[+-]?(?:(?:0|[1-9](?:_?[0-9])*)(?:\.[0-9](?:_?[0-9])*)?(?:[eE][+-]?[0-9](?:_?[0-9])*)?"
+    r"|inf|nan)"
+)
+_QUOTES = ('"', "'")
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split ``text`` at the commas outside quotes, brackets and braces."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in _QUOTES:
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in (p.strip() for p in parts) if p]
+
+
+def parse_value(raw: str) -> Any:
+    """Type a command-line value the way TOML would, without TOML's string escapes.
+
+    ``true``/``false`` are booleans, ``3`` an int, ``0.01``/``1e-3`` a float, ``[a, b]`` a list
+    and ``{k = v}`` a table (items typed the same way), ``"x"`` or ``'x'`` the text inside the
+    quotes; anything else is kept as the string given, character for character (so a Windows
+    path such as ``C:\\data`` keeps its backslashes).
+    """
+    text = raw.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    if _INT.fullmatch(text):
+        return int(text.replace("_", ""))
+    if _FLOAT.fullmatch(text):
+        return float(text.replace("_", ""))
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] == text[0]:
+        return text[1:-1]
+    if text.startswith("[") and text.endswith("]"):
+        return [parse_value(item) for item in _split_top_level(text[1:-1])]
+    if text.startswith("{") and text.endswith("}"):
+        table: dict[str, Any] = {}
+        for item in _split_top_level(text[1:-1]):
+            key, sep, value = item.partition("=")
+            if not sep:
+                return text
+            table[str(parse_value(key))] = parse_value(value)
+        return table
+    return text
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``) as a dict of dotted keys to typed values.
+
+    Raises
+    ------
+    ConfigError
+        When an item has no ``=`` or an empty key.
+    """
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
+        overrides[key.strip()] = parse_value(raw)
+    return overrides

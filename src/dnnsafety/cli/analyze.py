@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from dnnsafety.cli.common import resolve_config
+from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.cli.summary import print_clusters
 from dnnsafety.clustering import CLUSTERERS, REDUCERS
 from dnnsafety.features import FEATURE_SOURCES
@@ -27,13 +27,12 @@ from dnnsafety.runs import RunDir
 @click.option("--split", help="Which split's errors to analyse (default: test).")
 @click.option(
     "--features",
-    help="Black-box analysis (SAFE) with this feature source: "
-    + ", ".join(FEATURE_SOURCES.names())
-    + " ('hudd': back to the white-box analysis). Default: the run's configuration, "
-    "initially white-box HUDD.",
+    type=RegistryChoice(FEATURE_SOURCES, extra=("hudd",)),
+    help="Black-box analysis (SAFE) with this feature source ('hudd': back to the white-box"
+    " analysis). Default: the run's configuration, initially white-box HUDD.",
 )
-@click.option("--reduce", help="Black-box reduction: " + ", ".join(REDUCERS.names()) + ".")
-@click.option("--cluster", help="Black-box clusterer: " + ", ".join(CLUSTERERS.names()) + ".")
+@click.option("--reduce", type=RegistryChoice(REDUCERS), help="Black-box reduction.")
+@click.option("--cluster", type=RegistryChoice(CLUSTERERS), help="Black-box clusterer.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
 def command(
     run_dir: Path,
@@ -56,21 +55,20 @@ def command(
     and the error map (plus the per-layer table and WICD plots for HUDD).
     """
     run = RunDir(run_dir, create=False)
-    extra = list(settings)
+    overrides: dict[str, Any] = {}
     if mode:
-        extra.append(f"analysis.mode={mode!r}")
+        overrides["analysis.mode"] = mode
     if split:
-        extra.append(f"analysis.split={split!r}")
+        overrides["analysis.split"] = split
     if features == "hudd":  # back to the white-box analysis
         features = ""
-        extra.append("analysis.features=''")
+        overrides["analysis.features"] = ""
     for key, value in (("features", features), ("reduce", reduce), ("cluster", cluster)):
         if value:
-            extra.append(f"analysis.{key}={value!r}")
+            overrides[f"analysis.{key}"] = value
     if layers:
-        names = [f"{name.strip()!r}" for name in layers.split(",") if name.strip()]
-        extra.append(f"analysis.layers=[{', '.join(names)}]")
-    config = resolve_config(run_dir, None, settings=tuple(extra))
+        overrides["analysis.layers"] = [n.strip() for n in layers.split(",") if n.strip()]
+    config = resolve_config(run_dir, None, settings=settings, overrides=overrides)
     if (reduce or cluster) and features is None and not config.analysis.features:
         config.analysis.features = "backbone"
     explicit = features == "" or bool(layers) or bool(mode)  # white-box asked for by name

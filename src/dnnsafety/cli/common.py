@@ -2,17 +2,71 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
-from dnnsafety.config import RunConfig, load_config, merge
+from dnnsafety.config import RunConfig, load_config, merge, parse_overrides
+from dnnsafety.data.builtin import DATASETS
 from dnnsafety.exceptions import ConfigError
+from dnnsafety.models.loading import FILE_ARCHS
+from dnnsafety.models.zoo import MODELS
+from dnnsafety.registry import Registry
 from dnnsafety.runs import CONFIG_FILE
 
 F = Callable[..., Any]
+
+
+class RegistryChoice(click.ParamType):
+    """A name from a registry (plus ``extra`` names), checked when the command line is parsed.
+
+    The names are read from the registry when needed, so plug-ins registered after the CLI was
+    imported count too; help and shell completion list them. An unknown name raises the
+    registry's :class:`ConfigError` naming the valid ones (``error: Unknown dataset 'x'. Choose
+    one of: ...``). With ``many``, the value is a comma-separated list of names.
+    """
+
+    def __init__(
+        self, registry: Registry[Any], extra: Sequence[str] = (), many: bool = False
+    ) -> None:
+        self.registry = registry
+        self.extra = tuple(extra)
+        self.many = many
+        self.name = registry.kind
+
+    @property
+    def choices(self) -> list[str]:
+        """Every valid name: the registry's, then ``extra``."""
+        return [*self.registry.names(), *(e for e in self.extra if e not in self.registry)]
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        joined = "|".join(self.choices)
+        return f"[{joined}][,...]" if self.many else f"[{joined}]"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return [CompletionItem(c) for c in self.choices if c.startswith(incomplete)]
+
+    def _check(self, name: str) -> str:
+        if name not in self.choices:
+            known = ", ".join(self.choices)
+            raise ConfigError(f"Unknown {self.registry.kind} {name!r}. Choose one of: {known}.")
+        return name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        if not self.many:
+            return self._check(value)
+        return ",".join(self._check(n.strip()) for n in value.split(",") if n.strip())
+
+
+DATASET_CHOICE = RegistryChoice(DATASETS)
+ARCH_CHOICE = RegistryChoice(MODELS, extra=(*FILE_ARCHS, "import"))
 
 
 def run_options(func: F) -> F:
@@ -24,7 +78,11 @@ def run_options(func: F) -> F:
             type=click.Path(dir_okay=False, path_type=Path),
             help="A config.toml to start from (e.g. an edited copy of a run's config).",
         ),
-        click.option("--dataset", help="Built-in dataset, 'folder' or 'npz' (see `datasets`)."),
+        click.option(
+            "--dataset",
+            type=DATASET_CHOICE,
+            help="Built-in dataset, 'folder' or 'npz' (see `datasets`).",
+        ),
         click.option(
             "--data-path", help="Image folder root or .npz file for --dataset folder/npz."
         ),
@@ -34,7 +92,10 @@ def run_options(func: F) -> F:
             help="Resize images to this size (pixels).",
         ),
         click.option(
-            "--arch", help="Model: small_cnn, alexnet, resnet, torchscript, export, onnx or import."
+            "--arch",
+            type=ARCH_CHOICE,
+            help="Model: a built-in architecture, a model file (torchscript, export, onnx) or "
+            "import (--model-factory).",
         ),
         click.option("--model-factory", help="module:callable that builds your nn.Module."),
         click.option(
@@ -60,15 +121,6 @@ def run_options(func: F) -> F:
     return func
 
 
-def _parse_value(raw: str) -> Any:
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
 def resolve_config(
     run_dir: Path | None,
     config_file: Path | None,
@@ -80,18 +132,21 @@ def resolve_config(
     weights: str | None = None,
     epochs: int | None = None,
     seed: int | None = None,
-    settings: tuple[str, ...] = (),
+    settings: Iterable[str] = (),
     base: RunConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> RunConfig:
     """Config from ``--config``, else the run folder's ``config.toml``, else defaults; then
-    the command-line options on top."""
+    the command-line options on top: the run options, ``--set KEY=VALUE`` items (typed by
+    :func:`~dnnsafety.config.parse_value`), and last ``overrides``, a dict of dotted keys to
+    values that a command's own options set (passed as they are, never re-parsed)."""
     if config_file is not None:
         config = load_config(config_file)
     elif run_dir is not None and (run_dir / CONFIG_FILE).is_file():
         config = load_config(run_dir / CONFIG_FILE)
     else:
         config = base or RunConfig()
-    overrides: dict[str, Any] = {
+    changes: dict[str, Any] = {
         "data.name": dataset,
         "data.path": data_path,
         "data.image_size": image_size,
@@ -102,13 +157,10 @@ def resolve_config(
         "seed": seed,
     }
     if model_factory and arch is None:
-        overrides["model.arch"] = "import"
-    for item in settings:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
-        key, raw = item.split("=", 1)
-        overrides[key.strip()] = _parse_value(raw.strip())
+        changes["model.arch"] = "import"
+    changes.update(parse_overrides(settings))
+    changes.update(overrides or {})
     try:
-        return merge(config, overrides)
+        return merge(config, changes)
     except KeyError as exc:
         raise ConfigError(f"Unknown config key {exc.args[0]!r} in --set.") from None

@@ -7,18 +7,20 @@ from typing import Any
 
 import click
 
-from dnnsafety.cli.common import resolve_config
+from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.report import render_report
 from dnnsafety.report.retraining import MIN_RUNS_FOR_STATISTICS
 from dnnsafety.runs import RunDir
+from dnnsafety.selection import SELECTORS
 
 
 @click.command("compare")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--strategies",
+    type=RegistryChoice(SELECTORS, many=True),
     help="Comma-separated strategies (default: closest,random,entropy,deepgini).",
 )
 @click.option(

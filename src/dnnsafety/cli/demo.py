@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dnnsafety.cli.common import resolve_config
+from dnnsafety.cli.common import DATASET_CHOICE, resolve_config
 from dnnsafety.cli.summary import print_clusters, print_comparison, print_metrics
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
@@ -23,7 +23,13 @@ DEMO_STRATEGIES = ("closest", "random", "entropy")
     type=click.Path(file_okay=False, path_type=Path),
     help="Run folder.",
 )
-@click.option("--dataset", default="signs", show_default=True, help="Built-in dataset to use.")
+@click.option(
+    "--dataset",
+    type=DATASET_CHOICE,
+    default="signs",
+    show_default=True,
+    help="Built-in dataset to use.",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--set",

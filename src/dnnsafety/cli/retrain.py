@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
-from dnnsafety.cli.common import resolve_config
+from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
+from dnnsafety.selection import SELECTORS
 
 
 @click.command("retrain")
@@ -21,7 +22,11 @@ from dnnsafety.runs import RunDir
     type=click.Path(dir_okay=False, path_type=Path),
     help="The filled-in labels.csv written by `dnnsafety select`.",
 )
-@click.option("--strategy", help="Which selection the labels belong to (default: closest).")
+@click.option(
+    "--strategy",
+    type=RegistryChoice(SELECTORS),
+    help="Which selection the labels belong to (default: closest).",
+)
 @click.option(
     "--seeds", type=click.IntRange(min=1), default=1, show_default=True, help="Retraining runs."
 )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import torch
 
-from dnnsafety.cli.common import resolve_config
+from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
 from dnnsafety.selection import SELECTORS
@@ -18,7 +18,7 @@ from dnnsafety.selection import SELECTORS
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--strategy",
-    type=click.Choice(SELECTORS.names()),
+    type=RegistryChoice(SELECTORS),
     help="Selection strategy (default: closest, HUDD's ClosestU).",
 )
 @click.option(
