@@ -301,7 +301,7 @@ def test_no_external_resources(full_page: str) -> None:
 def test_hostile_strings_are_escaped(full_page: str) -> None:
     assert "<script>alert(1)" not in full_page
     assert "<img src=x" not in full_page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;&lt;img src=x" in full_page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x" in full_page
     assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in full_page  # map JSON
     tags = _tags(full_page)
     assert [a.get("type") for t, a in tags if t == "script"] == ["application/json", None]
@@ -402,3 +402,73 @@ def test_cluster_card_shows_the_most_common_pair(tmp_path: Path) -> None:
     assert "<dt>most common error</dt><dd><b>stop → &lt;script&gt;" in card
     assert "(2/4, 50%)" in card
     assert "stop → yield" not in card
+
+
+def test_sections_are_registered_in_page_order() -> None:
+    from dnnsafety.report.sections import registered
+
+    names = [s.name for s in registered()]
+    assert names == ["summary", "performance", "clusters", "layers", "map", "retraining"]
+
+
+def test_a_registered_section_is_added_without_touching_the_others(tmp_path: Path) -> None:
+    from dnnsafety.report import render
+    from dnnsafety.report.sections import SECTIONS, register_section
+
+    template = tmp_path / "extra.html.j2"
+    template.write_text(
+        '{% extends "section.html.j2" %}{% block lead %}Lead: {{ note }}{% endblock %}'
+        "{% block body %}<p>{{ note }}</p>{% endblock %}",
+        encoding="utf-8",
+    )
+    env = render.environment()
+    loader = env.loader
+    import jinja2
+
+    env.loader = jinja2.ChoiceLoader([loader, jinja2.FileSystemLoader(tmp_path)])  # type: ignore[list-item]
+    try:
+        register_section("extra", "Extra stage", order=35, template="extra.html.j2")(
+            lambda run: {"note": HOSTILE}
+        )
+        with pytest.raises(ValueError, match="registered twice"):
+            register_section("extra", "Again", order=1)(lambda run: None)
+        page = render_report(make_run(tmp_path / "run", full=True)).read_text(encoding="utf-8")
+    finally:
+        SECTIONS.pop("extra", None)
+        env.loader = loader
+    ids = [a["id"] for t, a in _tags(page) if t == "section"]
+    assert ids == ["summary", "performance", "clusters", "extra", "layers", "map", "retraining"]
+    assert '<a href="#extra">Extra stage</a>' in page
+    assert "<p>&lt;script&gt;alert(1)" in page and "Lead: &lt;script&gt;" in page
+
+
+def test_a_failing_section_is_replaced_by_a_warning(tmp_path: Path) -> None:
+    from dnnsafety.report.sections import SECTIONS, register_section
+
+    def broken(run: Any) -> dict[str, Any]:
+        raise KeyError(HOSTILE)
+
+    register_section("broken", "Broken stage", order=99, template="error.html.j2")(broken)
+    try:
+        page = render_report(make_run(tmp_path / "run", full=False)).read_text(encoding="utf-8")
+    finally:
+        SECTIONS.pop("broken", None)
+    assert 'id="broken"' in page
+    assert "could not be rendered from the run folder's files (KeyError: " in page
+    assert "<script>alert(1)" not in page
+
+
+def test_templates_and_static_files_ship_as_package_resources() -> None:
+    import tomllib
+    from importlib import resources
+
+    root = resources.files("dnnsafety.report")
+    for name in ("page.html.j2", "section.html.j2", "macros.html.j2", "error.html.j2"):
+        assert root.joinpath("templates", name).is_file()
+    for name in ("report.css", "report.js"):
+        assert root.joinpath("static", name).is_file()
+    project = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    data = tomllib.loads(project.read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert {"templates/*.j2", "templates/sections/*.j2", "static/*"} <= set(
+        data["package-data"]["dnnsafety.report"]
+    )

@@ -11,7 +11,7 @@ from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.report import render_report
-from dnnsafety.report.retraining import MIN_RUNS_FOR_STATISTICS
+from dnnsafety.report.sections.retraining import MIN_RUNS_FOR_STATISTICS
 from dnnsafety.runs import RunDir
 from dnnsafety.selection import SELECTORS
 

@@ -105,7 +105,7 @@ def print_comparison(run_dir: Path) -> None:
     w = max(14, *(len(n) + 2 for n in data["strategies"]))
     head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}" + (f"{'rare':>18}" * show_rare)
     head += "".join(f"{s[:12]:>14}" for s in scen)
-    from dnnsafety.report.retraining import (
+    from dnnsafety.report.sections.retraining import (
         MIN_RUNS_FOR_STATISTICS,
         has_statistics,
         runs_per_strategy,

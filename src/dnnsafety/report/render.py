@@ -1,51 +1,87 @@
-"""Assemble the sections into one self-contained HTML page and write it into the run folder."""
+"""Assemble the registered sections into one self-contained HTML page and write it.
+
+The page is rendered by jinja2 templates (``templates/``, autoescaped) with the stylesheet and
+script of ``static/`` inlined, and images embedded as ``data:`` URIs, so the file needs no
+network and can be moved or mailed alone.
+"""
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
-from collections.abc import Callable
+import re
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from dnnsafety.report.assets import CSS, JS
-from dnnsafety.report.clusters import clusters_section
-from dnnsafety.report.html import Section, as_float, esc, num, pct
-from dnnsafety.report.layers import layers_section
+import jinja2
+from jinja2.ext import Extension
+from markupsafe import Markup
+
+from dnnsafety.report.format import as_float, num, pct, script_json
 from dnnsafety.report.load import UNKNOWN_SCENARIO, RunData, load_run
-from dnnsafety.report.overview import main_split, performance_section, summary_section
-from dnnsafety.report.retraining import retraining_section
-from dnnsafety.report.scatter import map_section
+from dnnsafety.report.sections import ReportSection, registered
+from dnnsafety.report.sections.overview import main_split
 from dnnsafety.runs import write_text
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
-SectionBuilder = Callable[[RunData], Section | None]
-SECTIONS: tuple[tuple[str, str, SectionBuilder], ...] = (
-    ("summary", "Run summary", summary_section),
-    ("performance", "Model performance", performance_section),
-    ("clusters", "Root-cause clusters", clusters_section),
-    ("layers", "Layer selection", layers_section),
-    ("map", "2-D map", map_section),
-    ("retraining", "Retraining", retraining_section),
-)
 # A malformed optional file must not stop the rest of the report.
 SECTION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError)
+_GLUE = re.compile(r"(?:(?<=>)|(?<=%\})|(?<=#\}))[ \t]*\n\s*|[ \t]*\n\s*(?=<|\{%|\{#)")
+_BREAK = re.compile(r"[ \t]*\n\s*")
 
 
-def _build(run: RunData, anchor: str, title: str, builder: SectionBuilder) -> Section | None:
+class CompactLines(Extension):
+    """Templates are written one element a line; the page keeps no layout whitespace.
+
+    A line break and the indentation around it disappear next to a tag (``>``/``<``) or a
+    ``{% %}``/``{# #}`` block, and become one space inside text, so templates stay readable
+    and the page is as compact as markup written on one line.
+    """
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        return _BREAK.sub(" ", _GLUE.sub("", source.rstrip()))
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The report's template environment (autoescape on, undefined names are errors)."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("dnnsafety.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        extensions=[CompactLines],
+        keep_trailing_newline=True,
+    )
+    env.filters["script_json"] = script_json
+    return env
+
+
+@functools.cache
+def static(name: str) -> Markup:
+    """A file of ``report/static/`` (CSS or JavaScript we ship), to inline as it is."""
+    text = resources.files("dnnsafety.report").joinpath("static", name).read_text("utf-8")
+    return Markup(text)
+
+
+def _render_section(run: RunData, section: ReportSection) -> dict[str, Any] | None:
+    """``{id, title, html}`` of one section, ``None`` when the run has nothing for it."""
+    env = environment()
     try:
-        return builder(run)
+        context = section.build(run)
+        if context is None:
+            return None
+        html = env.get_template(section.template).render(section=section, **context)
     except SECTION_ERRORS as exc:
-        log.warning("report section %r could not be rendered: %r", title, exc)
-        body = (
-            f'<div class="warnbox">This section could not be rendered from the run folder\'s'
-            f" files ({esc(type(exc).__name__)}: {esc(exc)}).</div>"
-        )
-        return Section(anchor, title, body)
+        log.warning("report section %r could not be rendered: %r", section.title, exc)
+        html = env.get_template("error.html.j2").render(section=section, error=exc)
+    return {"id": section.name, "title": section.title, "html": Markup(html)}
 
 
-def _kpis(run: RunData) -> str:
+def _kpis(run: RunData) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []
     chosen = main_split(run)
     if chosen is not None:
@@ -68,10 +104,10 @@ def _kpis(run: RunData) -> str:
         strategies = run.comparison.get("strategies")
         if isinstance(strategies, dict):
             items.append(("retraining strategies", num(len(strategies))))
-    return "".join(f'<div class="kpi"><b>{v}</b><span>{esc(k)}</span></div>' for k, v in items)
+    return items
 
 
-def _header(run: RunData) -> str:
+def _facts(run: RunData) -> list[str]:
     dataset = (run.dataset or {}).get("name") or ((run.config or {}).get("data") or {}).get("name")
     model = ((run.config or {}).get("model") or {}).get("arch")
     facts = [str(run.path.resolve())]
@@ -79,32 +115,24 @@ def _header(run: RunData) -> str:
         facts.append(f"dataset {dataset}")
     if model:
         facts.append(f"model {model}")
-    return (
-        f'<header class="top"><h1>dnnsafety report · {esc(run.path.resolve().name)}</h1>'
-        f'<div class="sub">{" · ".join(esc(f) for f in facts)}</div>'
-        f'<div class="kpis">{_kpis(run)}</div></header>'
-    )
+    return facts
 
 
 def render_html(run: RunData) -> str:
     """The whole report page for ``run``, as one HTML string with every resource inlined."""
-    sections = [s for a, t, b in SECTIONS if (s := _build(run, a, t, b)) is not None]
-    nav = "".join(f'<a href="#{esc(s.id)}">{esc(s.title)}</a>' for s in sections)
-    stamp = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    title = f"dnnsafety report · {run.path.resolve().name}"
+    sections = [s for section in registered() if (s := _render_section(run, section))]
     return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'{_header(run)}<nav class="toc">{nav}</nav><main>'
-        f"{''.join(s.render() for s in sections)}</main>"
-        f"<footer>Generated by dnnsafety on {esc(stamp)} from the files of the run folder."
-        " The page is self-contained: it needs no network.</footer>"
-        '<div class="lightbox" id="lightbox" role="dialog" aria-label="enlarged image">'
-        '<img alt=""></div>'
-        f"<script>{JS}</script></body></html>\n"
+        environment()
+        .get_template("page.html.j2")
+        .render(
+            name=run.path.resolve().name,
+            facts=_facts(run),
+            kpis=_kpis(run),
+            sections=sections,
+            stamp=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            css=static("report.css"),
+            js=static("report.js"),
+        )
     )
 
 

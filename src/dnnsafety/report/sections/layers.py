@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dnnsafety.report.clusters import describe_value
-from dnnsafety.report.html import Cell, Section, as_dict, esc, number, table, text
+from dnnsafety.report.format import Cell, as_dict, number, table, text
 from dnnsafety.report.load import RunData
+from dnnsafety.report.sections import Context, register_section
+from dnnsafety.report.sections.clusters import describe_value
 from dnnsafety.runs import safe_name
 
 INDEX_COLUMNS = {
@@ -26,16 +27,9 @@ def safe_layer_name(layer: str) -> str:
     return safe_name(layer)
 
 
-def _plot(run: RunData, layer: str, lazy: bool, css: str = "") -> str:
+def _plot(run: RunData, layer: str) -> Context | None:
     image = run.image(f"analysis/wicd_{safe_layer_name(layer)}.png")
-    if image is None:
-        return ""
-    loading = ' loading="lazy"' if lazy else ""
-    return (
-        f'<figure class="{css}"><img class="zoom" src="{image.uri}"{loading} '
-        f'alt="WICD of {esc(layer)}">'
-        f"<figcaption>{esc(layer)}</figcaption></figure>"
-    )
+    return None if image is None else {"layer": layer, "image": image}
 
 
 def _index_names(layers: dict[str, dict[str, Any]]) -> list[str]:
@@ -51,7 +45,8 @@ def _largest(sizes: Any) -> str:
     return ", ".join(str(s) for s in top) + (" …" if len(sizes) > 3 else "")
 
 
-def layers_section(run: RunData) -> Section | None:
+@register_section("layers", "Layer selection", order=40)
+def layers_section(run: RunData) -> Context | None:
     """The table of candidate layers and the WICD plots (``analysis/layers.json``)."""
     data = run.layers
     if data is None or not isinstance(data.get("layers"), dict):
@@ -67,10 +62,10 @@ def layers_section(run: RunData) -> Section | None:
     for name, entry in layers.items():
         values = as_dict(entry.get("indices"))
         is_selected = name == selected or entry.get("selected") is True
-        label = esc(name) + (" <span class='badge'>input</span>" if entry.get("is_input") else "")
-        label += " <span class='badge ok'>selected</span>" if is_selected else ""
+        badges = [("", "input")] if entry.get("is_input") else []
+        badges += [("ok", "selected")] if is_selected else []
         row = [
-            Cell(label),
+            Cell(name, badges=tuple(badges)),
             number(entry.get("k")),
             text(entry.get("k_reason", "–")),
             number(entry.get("knee_k")),
@@ -79,26 +74,11 @@ def layers_section(run: RunData) -> Section | None:
         row += [number(values.get(k)) for k in indices]
         rows.append(row)
         marks.append("sel" if is_selected else "")
-    body = f'<div class="card"><div class="scroll">{table(headers, rows, "", marks)}</div>'
-    body += (
-        '<p class="note">k: the number of clusters chosen for the layer (and why); knee k: the'
-        " knee of the WICD curve. Silhouette and Dunn: higher is better; Davies–Bouldin and"
-        " WICD: lower is better.</p></div>"
-    )
-    plot = _plot(run, selected, lazy=False, css="main") if selected else ""
-    others = [p for name in layers if name != selected and (p := _plot(run, name, lazy=True))]
-    if plot or others:
-        body += '<div class="card" style="margin-top:16px"><h3>WICD curves</h3>'
-        if plot:
-            body += f'<div class="plots">{plot}</div>'
-        if others:
-            body += (
-                f"<details><summary>Curves of the other {len(others)} layers</summary>"
-                f'<div class="plots">{"".join(others)}</div></details>'
-            )
-        body += "</div>"
-    lead = f"Selected layer: <code>{esc(selected)}</code>" if selected else "No layer selected"
     settings = data.get("settings")
-    if isinstance(settings, dict) and settings:
-        lead += f"; settings: {describe_value(settings)}"
-    return Section("layers", "Layer selection", body, lead + ".")
+    return {
+        "layer_table": table(headers, rows, "", marks),
+        "selected": str(selected),
+        "main_plot": _plot(run, selected) if selected else None,
+        "others": [p for name in layers if name != selected and (p := _plot(run, name))],
+        "settings": describe_value(settings) if isinstance(settings, dict) and settings else "",
+    }

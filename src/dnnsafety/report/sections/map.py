@@ -7,8 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from dnnsafety.report.html import Section, as_float, as_int, cluster_colour, esc, script_json
+from dnnsafety.report.format import as_float, as_int, cluster_colour
 from dnnsafety.report.load import UNKNOWN_SCENARIO, RunData
+from dnnsafety.report.sections import Context, register_section
 
 WIDTH, HEIGHT, PAD = 960, 560, 18
 
@@ -54,45 +55,47 @@ def _details(run: RunData, ids: list[str]) -> list[str]:
     return out
 
 
-def _svg(points: list[tuple[int, str, float, float, int]]) -> str:
+def _circles(points: list[tuple[int, str, float, float, int]]) -> list[Context]:
+    """Position, radius and colour of every point (noise drawn first, under the clusters)."""
     xs, ys = [p[2] for p in points], [p[3] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     sx = (WIDTH - 2 * PAD) / (x1 - x0 or 1.0)
     sy = (HEIGHT - 2 * PAD) / (y1 - y0 or 1.0)
     radius = 4.5 if len(points) < 500 else 3.2 if len(points) < 3000 else 2.2
-    circles = []
-    for k, (_, _, x, y, cluster) in sorted(enumerate(points), key=lambda kp: kp[1][4] >= 0):
-        cx, cy = PAD + (x - x0) * sx, HEIGHT - PAD - (y - y0) * sy
-        circles.append(
-            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="{radius}" fill="{cluster_colour(cluster)}" '
-            f'data-i="{k}" data-c="{cluster}"></circle>'
-        )
-    return (
-        f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="2-D map of the errors">'
-        f"{''.join(circles)}</svg>"
-    )
+    return [
+        {
+            "cx": f"{PAD + (x - x0) * sx:.1f}",
+            "cy": f"{HEIGHT - PAD - (y - y0) * sy:.1f}",
+            "r": radius,
+            "fill": cluster_colour(cluster),
+            "i": k,
+            "cluster": cluster,
+        }
+        for k, (_, _, x, y, cluster) in sorted(enumerate(points), key=lambda kp: kp[1][4] >= 0)
+    ]
 
 
-def _legend(points: list[tuple[int, str, float, float, int]], run: RunData) -> str:
+def _legend(points: list[tuple[int, str, float, float, int]], run: RunData) -> list[Context]:
     counts = Counter(p[4] for p in points)
     cards = {
         as_int(c.get("id"))
         for c in (run.clusters or {}).get("clusters") or []
         if isinstance(c, dict)
     }
-    items = []
-    for cluster in sorted(counts, key=lambda c: (c < 0, c)):
-        name = "noise" if cluster < 0 else f"cluster {cluster}"
-        dot = f'<span class="dot" style="background:{cluster_colour(cluster)}"></span>'
-        label = f"{dot}{name} ({counts[cluster]})"
-        if cluster in cards:
-            items.append(f'<a class="item" href="#cluster-{cluster}">{label}</a>')
-        else:
-            items.append(f'<span class="item">{label}</span>')
-    return f'<div class="legend">{"".join(items)}</div>'
+    return [
+        {
+            "cluster": cluster,
+            "name": "noise" if cluster < 0 else f"cluster {cluster}",
+            "colour": cluster_colour(cluster),
+            "count": counts[cluster],
+            "linked": cluster in cards,
+        }
+        for cluster in sorted(counts, key=lambda c: (c < 0, c))
+    ]
 
 
-def map_section(run: RunData) -> Section | None:
+@register_section("map", "2-D map", order=50)
+def map_section(run: RunData) -> Context | None:
     """The interactive 2-D map, or ``None`` when the run has no ``analysis/map.json``."""
     data = run.projection
     if data is None:
@@ -119,17 +122,13 @@ def map_section(run: RunData) -> Section | None:
             for p, d in zip(points, details, strict=True)
         ],
     }
-    thumb_style = f' style="background-image:url({sprite.uri})"' if has_sprite and sprite else ""
-    body = (
-        '<div class="card"><div class="map-wrap">'
-        f"{_svg(points)}"
-        f'<div id="map-tip"><div class="thumb"{thumb_style}></div><div class="label"></div></div>'
-        f"</div>{_legend(points, run)}</div>"
-        f'<script type="application/json" id="map-data">{script_json(info)}</script>'
-    )
-    method = esc(data.get("method") or "2-D")
-    lead = (
-        f"{method} projection of {len(points)} error-inducing inputs, coloured by cluster."
-        " Hover a point for its image; click it to jump to its cluster."
-    )
-    return Section("map", "2-D map", body, lead)
+    return {
+        "width": WIDTH,
+        "height": HEIGHT,
+        "circles": _circles(points),
+        "sprite": sprite.uri if has_sprite and sprite else "",
+        "legend": _legend(points, run),
+        "info": info,
+        "method": data.get("method") or "2-D",
+        "n_points": len(points),
+    }

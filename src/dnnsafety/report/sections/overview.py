@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from dnnsafety.report.html import (
+from dnnsafety.report.format import (
     Cell,
-    Section,
+    Table,
     accuracy,
     as_dict,
     as_float,
     as_int,
     as_list,
-    card,
-    esc,
     heat_colour,
-    key_values,
     num,
     number,
     pct,
@@ -24,6 +21,7 @@ from dnnsafety.report.html import (
     text,
 )
 from dnnsafety.report.load import RunData
+from dnnsafety.report.sections import Context, register_section
 
 NOMINAL = "nominal"
 SPLIT_ORDER = ("train", "val", "test", "pool")
@@ -46,16 +44,10 @@ def _split_key(name: str) -> tuple[int, str]:
     return (SPLIT_ORDER.index(name) if name in SPLIT_ORDER else len(SPLIT_ORDER), name)
 
 
-def _dataset_card(run: RunData) -> str:
+def _dataset(run: RunData) -> Context:
     data = run.dataset or {}
     classes = data.get("classes")
     shape = data.get("image_shape")
-    pairs = [("name", esc(data.get("name", "–")))]
-    if isinstance(classes, list):
-        names = ", ".join(esc(c) for c in classes)
-        pairs.append(("classes", f"{len(classes)}: <span class='note'>{names}</span>"))
-    if isinstance(shape, list):
-        pairs.append(("image shape", esc(" × ".join(str(s) for s in shape))))
     splits = sorted(
         (k for k, v in data.items() if isinstance(v, dict) and "n" in v), key=_split_key
     )
@@ -67,38 +59,35 @@ def _dataset_card(run: RunData) -> str:
         [text(s), *(number(as_dict(data[k].get("scenarios")).get(s, 0)) for k in splits)]
         for s in scenarios
     ]
-    rows.append([Cell("<b>all</b>"), *(number(data[k].get("n")) for k in splits)])
-    body = key_values(pairs)
-    if splits:
-        body += '<div class="scroll" style="margin-top:10px">'
-        body += table(["scenario" if scenarios else "", *splits], rows) + "</div>"
-    return card("Dataset", body)
+    rows.append([Cell("all", bold=True), *(number(data[k].get("n")) for k in splits)])
+    return {
+        "name": data.get("name", "–"),
+        "classes": [str(c) for c in classes] if isinstance(classes, list) else None,
+        "shape": " × ".join(str(s) for s in shape) if isinstance(shape, list) else None,
+        "splits": table(["scenario" if scenarios else "", *splits], rows) if splits else None,
+    }
 
 
-def _model_card(run: RunData) -> str:
+def _model(run: RunData) -> Context:
     config = run.config or {}
     model = as_dict(config.get("model"))
     train = as_dict(config.get("train"))
     training = run.training or {}
-    pairs = [("architecture", f"<code>{esc(model.get('arch', '–'))}</code>")]
-    for key in ("factory", "weights"):
-        if model.get(key):
-            pairs.append((key, f"<code>{esc(model[key])}</code>"))
-    for key in ("epochs", "batch_size", "optimizer", "lr"):
-        if key in train:
-            pairs.append((key.replace("_", " "), num(train[key], 4)))
+    codes = [("architecture", str(model.get("arch", "–")))]
+    codes += [(key, str(model[key])) for key in ("factory", "weights") if model.get(key)]
+    facts = [(key.replace("_", " "), num(train[key], 4)) for key in SETTINGS if key in train]
     history = [h for h in as_list(training.get("history")) if isinstance(h, dict)]
     if "best_epoch" in training:
-        select_by = training.get("select_by", "")
         score = as_float(training.get("best_score"))
-        detail = f" ({esc(select_by)} {pct(score, 2)})" if score is not None else ""
-        pairs.append(("best epoch", f"{num(training['best_epoch'])}{detail}"))
+        select_by = training.get("select_by", "")
+        detail = f" ({select_by} {pct(score, 2)})" if score is not None else ""
+        facts.append(("best epoch", f"{num(training['best_epoch'])}{detail}"))
     if as_int(training.get("resumed_from_epoch")):
-        pairs.append(("resumed from epoch", num(training["resumed_from_epoch"])))
+        facts.append(("resumed from epoch", num(training["resumed_from_epoch"])))
     times = [t for h in history if (t := as_float(h.get("seconds"))) is not None]
     if times:
-        pairs.append(("training time", f"{seconds(sum(times))} over {len(history)} epochs"))
-    body = key_values(pairs)
+        facts.append(("training time", f"{seconds(sum(times))} over {len(history)} epochs"))
+    history_table = None
     if history:
         rows = [
             [
@@ -115,50 +104,45 @@ def _model_card(run: RunData) -> str:
         history_table = table(
             ["epoch", "train loss", "train acc", "val acc", "time"], rows, "", marks
         )
-        body += f"<details><summary>Training history</summary>{history_table}</details>"
-    return card("Model", body)
+    return {"codes": codes, "facts": facts, "history": history_table}
 
 
-def _versions_card(run: RunData) -> str | None:
-    env = as_dict(run.metrics.get("environment"))
-    if not env:
-        return None
-    return card("Versions", key_values((str(k), esc(v)) for k, v in env.items()))
+SETTINGS = ("epochs", "batch_size", "optimizer", "lr")
 
 
-def _timings_card(run: RunData) -> str | None:
+def _timings(run: RunData) -> Context | None:
     stages = {k: v for k, v in (run.stages or {}).items() if isinstance(v, dict)}
     if not stages:
         return None
     timed = [t for e in stages.values() if (t := as_float(e.get("seconds"))) is not None]
     rows = []
     for name, entry in stages.items():
-        files = ", ".join(f"<code>{esc(o)}</code>" for o in as_list(entry.get("outputs")))
-        row = [text(name), Cell(files)]
+        row = [text(name), Cell(codes=tuple(str(o) for o in as_list(entry.get("outputs"))))]
         if timed:
             row.insert(1, Cell(seconds(entry.get("seconds")), numeric=True))
         rows.append(row)
     headers = ["stage", "time", "outputs"] if timed else ["stage", "outputs"]
-    note = f'<p class="note">Total: {seconds(sum(timed))}</p>' if timed else ""
-    title = "Stages and timings" if timed else "Stages"
-    return card(title, table(headers, rows) + note)
+    return {
+        "title": "Stages and timings" if timed else "Stages",
+        "table": table(headers, rows),
+        "total": seconds(sum(timed)) if timed else None,
+    }
 
 
-def _config_card(run: RunData) -> str | None:
-    if run.config_text is None:
-        return None
-    body = f'<pre class="config">{esc(run.config_text)}</pre>'
-    return card("Configuration (config.toml)", body, "span")
-
-
-def summary_section(run: RunData) -> Section:
+@register_section("summary", "Run summary", order=10)
+def summary_section(run: RunData) -> Context:
     """Dataset, model, versions, stage timings and the configuration of the run."""
-    cards = [_dataset_card(run), _model_card(run)]
-    cards += [c for c in (_versions_card(run), _timings_card(run), _config_card(run)) if c]
-    return Section("summary", "Run summary", f'<div class="grid">{"".join(cards)}</div>')
+    env = as_dict(run.metrics.get("environment"))
+    return {
+        "dataset": _dataset(run),
+        "model": _model(run),
+        "versions": [(str(k), str(v)) for k, v in env.items()],
+        "timings": _timings(run),
+        "config_text": run.config_text,
+    }
 
 
-def _per_split_card(run: RunData) -> str:
+def _per_split(run: RunData) -> Table:
     rows = []
     for name in sorted(_splits(run), key=_split_key):
         part = as_dict(_splits(run)[name])
@@ -172,10 +156,10 @@ def _per_split_card(run: RunData) -> str:
                 accuracy(part["accuracy"]),
             ]
         )
-    return card("Accuracy per split", table(["split", "n", "errors", "accuracy"], rows))
+    return table(["split", "n", "errors", "accuracy"], rows)
 
 
-def _per_scenario_card(split: str, part: dict[str, Any]) -> str | None:
+def _per_scenario(part: dict[str, Any]) -> Table | None:
     scenarios = as_dict(part.get("per_scenario"))
     if not scenarios:
         return None
@@ -183,11 +167,11 @@ def _per_scenario_card(split: str, part: dict[str, Any]) -> str | None:
         [text(name), number(as_dict(r).get("n")), accuracy(as_dict(r).get("accuracy"))]
         for name, r in sorted(scenarios.items(), key=lambda kv: (kv[0] != NOMINAL, kv[0]))
     ]
-    rows.append([Cell("<b>all</b>"), number(part.get("n")), accuracy(part.get("accuracy"))])
-    return card(f"Per scenario ({split})", table(["scenario", "n", "accuracy"], rows))
+    rows.append([Cell("all", bold=True), number(part.get("n")), accuracy(part.get("accuracy"))])
+    return table(["scenario", "n", "accuracy"], rows)
 
 
-def _per_class_card(run: RunData, split: str, part: dict[str, Any]) -> str | None:
+def _per_class(run: RunData, split: str, part: dict[str, Any]) -> Table | None:
     per_class = as_dict(part.get("per_class"))
     if not per_class:
         return None
@@ -201,10 +185,10 @@ def _per_class_card(run: RunData, split: str, part: dict[str, Any]) -> str | Non
         c for c in per_class if c not in run.class_names
     )
     rows = [[text(c), number(sizes.get(c)), accuracy(per_class[c])] for c in order]
-    return card(f"Per class ({split})", table(["class", "n", "accuracy"], rows))
+    return table(["class", "n", "accuracy"], rows)
 
 
-def _confusion_card(run: RunData, split: str) -> str | None:
+def _confusion(run: RunData, split: str) -> Table | None:
     matrix = run.metrics.get(f"confusion_{split}")
     names = run.class_names
     if not isinstance(matrix, list) or not names or len(matrix) != len(names):
@@ -212,11 +196,11 @@ def _confusion_card(run: RunData, split: str) -> str | None:
     if not all(isinstance(r, list) and len(r) == len(names) for r in matrix):
         return None
     head = [Cell("true \\ predicted", css="rowh")]
-    head += [Cell(f"<span>{esc(n)}</span>", css="colh", title=n) for n in names]
+    head += [Cell(n, css="colh", title=n, span=True) for n in names]
     rows = []
     for i, (name, row) in enumerate(zip(names, matrix, strict=True)):
         total = sum(v for v in row if isinstance(v, int | float)) or 1
-        cells = [Cell(esc(name), css="rowh", header=True, title=name)]
+        cells = [Cell(name, css="rowh", header=True, title=name)]
         for j, value in enumerate(row):
             share = (as_float(value) or 0.0) / total
             background, colour = heat_colour(share, i == j)
@@ -225,27 +209,20 @@ def _confusion_card(run: RunData, split: str) -> str | None:
                 Cell(num(value), style=f"background:{background};color:{colour}", title=title)
             )
         rows.append(cells)
-    body = f'<div class="scroll">{table(head, rows, "confusion")}</div>'
-    legend = (
-        '<p class="note">Rows: true class; columns: predicted class. Green: correct (share of'
-        " the row); red: errors, darker = a larger share of the row.</p>"
-    )
-    return card(f"Confusion matrix ({split})", body + legend, "span")
+    return table(head, rows, "confusion")
 
 
-def performance_section(run: RunData) -> Section:
+@register_section("performance", "Model performance", order=20)
+def performance_section(run: RunData) -> Context:
     """Accuracy per split, per scenario, per class and the confusion matrix."""
-    cards = [_per_split_card(run)]
+    context: Context = {"per_split": _per_split(run), "split": None}
     chosen = main_split(run)
     if chosen is not None:
         split, part = chosen
-        cards += [
-            c
-            for c in (
-                _per_scenario_card(split, part),
-                _per_class_card(run, split, part),
-                _confusion_card(run, split),
-            )
-            if c
-        ]
-    return Section("performance", "Model performance", f'<div class="grid">{"".join(cards)}</div>')
+        context |= {
+            "split": split,
+            "per_scenario": _per_scenario(part),
+            "per_class": _per_class(run, split, part),
+            "confusion": _confusion(run, split),
+        }
+    return context

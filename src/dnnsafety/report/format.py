@@ -1,18 +1,18 @@
-"""Small HTML building blocks: escaping, number formats, colour scales and tables.
+"""What the report's templates show, as plain text: number formats, colours, table cells.
 
-Every string that comes from a run folder goes through :func:`esc` (or :func:`script_json` when
-it is embedded in a ``<script>`` block); the helpers here that take ``raw`` HTML expect markup
-that was built from escaped parts.
+Nothing here writes HTML: every value goes to a template, which escapes it (autoescape), except
+:func:`script_json`, the one filter that embeds JSON in a ``<script>`` block safely itself.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from markupsafe import Markup
 
 # Categorical colours (Tableau 20, reordered so neighbours differ); cluster i gets i mod 20.
 PALETTE = (
@@ -23,17 +23,16 @@ PALETTE = (
 NOISE_COLOUR = "#9ca3af"
 
 
-def esc(value: object) -> str:
-    """HTML-escape any value (quotes included, so the result is safe in attributes too)."""
-    return html.escape(str(value), quote=True)
+def script_json(obj: Any) -> Markup:
+    """JSON that can sit inside ``<script type="application/json">`` without breaking out.
 
-
-def script_json(obj: Any) -> str:
-    """JSON that can sit inside ``<script type="application/json">`` without breaking out."""
+    ``<``, ``>`` and ``&`` (and the JavaScript line separators) are written as ``\\u`` escapes,
+    so the text needs no HTML escaping: it is returned as :class:`~markupsafe.Markup`.
+    """
     text = json.dumps(obj, ensure_ascii=False, default=str, allow_nan=False)
     for char, code in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
         text = text.replace(char, code)
-    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return Markup(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def as_float(value: Any) -> float | None:
@@ -75,7 +74,7 @@ def num(value: Any, digits: int = 3) -> str:
         return f"{value:,}"
     number = as_float(value)
     if number is None:
-        return esc(value) if value is not None else "–"
+        return str(value) if value is not None else "–"
     size = abs(number)
     if size == 0:
         return "0"
@@ -125,27 +124,37 @@ def cluster_colour(cluster: int) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: pre-escaped ``html`` plus layout hints."""
+    """One table cell: its ``text`` (escaped by the template) plus layout and decorations.
 
-    html: str
+    ``note`` is a muted remark after the text, ``badges`` ``(css, label)`` pairs after it,
+    ``codes`` names shown as code, ``dot`` a colour swatch before it; ``bold``/``italic`` and
+    ``href`` (a link) wrap the text, ``span`` wraps it in a ``<span>`` (rotated headers).
+    """
+
+    text: str = ""
     numeric: bool = False
     css: str = ""
     style: str = ""
     title: str = ""
     header: bool = False
+    bold: bool = False
+    italic: bool = False
+    note: str = ""
+    badges: tuple[tuple[str, str], ...] = ()
+    codes: tuple[str, ...] = ()
+    dot: str = ""
+    href: str = ""
+    span: bool = False
 
-    def render(self, tag: str = "td") -> str:
-        tag = "th" if self.header else tag
-        classes = " ".join(c for c in ("num" if self.numeric else "", self.css) if c)
-        attrs = f' class="{classes}"' if classes else ""
-        attrs += f' style="{self.style}"' if self.style else ""
-        attrs += f' title="{esc(self.title)}"' if self.title else ""
-        return f"<{tag}{attrs}>{self.html}</{tag}>"
+    @property
+    def classes(self) -> str:
+        """The ``class`` attribute: ``num`` for numbers, then ``css``."""
+        return " ".join(c for c in ("num" if self.numeric else "", self.css) if c)
 
 
 def text(value: object) -> Cell:
-    """A text cell holding an escaped value."""
-    return Cell(esc(value))
+    """A text cell."""
+    return Cell(str(value))
 
 
 def number(value: Any, digits: int = 3, css: str = "") -> Cell:
@@ -153,14 +162,24 @@ def number(value: Any, digits: int = 3, css: str = "") -> Cell:
     return Cell(num(value, digits), numeric=True, css=css)
 
 
-def accuracy(value: Any, css: str = "", extra: str = "") -> Cell:
+def accuracy(value: Any, css: str = "") -> Cell:
     """A right-aligned accuracy cell, coloured by :func:`acc_colour`."""
     return Cell(
-        pct(value) + extra,
+        pct(value),
         numeric=True,
         css=f"acc {css}".strip(),
         style=f"background:{acc_colour(value)}",
     )
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table for the ``table`` macro: header cells, rows of cells, row classes."""
+
+    headers: list[Cell]
+    rows: list[list[Cell]]
+    css: str = ""
+    row_css: list[str] = field(default_factory=list)
 
 
 def table(
@@ -168,38 +187,20 @@ def table(
     rows: Iterable[Sequence[Cell]],
     css: str = "",
     row_css: Sequence[str] | None = None,
-) -> str:
-    """A ``<table>``; plain-string headers are escaped, numeric columns follow the first row."""
+) -> Table:
+    """A :class:`Table`; plain-string headers become header cells aligned like the first row."""
     body = [list(r) for r in rows]
     head = []
     for i, h in enumerate(headers):
         if isinstance(h, Cell):
-            head.append(h.render("th"))
+            head.append(h)
             continue
         numeric = bool(body) and i < len(body[0]) and body[0][i].numeric
-        head.append(Cell(esc(h), numeric=numeric).render("th"))
-    lines = [f'<table class="{css}">' if css else "<table>", "<thead><tr>", *head, "</tr></thead>"]
-    lines.append("<tbody>")
-    for i, row in enumerate(body):
-        cls = row_css[i] if row_css is not None and i < len(row_css) else ""
-        lines.append(f'<tr class="{cls}">' if cls else "<tr>")
-        lines.extend(cell.render() for cell in row)
-        lines.append("</tr>")
-    lines.append("</tbody></table>")
-    return "".join(lines)
-
-
-def card(title: str, body: str, css: str = "", raw_title: bool = False) -> str:
-    """A card with a heading (escaped unless ``raw_title``) and pre-built body HTML."""
-    heading = title if raw_title else esc(title)
-    classes = f"card {css}".strip()
-    return f'<div class="{classes}"><h3>{heading}</h3>{body}</div>'
-
-
-def key_values(pairs: Iterable[tuple[str, str]]) -> str:
-    """A definition list; keys are escaped, values are pre-built HTML."""
-    items = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in pairs)
-    return f'<dl class="kv">{items}</dl>'
+        head.append(Cell(h, numeric=numeric))
+    marks = [
+        row_css[i] if row_css is not None and i < len(row_css) else "" for i in range(len(body))
+    ]
+    return Table(head, body, css, marks)
 
 
 def dominant(counts: Any) -> tuple[str, int, int] | None:
@@ -211,20 +212,3 @@ def dominant(counts: Any) -> tuple[str, int, int] | None:
         return None
     name = max(valid, key=lambda k: int(valid[k]))
     return name, int(valid[name]), sum(int(v) for v in valid.values())
-
-
-@dataclass(frozen=True)
-class Section:
-    """One part of the page: its anchor ``id``, navigation ``title`` and pre-built ``body``."""
-
-    id: str
-    title: str
-    body: str
-    lead: str = ""
-
-    def render(self) -> str:
-        lead = f'<div class="lead">{self.lead}</div>' if self.lead else ""
-        return (
-            f'<section class="part" id="{esc(self.id)}"><h2>{esc(self.title)}</h2>'
-            f"{lead}{self.body}</section>"
-        )

@@ -7,17 +7,16 @@ from dataclasses import replace
 from statistics import fmean
 from typing import Any
 
-from dnnsafety.report.html import (
+from dnnsafety.report.format import (
     PALETTE,
     Cell,
-    Section,
+    Table,
     acc_colour,
     as_dict,
     as_float,
     as_int,
     as_list,
     cluster_colour,
-    esc,
     num,
     pct,
     seconds,
@@ -25,6 +24,7 @@ from dnnsafety.report.html import (
     text,
 )
 from dnnsafety.report.load import RunData
+from dnnsafety.report.sections import Context, register_section
 
 CHART_W, GROUP_H, BAR_GAP = 960, 230, 2
 SIGNIFICANCE = 0.05
@@ -52,8 +52,8 @@ def _ci_cell(summary: Any, interval: bool = True) -> tuple[Cell, float | None]:
     low, high = as_float(entry.get("low")), as_float(entry.get("high"))
     ci = ""
     if interval and low is not None and high is not None:
-        ci = f' <span class="note">[{pct(low)}–{pct(high)}]</span>'
-    return Cell(pct(mean) + ci, numeric=True, style=f"background:{acc_colour(mean)}"), mean
+        ci = f"[{pct(low)}–{pct(high)}]"
+    return Cell(pct(mean), numeric=True, style=f"background:{acc_colour(mean)}", note=ci), mean
 
 
 def _run_mean(runs: list[dict[str, Any]], key: str) -> float | None:
@@ -88,13 +88,13 @@ def _scenarios(data: dict[str, Any]) -> list[str]:
     return sorted(str(s) for s in as_dict(as_dict(data.get("original")).get("per_scenario")))
 
 
-def _main_table(data: dict[str, Any]) -> str:
+def _main_table(data: dict[str, Any]) -> Table:
     stats = has_statistics(data)
     scenarios = _scenarios(data)
     original = as_dict(data.get("original"))
     headers = ["strategy", "labels spent", "overall", "rare scenarios", *scenarios]
     headers += ["improved", "worsened", "time / run"]
-    base: list[Cell] = [Cell("<i>original model</i>"), Cell("–", numeric=True)]
+    base: list[Cell] = [Cell("original model", italic=True), Cell("–", numeric=True)]
     base.append(_ci_cell({"mean": original.get("overall")})[0])
     base.append(_ci_cell({"mean": original.get("rare")})[0])
     per_scenario = as_dict(original.get("per_scenario"))
@@ -110,7 +110,7 @@ def _main_table(data: dict[str, Any]) -> str:
     extra, css = [], ["sel"]
     control = as_dict(data.get("control"))
     if control.get("runs"):
-        label = Cell("<i>fine-tuned, no new labels</i>")
+        label = Cell("fine-tuned, no new labels", italic=True)
         extra.append(_strategy_row(label, control, scenarios, stats)[0])
         css.append("")
     return table(headers, [base, *extra, *rows], "", css + [""] * len(rows))
@@ -144,7 +144,7 @@ def _id_key(cid: str) -> int:
         return -1
 
 
-def _cluster_table(data: dict[str, Any]) -> str | None:
+def _cluster_table(data: dict[str, Any]) -> Table | None:
     original = as_dict(as_dict(data.get("original")).get("per_cluster"))
     listed = data.get("clusters")
     ids = [str(c) for c in listed] if isinstance(listed, list) else sorted(original, key=_id_key)
@@ -153,9 +153,11 @@ def _cluster_table(data: dict[str, Any]) -> str | None:
     headers: list[str | Cell] = ["strategy"]
     for cid in ids:
         colour = cluster_colour(_id_key(cid))
-        dot = f'<span class="dot" style="background:{colour}"></span> '
-        headers.append(Cell(f'{dot}<a href="#cluster-{esc(cid)}">{esc(cid)}</a>', numeric=True))
-    base = [Cell("<i>original model</i>"), *(_ci_cell({"mean": original.get(c)})[0] for c in ids)]
+        headers.append(Cell(cid, numeric=True, dot=colour, href=f"#cluster-{cid}"))
+    base = [
+        Cell("original model", italic=True),
+        *(_ci_cell({"mean": original.get(c)})[0] for c in ids),
+    ]
     stats = has_statistics(data)
     rows, values = [], []
     for name, strategy in _strategies(data).items():
@@ -172,7 +174,7 @@ def _cluster_table(data: dict[str, Any]) -> str | None:
     return table(headers, [base, *rows], "compact", ["sel"] + [""] * len(rows))
 
 
-def _chart(data: dict[str, Any]) -> str | None:
+def _chart(data: dict[str, Any]) -> Context | None:
     """Grouped bars (overall, then each scenario) with 95% CI whiskers and the original level."""
     strategies = _strategies(data)
     groups = ["overall", *_scenarios(data)]
@@ -181,16 +183,20 @@ def _chart(data: dict[str, Any]) -> str | None:
     stats = has_statistics(data)
     original = as_dict(data.get("original"))
     plot_h, top, left = GROUP_H - 50, 12, 40
+
+    def height(value: float) -> float:
+        return top + plot_h * (1 - max(0.0, min(1.0, value)))
+
     group_w = (CHART_W - left - 10) / len(groups)
     bar_w = max(4.0, min(64.0, (group_w - 24) / len(strategies) - BAR_GAP))
-    parts = []
-    for tick in (0, 0.25, 0.5, 0.75, 1.0):
-        y = top + plot_h * (1 - tick)
-        parts.append(
-            f'<line x1="{left}" x2="{CHART_W - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick * 100:.0f}%</text>'
-        )
+    ticks = [
+        {"y": f"{top + plot_h * (1 - t):.1f}", "text_y": f"{top + plot_h * (1 - t) + 4:.1f}"}
+        | {"label": f"{t * 100:.0f}%"}
+        for t in (0, 0.25, 0.5, 0.75, 1.0)
+    ]
+    drawn = []
     for g, group in enumerate(groups):
+        bars: list[Context] = []
         used = len(strategies) * (bar_w + BAR_GAP) - BAR_GAP
         x0 = left + g * group_w + 12 + (group_w - 24 - used) / 2
         for s, (name, strategy) in enumerate(strategies.items()):
@@ -202,52 +208,51 @@ def _chart(data: dict[str, Any]) -> str | None:
             if mean is None:
                 continue
             x = x0 + s * (bar_w + BAR_GAP)
-            y = top + plot_h * (1 - max(0.0, min(1.0, mean)))
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{top + plot_h - y:.1f}"'
-                f' fill="{PALETTE[s % len(PALETTE)]}"><title>{esc(name)}, {esc(group)}: '
-                f"{pct(mean)}</title></rect>"
+            y = height(mean)
+            bars.append(
+                {
+                    "x": f"{x:.1f}",
+                    "y": f"{y:.1f}",
+                    "width": f"{bar_w:.1f}",
+                    "height": f"{top + plot_h - y:.1f}",
+                    "fill": PALETTE[s % len(PALETTE)],
+                    "title": f"{name}, {group}: {pct(mean)}",
+                    "whisker": "",
+                }
             )
             low, high = as_float(as_dict(entry).get("low")), as_float(as_dict(entry).get("high"))
             if stats and low is not None and high is not None:
-                y_lo, y_hi = (top + plot_h * (1 - max(0.0, min(1.0, v))) for v in (low, high))
-                cx = x + bar_w / 2
-                parts.append(
-                    f'<path d="M{cx:.1f},{y_lo:.1f}V{y_hi:.1f}M{cx - 3:.1f},{y_lo:.1f}h6'
-                    f'M{cx - 3:.1f},{y_hi:.1f}h6" stroke="#111827" stroke-width="1.2"/>'
+                y_lo, y_hi, cx = height(low), height(high), x + bar_w / 2
+                bars[-1]["whisker"] = (
+                    f"M{cx:.1f},{y_lo:.1f}V{y_hi:.1f}M{cx - 3:.1f},{y_lo:.1f}h6"
+                    f"M{cx - 3:.1f},{y_hi:.1f}h6"
                 )
         base = original.get("overall") if group == "overall" else None
         if group != "overall":
             base = as_dict(original.get("per_scenario")).get(group)
         level = as_float(base)
+        line = None
         if level is not None:
-            y = top + plot_h * (1 - max(0.0, min(1.0, level)))
-            parts.append(
-                f'<line x1="{x0 - 8:.1f}" x2="{x0 + used + 8:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
-                f'stroke="#111827" stroke-dasharray="4 3"><title>original {esc(group)}: '
-                f"{pct(level)}</title></line>"
-            )
-        parts.append(
-            f'<text x="{x0 + used / 2:.1f}" y="{top + plot_h + 18}" '
-            f'text-anchor="middle">{esc(group)}</text>'
-        )
-    legend = "".join(
-        f'<span class="item"><span class="dot" style="background:{PALETTE[s % len(PALETTE)]}">'
-        f"</span> {esc(name)}</span>"
-        for s, name in enumerate(strategies)
-    )
-    legend += (
-        '<span class="item"><svg width="22" height="8"><line x1="0" x2="22" y1="4" y2="4"'
-        ' stroke="#111827" stroke-dasharray="4 3"/></svg> original model</span>'
-    )
-    return (
-        f'<svg class="bars" viewBox="0 0 {CHART_W} {GROUP_H}" role="img" '
-        f'aria-label="accuracy per scenario">{"".join(parts)}</svg>'
-        f'<div class="legend">{legend}</div>'
-    )
+            line = {
+                "x1": f"{x0 - 8:.1f}",
+                "x2": f"{x0 + used + 8:.1f}",
+                "y": f"{height(level):.1f}",
+                "title": f"original {group}: {pct(level)}",
+            }
+        label = {"x": f"{x0 + used / 2:.1f}", "y": top + plot_h + 18, "text": group}
+        drawn.append({"bars": bars, "level": line, "label": label})
+    return {
+        "width": CHART_W,
+        "height": GROUP_H,
+        "left": left,
+        "right": CHART_W - 10,
+        "ticks": ticks,
+        "groups": drawn,
+        "legend": [(PALETTE[s % len(PALETTE)], name) for s, name in enumerate(strategies)],
+    }
 
 
-def _a12_table(data: dict[str, Any]) -> str | None:
+def _a12_table(data: dict[str, Any]) -> Table | None:
     strategies = _strategies(data)
     names = list(strategies)
     if not has_statistics(data) or not any(as_dict(s.get("versus")) for s in strategies.values()):
@@ -264,62 +269,38 @@ def _a12_table(data: dict[str, Any]) -> str | None:
                 continue
             significant = p_value is not None and p_value < SIGNIFICANCE
             shade = "#dcfce7" if a12 > 0.5 else "#fee2e2" if a12 < 0.5 else "transparent"
-            html = f"{a12:.2f} <span class='note'>p={num(p_value, 3)}</span>"
             cells.append(
-                Cell(f"<b>{html}</b>" if significant else html, numeric=True,
-                     style=f"background:{shade}" if significant else "")
-            )  # fmt: skip
+                Cell(
+                    f"{a12:.2f}",
+                    numeric=True,
+                    note=f"p={num(p_value, 3)}",
+                    bold=significant,
+                    style=f"background:{shade}" if significant else "",
+                )
+            )
         rows.append(cells)
     return table(["strategy \\ versus", *names], rows, "compact")
 
 
-def retraining_section(run: RunData) -> Section | None:
+@register_section("retraining", "Retraining", order=60)
+def retraining_section(run: RunData) -> Context | None:
     """Strategies compared over seeds, or ``None`` when the run has no ``comparison.json``."""
     data = run.comparison
     if data is None or not _strategies(data):
         return None
-    seeds = as_list(data.get("seeds"))
-    budget = num(as_int(data.get("budget")))
-    n_runs = runs_per_strategy(data)
-    if has_statistics(data):
-        lead = (
-            f"Each strategy spent a labelling budget of {budget} and was retrained with"
-            f" {len(seeds)} seeds; cells show the mean over seeds and its 95% confidence"
-            " interval. ★ marks the best value of each column."
-        )
-    else:
-        lead = (
-            f"Each strategy spent a labelling budget of {budget} and was retrained"
-            f" {'once' if n_runs == 1 else f'{n_runs} times'}; cells show that run's"
-            f" accuracy. Confidence intervals, best-value marks and effect sizes (A12, p)"
-            f" need at least {MIN_RUNS_FOR_STATISTICS} runs per strategy and are not shown:"
-            " one run cannot tell a strategy's effect from the luck of its seed. Run"
-            " <code>dnnsafety compare RUN_DIR --seeds 5</code> for them."
-        )
-    cards = [
-        f'<div class="card"><h3>Strategies</h3><div class="scroll">{_main_table(data)}</div></div>'
-    ]
-    chart = _chart(data)
-    if chart:
-        cards.append(f'<div class="card"><h3>Accuracy per scenario</h3>{chart}</div>')
-    clusters = _cluster_table(data)
-    if clusters:
-        cards.append(
-            '<div class="card"><h3>Per cluster: before → after</h3><div class="scroll">'
-            f"{clusters}</div><p class='note'>Accuracy on the test errors of each cluster, so"
-            " the original model scores 0% by construction.</p></div>"
-        )
-    a12 = _a12_table(data)
-    if a12:
-        cards.append(
-            '<div class="card"><h3>Pairwise effect sizes (Vargha–Delaney A12)</h3>'
-            f'<div class="scroll">{a12}</div><p class="note">A12: probability that a run of the'
-            f" row strategy beats one of the column strategy on {_metric(data)} accuracy (0.5 ="
-            f" no difference; Mann–Whitney U p-value beside it); bold and shaded when"
-            f" p &lt; {SIGNIFICANCE}.</p></div>"
-        )
-    body = f'<div class="stack">{"".join(cards)}</div>'
-    return Section("retraining", "Retraining", body, lead)
+    return {
+        "stats": has_statistics(data),
+        "budget": num(as_int(data.get("budget"))),
+        "n_seeds": len(as_list(data.get("seeds"))),
+        "n_runs": runs_per_strategy(data),
+        "min_runs": MIN_RUNS_FOR_STATISTICS,
+        "main_table": _main_table(data),
+        "chart": _chart(data),
+        "cluster_table": _cluster_table(data),
+        "a12_table": _a12_table(data),
+        "metric": _metric(data),
+        "significance": SIGNIFICANCE,
+    }
 
 
 def _metric(data: dict[str, Any]) -> str:
