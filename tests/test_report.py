@@ -472,3 +472,23 @@ def test_templates_and_static_files_ship_as_package_resources() -> None:
     assert {"templates/*.j2", "templates/sections/*.j2", "static/*"} <= set(
         data["package-data"]["dnnsafety.report"]
     )
+
+
+def test_no_ground_truth_scenarios_no_rare_column(tmp_path: Path, full_page: str) -> None:
+    run = make_run(tmp_path / "run", full=True)
+    path = run / "comparison.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["scenarios"] = ["unknown"]
+    data["original"]["per_scenario"] = {"unknown": data["original"]["overall"]}
+    data["original"]["rare"] = None
+    for strategy in data["strategies"].values():
+        summary = strategy["summary"]
+        summary["per_scenario"] = {"unknown": summary["overall"]}
+        summary["rare"] = {"mean": None, "low": None, "high": None}
+    _json(path, data)
+    page = render_report(run).read_text(encoding="utf-8")
+    header = re.compile(r"<th[^>]*>\s*rare scenarios\s*</th>")
+    assert header.search(full_page)  # with ground truth the column is there
+    assert not header.search(page)
+    assert not re.search(r"<th[^>]*>\s*unknown\s*</th>", page)
+    assert re.search(r"<th[^>]*>\s*labels spent\s*</th>", page)  # the table is still there

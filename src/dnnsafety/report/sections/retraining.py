@@ -23,7 +23,7 @@ from dnnsafety.report.format import (
     table,
     text,
 )
-from dnnsafety.report.load import RunData
+from dnnsafety.report.load import UNKNOWN_SCENARIO, RunData
 from dnnsafety.report.sections import Context, register_section
 
 CHART_W, GROUP_H, BAR_GAP = 960, 230, 2
@@ -90,7 +90,9 @@ def _scenarios(data: dict[str, Any]) -> list[str]:
 
 def _main_table(data: dict[str, Any]) -> Table:
     stats = has_statistics(data)
-    scenarios = _scenarios(data)
+    # without ground-truth scenarios there is no rare-scenario accuracy and no scenario column
+    show_rare = any(s != UNKNOWN_SCENARIO for s in _scenarios(data))
+    scenarios = [s for s in _scenarios(data) if s != UNKNOWN_SCENARIO]
     original = as_dict(data.get("original"))
     headers = ["strategy", "labels spent", "overall", "rare scenarios", *scenarios]
     headers += ["improved", "worsened", "time / run"]
@@ -105,14 +107,22 @@ def _main_table(data: dict[str, Any]) -> Table:
         cells, means = _strategy_row(text(name), strategy, scenarios, stats)
         rows.append(cells)
         values.append(means)
-    if stats:
-        _mark_best(rows, values, [min, max, max, *([max] * len(scenarios)), max, min])
+    ops = [min, max, max, *([max] * len(scenarios)), max, min]
     extra, css = [], ["sel"]
     control = as_dict(data.get("control"))
     if control.get("runs"):
         label = Cell("fine-tuned, no new labels", italic=True)
         extra.append(_strategy_row(label, control, scenarios, stats)[0])
         css.append("")
+    if not show_rare:  # drop the rare-scenarios column (cell 3, compared value 2)
+        headers.pop(3)
+        for row in [base, *extra, *rows]:
+            row.pop(3)
+        for means in values:
+            means.pop(2)
+        ops.pop(2)
+    if stats:
+        _mark_best(rows, values, ops)
     return table(headers, [base, *extra, *rows], "", css + [""] * len(rows))
 
 
