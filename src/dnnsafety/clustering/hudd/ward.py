@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnnsafety.clustering.distances import (
-    condensed_distances,
-)
+from dnnsafety.clustering.distances import condensed_distances
 from dnnsafety.clustering.indices import canonical_labels
 from dnnsafety.exceptions import InvalidInputError
 

@@ -10,9 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from dnnsafety.clustering.distances import (
-    auto_chunk_rows,
-)
+from dnnsafety.clustering.distances import auto_chunk_rows
 from dnnsafety.clustering.hudd.ward import WardTree
 from dnnsafety.clustering.indices import silhouette_from_sums
 from dnnsafety.exceptions import ConfigError

@@ -75,14 +75,8 @@ rule module called with several inputs, an in-place change of a tensor the fast 
 """
 
 from dnnsafety.features.lrp._fast import _FastUnsupported as _FastUnsupported
-from dnnsafety.features.lrp.attribute import (
-    BACKENDS,
-    LayerRelevance,
-    layer_relevance,
-)
-from dnnsafety.features.lrp.attribute import (
-    _check_backend as _check_backend,
-)
+from dnnsafety.features.lrp.attribute import BACKENDS, LayerRelevance, layer_relevance
+from dnnsafety.features.lrp.attribute import _check_backend as _check_backend
 from dnnsafety.features.lrp.canonizers import MergeBatchNorm, ResidualSum, ZooBasicBlockCanonizer
 from dnnsafety.features.lrp.layers import (
     CANDIDATE_TYPES,
@@ -91,9 +85,7 @@ from dnnsafety.features.lrp.layers import (
     as_batch,
     find_layers,
 )
-from dnnsafety.features.lrp.layers import (
-    _eval_mode as _eval_mode,
-)
+from dnnsafety.features.lrp.layers import _eval_mode as _eval_mode
 from dnnsafety.features.lrp.rules import (
     DEFAULT_RULES,
     HUDD_RULES,
