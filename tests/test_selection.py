@@ -614,7 +614,7 @@ class SlicedRows:
 def test_small_reference_chunks_uncached_and_slice_only_sources(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import dnnsafety.selection._nearest as nearest
+    import dnnsafety.distances as engine
 
     rng = np.random.default_rng(2)
     members = rng.normal(size=(25, 6))
@@ -627,8 +627,8 @@ def test_small_reference_chunks_uncached_and_slice_only_sources(
     expected = ClosestSelector().select(PoolView(ids=ids_of(50), features=pool), 12, clusters=space)
     expected_dsa = dsa_scores(pool, np.argmax(probs, axis=1), train, train_labels)
 
-    monkeypatch.setattr(nearest, "auto_chunk_rows", lambda dim: 4)  # many reference chunks
-    monkeypatch.setattr(nearest, "_CACHE_BYTES", 0)  # re-read them for every pool batch
+    monkeypatch.setattr(engine, "auto_chunk_rows", lambda dim: 4)  # many reference chunks
+    monkeypatch.setattr(engine, "_CACHE_BYTES", 0)  # re-read them for every pool batch
     source = SlicedRows(pool)
     got = ClosestSelector().select(PoolView(ids=ids_of(50), features=source), 12, clusters=space)
     assert got.ids.tolist() == expected.ids.tolist()

@@ -1,37 +1,38 @@
 """Euclidean distance matrices for HUDD clustering, computed in row blocks.
 
 HUDD compares error-inducing inputs through the Euclidean distance between their flattened
-heatmaps (METHOD.md §2, step 3). The inputs are large (``N x D`` with ``D`` in the thousands),
-so the distances are computed block by block with matrix products, using
-
-``||a - b||^2 = ||a||^2 + ||b||^2 - 2 a.b``
-
-on rows centred by the column mean (centring removes the common offset and with it most of
-the cancellation of this identity). Only ``chunk_rows`` rows are read at a time, so a
-:class:`numpy.memmap` is streamed from disk rather than loaded whole. Products are taken in
-float64 whatever the input dtype.
-
-Squared distances that are within rounding error of zero are set to exactly zero: any value
-below ``1e-12 * (||a_c||^2 + ||b_c||^2)`` (``a_c``, ``b_c`` the centred rows), i.e. distances
-below about one millionth of the data's spread, far below the resolution of float32 inputs.
-Identical inputs therefore get a distance of exactly 0, which the clustering relies on.
+heatmaps (METHOD.md §2, step 3). The blocks come from the chunked engine in
+:mod:`dnnsafety.distances` (shared with the selectors): float64 products of rows centred by
+the column mean, ``chunk_rows`` rows read at a time (a :class:`numpy.memmap` is streamed from
+disk rather than loaded whole), and squared distances within rounding error of zero (below
+``1e-12 * (||a_c||^2 + ||b_c||^2)``, :data:`ZERO_TOLERANCE`) set to exactly zero. Identical
+inputs therefore get a distance of exactly 0, which the clustering relies on.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import numpy as np
 
+from dnnsafety.distances import (
+    ZERO_TOLERANCE,
+    Reference,
+    auto_chunk_rows,
+    check_chunk_rows,
+    row_blocks,
+    self_distance_blocks,
+)
 from dnnsafety.exceptions import InvalidInputError
 
-logger = logging.getLogger(__name__)
-
-ZERO_TOLERANCE = 1e-12
-"""Relative tolerance under which a squared distance is treated as exactly zero."""
-
-_BLOCK_ELEMENTS = 2**23  # float64 elements per row block (64 MiB)
+__all__ = [
+    "ZERO_TOLERANCE",
+    "auto_chunk_rows",
+    "check_distance_matrix",
+    "condensed_distances",
+    "pairwise_distances",
+    "row_max_normalise",
+]
 
 
 def _as_rows(x: object, what: str) -> np.ndarray:
@@ -54,85 +55,14 @@ def _as_rows(x: object, what: str) -> np.ndarray:
     return arr
 
 
-def auto_chunk_rows(n_columns: int) -> int:
-    """Rows per block so that one float64 block stays around 64 MiB.
-
-    Parameters
-    ----------
-    n_columns
-        Number of values per row.
-
-    Returns
-    -------
-    int
-        A block height between 64 and 2048 rows.
-    """
-    return int(min(2048, max(64, _BLOCK_ELEMENTS // max(n_columns, 1))))
-
-
-def _check_chunk_rows(chunk_rows: int | None, n_columns: int) -> int:
-    if chunk_rows is None:
-        return auto_chunk_rows(n_columns)
-    if (
-        isinstance(chunk_rows, bool)
-        or not isinstance(chunk_rows, int | np.integer)
-        or chunk_rows < 1
-    ):
-        raise InvalidInputError(
-            f"The 'chunk_rows' parameter must be an int >= 1 or None. Got {chunk_rows!r}."
-        )
-    return int(chunk_rows)
-
-
-def _bounds(n: int, chunk: int) -> list[tuple[int, int]]:
-    return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
-
-
-def _load(x: np.ndarray, r0: int, r1: int, what: str) -> np.ndarray:
-    block = np.asarray(x[r0:r1], dtype=np.float64)
-    if not np.isfinite(block).all():
-        bad = r0 + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-        raise InvalidInputError(
-            f"{what} row {bad} contains NaN or infinity. Remove or repair that input first."
-        )
-    return block
-
-
-def _centre_and_norms(x: np.ndarray, chunk: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and squared norms of the centred rows, in two streamed passes."""
-    n, dim = x.shape
-    bounds = _bounds(n, chunk)
-    total = np.zeros(dim, dtype=np.float64)
-    for r0, r1 in bounds:
-        total += _load(x, r0, r1, what).sum(axis=0)
-    mean = total / max(n, 1)
-    sq = np.empty(n, dtype=np.float64)
-    for r0, r1 in bounds:
-        block = _load(x, r0, r1, what) - mean
-        sq[r0:r1] = np.einsum("ij,ij->i", block, block)
-    return mean, sq
-
-
-def _distance_blocks(
-    x: np.ndarray, chunk: int, what: str
+def _blocks(
+    rows: np.ndarray, chunk_rows: int | None, what: str
 ) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
-    """Yield ``(r0, r1, c0, c1, block)`` for the upper block triangle (``c0 >= r0``)."""
-    n = x.shape[0]
-    mean, sq = _centre_and_norms(x, chunk, what)
-    bounds = _bounds(n, chunk)
-    for i, (r0, r1) in enumerate(bounds):
-        a = _load(x, r0, r1, what) - mean
-        for c0, c1 in bounds[i:]:
-            b = a if c0 == r0 else _load(x, c0, c1, what) - mean
-            block = a @ b.T
-            block *= -2.0
-            norms = sq[r0:r1, None] + sq[None, c0:c1]
-            block += norms
-            block[block <= ZERO_TOLERANCE * norms] = 0.0
-            if c0 == r0:
-                np.fill_diagonal(block, 0.0)
-            np.sqrt(block, out=block)
-            yield r0, r1, c0, c1, block
+    """The engine's upper-triangle distance blocks of ``rows``, streamed (no cache)."""
+    chunk = check_chunk_rows(chunk_rows, rows.shape[1])
+    if rows.shape[0] == 0:
+        return iter(())
+    return self_distance_blocks(Reference(rows, what, chunk, cache=False))
 
 
 def pairwise_distances(x: np.ndarray, *, chunk_rows: int | None = None) -> np.ndarray:
@@ -159,10 +89,9 @@ def pairwise_distances(x: np.ndarray, *, chunk_rows: int | None = None) -> np.nd
         If ``x`` is not 2-D (after flattening), not numeric or holds NaN or infinity.
     """
     rows = _as_rows(x, "pairwise_distances input")
-    chunk = _check_chunk_rows(chunk_rows, rows.shape[1])
     n = rows.shape[0]
     out = np.empty((n, n), dtype=np.float64)
-    for r0, r1, c0, c1, block in _distance_blocks(rows, chunk, "pairwise_distances input"):
+    for r0, r1, c0, c1, block in _blocks(rows, chunk_rows, "pairwise_distances input"):
         out[r0:r1, c0:c1] = block
         if c0 != r0:
             out[c0:c1, r0:r1] = block.T
@@ -194,10 +123,9 @@ def condensed_distances(x: np.ndarray, *, chunk_rows: int | None = None) -> np.n
         If ``x`` is not 2-D (after flattening), not numeric or holds NaN or infinity.
     """
     rows = _as_rows(x, "condensed_distances input")
-    chunk = _check_chunk_rows(chunk_rows, rows.shape[1])
     n = rows.shape[0]
     out = np.empty(n * (n - 1) // 2, dtype=np.float64)
-    for r0, r1, c0, c1, block in _distance_blocks(rows, chunk, "condensed_distances input"):
+    for r0, r1, c0, c1, block in _blocks(rows, chunk_rows, "condensed_distances input"):
         for i in range(r0, r1):
             j0 = max(c0, i + 1)
             if j0 >= c1:
@@ -238,9 +166,9 @@ def check_distance_matrix(d: object, *, chunk_rows: int | None = None) -> np.nda
         raise InvalidInputError(f"Distances must be real numbers; got dtype {arr.dtype}.")
     arr = np.asarray(arr, dtype=np.float64)
     n = arr.shape[0]
-    chunk = _check_chunk_rows(chunk_rows, n)
+    chunk = check_chunk_rows(chunk_rows, n)
     scale = float(np.max(arr)) if n else 0.0
-    for r0, r1 in _bounds(n, chunk):
+    for r0, r1 in row_blocks(n, chunk):
         block = arr[r0:r1]
         if not np.isfinite(block).all():
             raise InvalidInputError("The distance matrix contains NaN or infinity; repair it.")
