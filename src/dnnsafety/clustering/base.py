@@ -30,7 +30,7 @@ cluster (``"identical-inputs"``). Non-finite values raise
 from __future__ import annotations
 
 import logging
-from typing import Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -113,6 +113,8 @@ class Clusterer(FittedStateMixin, BaseEstimator):
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name: str = "base"
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
 
     labels_: np.ndarray
     n_clusters_: int

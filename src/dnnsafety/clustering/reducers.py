@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -70,6 +70,8 @@ class Reducer(FittedStateMixin, BaseEstimator):
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name: str = "base"
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
     #: Fewest rows ``fit`` accepts.
     min_rows: int = 2
 

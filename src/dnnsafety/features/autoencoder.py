@@ -9,6 +9,7 @@ training settings and the data), so a rerun reuses them.
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -80,6 +81,7 @@ class AutoencoderFeatures(FeatureSource):
     """
 
     batch_size = 512
+    _test_params: ClassVar[dict[str, Any]] = {"latent": 4, "epochs": 1, "max_images": 24}
 
     def __init__(
         self,

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -84,6 +84,8 @@ class FeatureSource(BaseEstimator):
     name = "base"
     #: Images per forward pass.
     batch_size = 128
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
 
     def fit(self, context: FeatureContext) -> FeatureSource:
         """Prepare the source (load or learn what it needs); returns ``self``."""
@@ -187,6 +189,7 @@ class BackboneFeatures(FeatureSource):
     """
 
     batch_size = 64
+    _test_params: ClassVar[dict[str, Any]] = {"image_size": 32}
 
     def __init__(
         self, arch: str = DEFAULT_BACKBONE, weights: str = "", image_size: int = 224

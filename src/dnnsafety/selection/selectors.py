@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -247,6 +247,8 @@ class Selector(BaseEstimator):
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name = "base"
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
     seeded = False
 
     def select(
