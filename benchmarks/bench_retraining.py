@@ -34,7 +34,7 @@ import torch
 torch.set_flush_denormal(True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import write_table  # noqa: E402
-from dnnsafety.config import RunConfig  # noqa: E402
+from dnnsafety.config import PluginConfig, RunConfig  # noqa: E402
 from dnnsafety.data.inject import CORRUPTIONS  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
 from dnnsafety.retraining.experiment import NEEDS_SPACE, compare  # noqa: E402
@@ -141,8 +141,8 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
     if args.analysis == "safe":
         cfg.analysis.features, cfg.analysis.reduce, cfg.analysis.cluster = (
             "backbone",
-            "umap",
-            "dbscan",
+            PluginConfig("umap"),
+            PluginConfig("dbscan"),
         )
     cfg.retrain.epochs = args.epochs
     cfg.retrain.balance = not args.no_balance

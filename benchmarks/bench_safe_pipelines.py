@@ -139,7 +139,7 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 reduced = np.asarray(reducer.fit_transform(feats), dtype=np.float32)
             for cluster in args.clusterers.split(","):
                 with peak_memory() as cl_cost:
-                    labels = CLUSTERERS.get(cluster)(seed=config.seed).fit_predict(reduced)
+                    labels = CLUSTERERS.get(cluster)(random_state=config.seed).fit_predict(reduced)
                 s = score_clusters(labels, scenarios, scenarios_to_cover=rare)
                 seconds = feat_cost["seconds"] + red_cost["seconds"] + cl_cost["seconds"]
                 peak = max(feat_cost["peak"], red_cost["peak"], cl_cost["peak"])

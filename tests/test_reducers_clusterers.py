@@ -73,7 +73,7 @@ def fitted_reducers() -> dict[str, tuple[Reducer, np.ndarray]]:
     x = small_blobs()
     out: dict[str, tuple[Reducer, np.ndarray]] = {}
     for name in REDUCERS.names():
-        reducer = REDUCERS.get(name)(seed=0)
+        reducer = REDUCERS.get(name)(random_state=0)
         out[name] = (reducer, reducer.fit_transform(x))
     return out
 
@@ -82,7 +82,7 @@ def fitted_reducers() -> dict[str, tuple[Reducer, np.ndarray]]:
 def umap_blobs() -> tuple[UMAPReducer, np.ndarray, np.ndarray, np.ndarray]:
     """UMAP fitted on the 4 blobs: reducer, data, labels, embedding."""
     x, y = blobs()
-    reducer = UMAPReducer(seed=0)
+    reducer = UMAPReducer(random_state=0)
     return reducer, x, y, reducer.fit_transform(x)
 
 
@@ -114,7 +114,7 @@ def test_reducer_deterministic_under_seed(
     name: str, fitted_reducers: dict[str, tuple[Reducer, np.ndarray]]
 ) -> None:
     _, z = fitted_reducers[name]
-    again = REDUCERS.get(name)(seed=0).fit_transform(small_blobs())
+    again = REDUCERS.get(name)(random_state=0).fit_transform(small_blobs())
     np.testing.assert_allclose(again, z, rtol=1e-6, atol=1e-6)
 
 
@@ -155,8 +155,8 @@ def test_reducer_bad_input(
 
 @pytest.mark.parametrize("name", REDUCERS.names())
 def test_reducer_bad_seed(name: str) -> None:
-    with pytest.raises(ConfigError, match=r"'seed' parameter of .* must be an int >= 0"):
-        REDUCERS.get(name)(seed=-1).fit(small_blobs())
+    with pytest.raises(ConfigError, match=r"'random_state' parameter of .* must be an int >= 0"):
+        REDUCERS.get(name)(random_state=-1).fit(small_blobs())
 
 
 def test_identity_returns_a_copy_of_the_features() -> None:
@@ -250,7 +250,7 @@ def test_umap_then_dbscan_recovers_blobs(
 def test_umap_tiny_inputs_are_clamped(caplog: pytest.LogCaptureFixture) -> None:
     x = small_blobs()[:6]
     with caplog.at_level(logging.INFO, logger="dnnsafety.clustering.reducers"):
-        reducer = UMAPReducer(seed=0).fit(x)
+        reducer = UMAPReducer(random_state=0).fit(x)
     assert reducer.params_["n_neighbors"] == 5
     assert reducer.n_components_ == 4
     assert "n_neighbors 15 -> 5" in caplog.text
@@ -286,7 +286,7 @@ def test_umap_rejects_bad_parameters(kwargs: dict[str, object], match: str) -> N
 @pytest.mark.parametrize("name", CLUSTERERS.names())
 def test_clusterer_contract(name: str) -> None:
     x = small_blobs()
-    clusterer = CLUSTERERS.get(name)(seed=0)
+    clusterer = CLUSTERERS.get(name)(random_state=0)
     assert clusterer.fit(x) is clusterer
     labels = clusterer.labels_
     assert labels.dtype == np.int64 and labels.shape == (x.shape[0],)
@@ -304,8 +304,8 @@ def test_clusterer_contract(name: str) -> None:
 @pytest.mark.parametrize("name", CLUSTERERS.names())
 def test_clusterer_deterministic_under_seed(name: str) -> None:
     x, _ = blobs(n_per=30, n_noise=10)
-    first = CLUSTERERS.get(name)(seed=3).fit(x)
-    second = CLUSTERERS.get(name)(seed=3).fit(x)
+    first = CLUSTERERS.get(name)(random_state=3).fit(x)
+    second = CLUSTERERS.get(name)(random_state=3).fit(x)
     np.testing.assert_array_equal(first.labels_, second.labels_)
     assert first.params_ == second.params_
 
@@ -334,8 +334,8 @@ def test_clusterer_bad_input(name: str) -> None:
         clusterer.fit(np.arange(10.0))
     with pytest.raises(InvalidInputError, match="no features"):
         clusterer.fit(np.zeros((4, 0)))
-    with pytest.raises(ConfigError, match="'seed' parameter"):
-        CLUSTERERS.get(name)(seed=1.5).fit(small_blobs())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="'random_state' parameter"):
+        CLUSTERERS.get(name)(random_state=1.5).fit(small_blobs())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", CLUSTERERS.names())
@@ -372,7 +372,7 @@ def test_clusterer_few_inputs_do_not_crash(name: str, n: int) -> None:
 @pytest.mark.parametrize("cls", [KMeansClusterer, WardClusterer])
 def test_k_search_recovers_blobs_exactly(cls: type[Clusterer]) -> None:
     x, y = blobs()
-    clusterer = cls(seed=0).fit(x)
+    clusterer = cls(random_state=0).fit(x)
     assert clusterer.n_clusters_ == N_BLOBS and clusterer.n_noise_ == 0
     assert adjusted_rand_score(y, clusterer.labels_) == 1.0
     assert clusterer.params_["k"] == N_BLOBS
@@ -385,7 +385,7 @@ def test_k_search_recovers_blobs_exactly(cls: type[Clusterer]) -> None:
 @pytest.mark.parametrize("cls", [DBSCANClusterer, HDBSCANClusterer])
 def test_density_clusterers_recover_blobs_and_leave_noise(cls: type[Clusterer]) -> None:
     x, y = blobs(n_noise=40)
-    clusterer = cls(seed=0).fit(x)
+    clusterer = cls(random_state=0).fit(x)
     labels = clusterer.labels_
     planted = y >= 0
     assert clusterer.n_clusters_ == N_BLOBS
@@ -421,7 +421,7 @@ def test_dbscan_single_blob_is_one_cluster() -> None:
 
 def test_silhouette_subsample_still_recovers_blobs() -> None:
     x, y = blobs()
-    clusterer = KMeansClusterer(max_k=6, silhouette_sample_size=60, seed=1).fit(x)
+    clusterer = KMeansClusterer(max_k=6, silhouette_sample_size=60, random_state=1).fit(x)
     assert adjusted_rand_score(y, clusterer.labels_) == 1.0
 
 
@@ -504,7 +504,7 @@ def split_copies(labels: np.ndarray, source: np.ndarray, copied: np.ndarray) -> 
 
 def test_umap_maps_identical_rows_to_one_point() -> None:
     x, source, copied = with_copies()
-    reducer = UMAPReducer(seed=0)
+    reducer = UMAPReducer(random_state=0)
     z = reducer.fit_transform(x)
     for row in copied:
         assert np.ptp(z[source == row], axis=0).max() == 0.0
@@ -537,7 +537,7 @@ def test_umap_dbscan_recovers_the_planted_blobs_with_copies() -> None:
 def test_dbscan_k_distances_and_silhouette_count_every_copy() -> None:
     from sklearn.metrics import pairwise_distances, silhouette_score
 
-    from dnnsafety.clustering.clusterers import _k_distances, _neighbours
+    from dnnsafety.clustering.dbscan import _k_distances, _neighbours
 
     rng = np.random.default_rng(3)
     distinct = rng.normal(size=(40, 5))
@@ -552,7 +552,7 @@ def test_dbscan_k_distances_and_silhouette_count_every_copy() -> None:
         np.testing.assert_allclose(_k_distances(nd, nw, weights, ms), brute, atol=1e-6)
         nd, nw = _neighbours(distinct, None, weights, ms)  # the nearest-neighbour path
         np.testing.assert_allclose(_k_distances(nd, nw, weights, ms), brute, atol=1e-6)
-    labels = KMeansClusterer(seed=0).fit(distinct).labels_
+    labels = KMeansClusterer(random_state=0).fit(distinct).labels_
     scorer = SilhouetteScorer(distinct, sample_size=1000, seed=0, weights=weights)
     expected = silhouette_score(full, np.repeat(labels, weights))
     assert scorer(labels) == pytest.approx(expected, rel=1e-7)

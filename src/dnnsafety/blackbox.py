@@ -30,7 +30,7 @@ from torch import nn
 
 from dnnsafety.analysis import ANALYSIS_DIR, CLUSTERS_FILE, LAYERS_FILE
 from dnnsafety.clustering import CLUSTERERS, REDUCERS, identical_rows, pairwise_distances
-from dnnsafety.config import AnalysisConfig
+from dnnsafety.config import AnalysisConfig, PluginConfig
 from dnnsafety.data.dataset import Dataset
 from dnnsafety.explain import describe_clusters
 from dnnsafety.explain.gallery import cluster_gallery, error_map
@@ -207,9 +207,10 @@ class _Passthrough:
         return np.asarray(x, dtype=np.float32)
 
 
-def make_reducer(reduce: str, n: int, seed: int) -> Any:
+def make_reducer(reduce: str | PluginConfig, n: int, seed: int) -> Any:
     """The configured reducer; no reduction when there are too few distinct inputs (``n``)."""
-    reducer = REDUCERS.get(reduce)(seed=seed)
+    spec = PluginConfig.of(reduce)
+    reducer = REDUCERS.create(spec.name, spec.params, random_state=seed)
     if n < reducer.min_rows:
         log.info("only %d distinct error inputs: clustering them without %s reduction", n, reduce)
         return _Passthrough()
@@ -217,7 +218,7 @@ def make_reducer(reduce: str, n: int, seed: int) -> Any:
 
 
 def reduce_and_cluster(
-    features: np.ndarray, reduce: str, cluster: str, seed: int
+    features: np.ndarray, reduce: str | PluginConfig, cluster: str | PluginConfig, seed: int
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Reduce then cluster ``features``; returns labels (-1 noise), reduced data, parameters."""
     n = len(features)
@@ -225,11 +226,12 @@ def reduce_and_cluster(
         return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), {}
     reducer = make_reducer(reduce, identical_rows(features).n_distinct, seed)
     reduced = np.asarray(reducer.fit_transform(features), dtype=np.float32)
-    clusterer = CLUSTERERS.get(cluster)(seed=seed)
+    spec = PluginConfig.of(cluster)
+    clusterer = CLUSTERERS.create(spec.name, spec.params, random_state=seed)
     labels = np.asarray(clusterer.fit_predict(reduced), dtype=np.int64)
     params = {
-        "reduce": {"name": reduce, "dims": int(reduced.shape[1]), **reducer.params_},
-        "cluster": {"name": cluster, **dict(getattr(clusterer, "params_", {}))},
+        "reduce": {"name": str(reduce), "dims": int(reduced.shape[1]), **reducer.params_},
+        "cluster": {"name": spec.name, **dict(getattr(clusterer, "params_", {}))},
         "n_clusters": int(getattr(clusterer, "n_clusters_", labels.max() + 1)),
     }
     return labels, reduced, params

@@ -8,6 +8,7 @@ rejected with the list of valid ones, so a typo never passes silently.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import tomllib
 import types
@@ -91,6 +92,35 @@ class TrainConfig:
 
 
 @dataclass
+class PluginConfig:
+    """A plug-in chosen by name with its constructor parameters: ``{name, params}``.
+
+    In TOML either a table or, for the defaults, just the name::
+
+        [analysis.cluster]
+        name = "hdbscan"
+        params = { min_cluster_size = 10 }
+
+        # the same with default parameters, the form older config.toml files hold
+        cluster = "hdbscan"
+
+    On the command line: ``--set analysis.cluster.params.min_cluster_size=10``. ``str()`` of
+    it is the name, so logs and ``clusters.json`` read as before.
+    """
+
+    name: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def of(cls, value: str | PluginConfig) -> PluginConfig:
+        """``value`` as a :class:`PluginConfig` (a bare name gets default parameters)."""
+        return value if isinstance(value, PluginConfig) else cls(name=str(value))
+
+
+@dataclass
 class AnalysisConfig:
     """White-box root-cause analysis (HUDD, METHOD.md §2 steps 1-7).
 
@@ -112,6 +142,10 @@ class AnalysisConfig:
     ``dnnsafety.features.FEATURE_SOURCES``: ``backbone``, ``activations``, ``autoencoder``,
     ``heatmaps``, ``pixels``) replaces the HUDD path by features -> ``reduce`` (``none``,
     ``pca``, ``umap``) -> ``cluster`` (``dbscan``, ``hdbscan``, ``kmeans``, ``ward``).
+    ``reduce`` and ``cluster`` are :class:`PluginConfig` tables ``{name, params}``: the
+    parameters go to the reducer's or clusterer's constructor (``--set
+    analysis.cluster.params.min_cluster_size=10``); a plain name (``cluster = "dbscan"``) still
+    loads.
     ``backbone`` / ``backbone_weights`` / ``image_size`` configure the pretrained backbone
     (empty weights: the bundled MobileNetV2 ImageNet weights; ``image_size`` is the side the
     images are resized to: 224, what ImageNet models expect, separated the Fashion-MNIST
@@ -128,8 +162,8 @@ class AnalysisConfig:
     split: str = "test"
     batch_size: int = 64
     features: str = ""
-    reduce: str = "umap"
-    cluster: str = "dbscan"
+    reduce: PluginConfig = field(default_factory=lambda: PluginConfig("umap"))
+    cluster: PluginConfig = field(default_factory=lambda: PluginConfig("dbscan"))
     backbone: str = "mobilenet_v2"
     backbone_weights: str = ""
     image_size: int = 224
@@ -207,10 +241,19 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def section(self, name: str) -> dict[str, Any]:
-        """One section as a plain dict (used to fingerprint stages)."""
+        """One section as a plain dict (used to fingerprint stages).
+
+        A plug-in with default parameters appears as its bare name, as before plug-ins took
+        parameters, so that the fingerprints of older runs still match.
+        """
         value = getattr(self, name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return dataclasses.asdict(value)
+            data = dataclasses.asdict(value)
+            for f in dataclasses.fields(value):
+                item = getattr(value, f.name)
+                if isinstance(item, PluginConfig) and not item.params:
+                    data[f.name] = item.name
+            return data
         return {name: value}
 
 
@@ -219,6 +262,10 @@ T = TypeVar("T")
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
+    if hint is Any:  # plug-in parameters: the plug-in validates them
+        return value
+    if hint is PluginConfig and isinstance(value, str):  # the older, name-only form
+        return PluginConfig(name=value)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, dict):
             raise ConfigError(f"Config section [{where}] must be a table, got {value!r}.")
@@ -284,16 +331,31 @@ def dump_config(config: RunConfig) -> str:
 
 
 def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Apply dotted-key overrides such as ``{"train.epochs": 3}``; ``None`` values are ignored."""
+    """Apply dotted-key overrides such as ``{"train.epochs": 3}``; ``None`` values are ignored.
+
+    Plug-in parameters (``analysis.cluster.params.min_cluster_size``) are applied after the
+    other keys, so they go to the plug-in chosen in the same overrides (``analysis.cluster``),
+    whichever comes first. Choosing another plug-in by name drops the old one's parameters.
+    """
     data = config.to_dict()
-    for key, value in overrides.items():
+    ordered = sorted(overrides.items(), key=lambda item: ".params." in f".{item[0]}.")
+    for key, value in ordered:
         if value is None:
             continue
         node = data
         parts = key.split(".")
-        for part in parts[:-1]:
+        for part, below in itertools.pairwise(parts):
+            if isinstance(node.get(part), str) and below in ("name", "params"):
+                node[part] = {"name": node[part], "params": {}}  # a plug-in given by name
             node = node[part]
-        node[parts[-1]] = value
+        last = parts[-1]
+        current: Any = node.get(last) if isinstance(node, dict) else None
+        if isinstance(value, str) and _is_plugin_table(current):
+            # a plug-in chosen by name keeps its parameters only if it stays the same plug-in
+            params = current["params"] if current["name"] == value else {}
+            node[last] = {"name": value, "params": params}
+        else:
+            node[last] = value
     return from_dict(RunConfig, data)
 
 
@@ -369,3 +431,7 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
         overrides[key.strip()] = parse_value(raw)
     return overrides
+
+
+def _is_plugin_table(value: object) -> bool:
+    return isinstance(value, dict) and set(value) == {"name", "params"}

@@ -4,7 +4,8 @@ SAFE clusters backbone features of the error-inducing inputs after an optional r
 ``none`` (the features as they are), ``pca`` (SAFE) or ``umap`` (the best pipeline of the
 2024 study). Every reducer follows the scikit-learn estimator contract:
 
-* ``__init__`` only stores its keyword arguments (all have defaults, ``seed`` included);
+* ``__init__`` only stores its keyword arguments (all have defaults, ``random_state``
+  included); reducers are scikit-learn ``BaseEstimator`` s (``get_params``, ``clone``);
 * ``fit(X)`` validates ``X`` (2-D, finite, at least 2 rows) and returns ``self``;
 * learned state ends in ``_``; reading it, or calling :meth:`~Reducer.transform`, before
   ``fit`` raises :class:`~dnnsafety.exceptions.NotFittedError`;
@@ -18,7 +19,7 @@ SAFE clusters backbone features of the error-inducing inputs after an optional r
 
 Look reducers up by name in :data:`REDUCERS`::
 
-    reducer = REDUCERS.get("umap")(seed=3)
+    reducer = REDUCERS.get("umap")(random_state=3)
     z = reducer.fit_transform(features)
 """
 
@@ -27,149 +28,35 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
+from dnnsafety._validation import (
+    FittedStateMixin,
+    check_features,
+    check_n_features,
+    check_random_state,
+)
+from dnnsafety._validation import check_float_param as check_float
+from dnnsafety._validation import check_int_param as check_int
 from dnnsafety.clustering.duplicates import identical_rows
-from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
+from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.registry import Registry
+from dnnsafety.types import JSONValue
 
 logger = logging.getLogger(__name__)
-
-JSONValue = Any
-"""A value that :func:`json.dumps` accepts (``params_`` entries)."""
-
-
-# --------------------------------------------------------------------------- shared checks
-
-
-class FittedStateMixin:
-    """Raises :class:`NotFittedError` when a learned attribute is read before ``fit``.
-
-    Learned attributes are public names ending in ``_`` (``labels_``, ``n_components_``);
-    they are declared as class annotations in subclasses and set by ``fit``. Reading one that
-    is not set yet raises :class:`~dnnsafety.exceptions.NotFittedError` (a subclass of
-    ``AttributeError``, so ``hasattr(est, "labels_")`` is ``False`` before ``fit``).
-    """
-
-    if not TYPE_CHECKING:  # hidden from mypy so that attribute typos stay type errors
-
-        def __getattr__(self, name: str) -> Any:
-            if name.endswith("_") and not name.startswith("_"):
-                raise NotFittedError(
-                    f"This {type(self).__name__} is not fitted yet: call fit(X) before "
-                    f"reading {name!r}."
-                )
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def _require_fitted(self, what: str) -> None:
-        if "n_features_in_" not in self.__dict__:
-            raise NotFittedError(
-                f"This {type(self).__name__} is not fitted yet: call fit(X) before {what}."
-            )
-
-
-def check_features(x: object, *, min_rows: int = 0, what: str = "X") -> np.ndarray:
-    """Validate a feature matrix and return it as a C-contiguous float64 array.
-
-    Parameters
-    ----------
-    x
-        Array-like of shape ``(n_samples, n_features)``.
-    min_rows
-        Smallest accepted number of rows.
-    what
-        Name used in error messages.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float64`` copy or view of ``x``.
-
-    Raises
-    ------
-    InvalidInputError
-        If ``x`` is not numeric, not 2-D, has no columns, has fewer than ``min_rows`` rows,
-        or holds NaN or infinite values.
-    """
-    try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"{what} must be a numeric array of shape (n_samples, n_features); it could not "
-            f"be converted to float ({exc}). Pass a NumPy array of numbers."
-        ) from None
-    if arr.ndim != 2:
-        raise InvalidInputError(
-            f"{what} must be 2-D (n_samples, n_features); got shape {arr.shape}. Reshape it, "
-            f"e.g. x.reshape(len(x), -1) to flatten each sample or x.reshape(-1, 1) for a "
-            f"single feature."
-        )
-    if arr.shape[1] == 0:
-        raise InvalidInputError(
-            f"{what} has no features (shape {arr.shape}); pass at least one column."
-        )
-    if arr.shape[0] < min_rows:
-        raise InvalidInputError(
-            f"{what} needs at least {min_rows} rows (samples); got {arr.shape[0]}. Pass more "
-            f"inputs or skip this step for so few."
-        )
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad_rows = np.flatnonzero(~finite.all(axis=1))
-        raise InvalidInputError(
-            f"{what} holds NaN or infinite values in {bad_rows.size} row(s) (first: row "
-            f"{int(bad_rows[0])}). Remove or impute those rows first."
-        )
-    return np.ascontiguousarray(arr)
-
-
-def check_n_features(est: object, arr: np.ndarray, n_features_in: int) -> None:
-    """Raise :class:`InvalidInputError` if ``arr`` has another width than the fitted data."""
-    if arr.shape[1] != n_features_in:
-        raise InvalidInputError(
-            f"X has {arr.shape[1]} features, but {type(est).__name__} was fitted with "
-            f"{n_features_in}. Pass features from the same extractor and layer as in fit."
-        )
-
-
-def check_int(owner: object, name: str, value: object, low: int) -> int:
-    """Validate an integer parameter (``bool`` is rejected) and return it as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ConfigError(
-            f"The {name!r} parameter of {type(owner).__name__} must be an int >= {low}. "
-            f"Got {value!r}."
-        )
-    return int(value)
-
-
-def check_float(
-    owner: object, name: str, value: object, low: float, high: float, *, open_low: bool = False
-) -> float:
-    """Validate a real parameter in ``[low, high]`` (``(low, high]`` when ``open_low``)."""
-    number = (
-        float(value)
-        if isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool)
-        else math.nan
-    )
-    ok = math.isfinite(number) and (number > low if open_low else number >= low) and number <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ConfigError(
-            f"The {name!r} parameter of {type(owner).__name__} must be a number in "
-            f"{bracket}{low}, {high}]. Got {value!r}."
-        )
-    return number
-
 
 # --------------------------------------------------------------------------- base class
 
 
-class Reducer(FittedStateMixin):
+class Reducer(FittedStateMixin, BaseEstimator):
     """Base class of the reducers: ``fit`` / ``transform`` / ``fit_transform``.
 
-    Subclasses implement :meth:`_fit` and :meth:`_transform` on validated float64 arrays.
+    Subclasses implement :meth:`_fit` and :meth:`_transform` on validated float64 arrays; the
+    base validates the input and ``random_state`` (template methods). As scikit-learn
+    estimators, reducers support ``get_params`` / ``set_params`` and ``sklearn.base.clone``.
 
     Attributes
     ----------
@@ -181,6 +68,10 @@ class Reducer(FittedStateMixin):
         Parameters actually used (JSON-serialisable).
     """
 
+    #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
+    name: str = "base"
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
     #: Fewest rows ``fit`` accepts.
     min_rows: int = 2
 
@@ -188,8 +79,8 @@ class Reducer(FittedStateMixin):
     n_components_: int
     params_: dict[str, JSONValue]
 
-    def __init__(self, *, seed: int = 0) -> None:
-        self.seed = seed
+    def __init__(self, *, random_state: int = 0) -> None:
+        self.random_state = random_state
 
     def fit(self, x: object) -> Self:
         """Learn the reduction from ``x`` (``n_samples x n_features``) and return ``self``.
@@ -205,7 +96,7 @@ class Reducer(FittedStateMixin):
         return self
 
     def _fit_checked(self, arr: np.ndarray) -> None:
-        check_int(self, "seed", self.seed, 0)
+        check_random_state(self, self.random_state)
         self._fit(arr)
         self.n_features_in_ = int(arr.shape[1])
 
@@ -253,10 +144,6 @@ class Reducer(FittedStateMixin):
     def _transform(self, arr: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.endswith("_"))
-        return f"{type(self).__name__}({args})"
-
 
 REDUCERS: Registry[type[Reducer]] = Registry("reducer")
 """Reducers by name: ``none``, ``pca``, ``umap``."""
@@ -271,7 +158,7 @@ class IdentityReducer(Reducer):
 
     Parameters
     ----------
-    seed
+    random_state
         Unused; accepted so that every reducer takes the same arguments.
     """
 
@@ -299,7 +186,7 @@ class PCAReducer(Reducer):
         with a log message).
     max_components
         Upper bound on the number of components.
-    seed
+    random_state
         Random state of the randomized SVD used on large inputs.
 
     Attributes
@@ -318,9 +205,13 @@ class PCAReducer(Reducer):
     explained_variance_ratio_: np.ndarray
 
     def __init__(
-        self, *, n_components: int | float = 0.95, max_components: int = 50, seed: int = 0
+        self,
+        *,
+        n_components: int | float = 0.95,
+        max_components: int = 50,
+        random_state: int = 0,
     ) -> None:
-        super().__init__(seed=seed)
+        super().__init__(random_state=random_state)
         self.n_components = n_components
         self.max_components = max_components
 
@@ -362,7 +253,7 @@ class PCAReducer(Reducer):
                 "whiten": False,
             }
             return
-        pca = PCA(n_components=fit_k, whiten=False, random_state=self.seed)
+        pca = PCA(n_components=fit_k, whiten=False, random_state=self.random_state)
         pca.fit(arr)
         ratio = np.nan_to_num(np.asarray(pca.explained_variance_ratio_, dtype=np.float64))
         if share is None:
@@ -421,7 +312,7 @@ class UMAPReducer(Reducer):
         Smallest distance between embedded points (>= 0).
     metric
         Distance in the input space, any metric umap-learn accepts by name.
-    seed
+    random_state
         UMAP's ``random_state``: makes the result reproducible (and UMAP single-threaded).
 
     Attributes
@@ -444,9 +335,9 @@ class UMAPReducer(Reducer):
         n_neighbors: int = 15,
         min_dist: float = 0.0,
         metric: str = "euclidean",
-        seed: int = 0,
+        random_state: int = 0,
     ) -> None:
-        super().__init__(seed=seed)
+        super().__init__(random_state=random_state)
         self.n_components = n_components
         self.n_neighbors = n_neighbors
         self.min_dist = min_dist
@@ -485,7 +376,7 @@ class UMAPReducer(Reducer):
             "n_neighbors": eff_nb,
             "min_dist": min_dist,
             "metric": self.metric,
-            "random_state": int(self.seed),
+            "random_state": int(self.random_state),
             "degenerate": False,
         }
         if groups.n_distinct == 1:
@@ -508,7 +399,7 @@ class UMAPReducer(Reducer):
             n_neighbors=eff_nb,
             min_dist=min_dist,
             metric=self.metric,
-            random_state=int(self.seed),
+            random_state=int(self.random_state),
             n_jobs=1,
         )
         with warnings.catch_warnings():

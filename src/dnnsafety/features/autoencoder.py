@@ -9,12 +9,14 @@ training settings and the data), so a rerun reuses them.
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnnsafety._validation import check_int_param, check_random_state
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.features.sources import FEATURE_SOURCES, FeatureContext, FeatureSource
 from dnnsafety.progress import progress_bar
@@ -74,15 +76,24 @@ class AutoencoderFeatures(FeatureSource):
         Training epochs (Adam, lr 1e-3, MSE).
     max_images
         At most this many unlabeled images (a random subset) are used for training.
+    random_state
+        Seed of the subset and of the training; ``None``: the context's ``seed``.
     """
 
-    name = "autoencoder"
     batch_size = 512
+    _test_params: ClassVar[dict[str, Any]] = {"latent": 4, "epochs": 1, "max_images": 24}
 
-    def __init__(self, latent: int = 32, epochs: int = 5, max_images: int = 10000) -> None:
+    def __init__(
+        self,
+        latent: int = 32,
+        epochs: int = 5,
+        max_images: int = 10000,
+        random_state: int | None = None,
+    ) -> None:
         self.latent = latent
         self.epochs = epochs
         self.max_images = max_images
+        self.random_state = random_state
 
     def fit(self, context: FeatureContext) -> AutoencoderFeatures:
         data = context.unlabeled
@@ -90,15 +101,16 @@ class AutoencoderFeatures(FeatureSource):
             raise ConfigError(
                 "The 'autoencoder' features need unlabeled images to train on (train + pool)."
             )
-        if self.latent < 1 or self.epochs < 1:
-            raise ConfigError(
-                f"autoencoder latent and epochs must be >= 1. Got {self.latent}, {self.epochs}."
-            )
-        gen = torch.Generator().manual_seed(context.seed)
+        check_int_param(self, "latent", self.latent, 1)
+        check_int_param(self, "epochs", self.epochs, 1)
+        check_int_param(self, "max_images", self.max_images, 1)
+        seed = context.seed if self.random_state is None else self.random_state
+        seed = check_random_state(self, seed)
+        gen = torch.Generator().manual_seed(seed)
         n = min(len(data), self.max_images)
         pick = torch.randperm(len(data), generator=gen)[:n]
         key = fingerprint(
-            "autoencoder-v1", self.latent, self.epochs, context.seed, tuple(data.shape),
+            "autoencoder-v1", self.latent, self.epochs, seed, tuple(data.shape),
             float(data[pick[: min(n, 256)]].double().sum()),
         )  # fmt: skip
         path = None if context.work_dir is None else context.work_dir / f"autoencoder_{key}.pt"
@@ -107,7 +119,7 @@ class AutoencoderFeatures(FeatureSource):
             net.load_state_dict(torch.load(path, weights_only=True))
             log.info("autoencoder reused from %s", path)
         else:
-            torch.manual_seed(context.seed)
+            torch.manual_seed(seed)
             net = ConvAutoencoder(int(data.shape[1]), self.latent)
             _train(net, data[pick], self.epochs, gen)
             if path is not None:

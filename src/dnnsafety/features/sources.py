@@ -1,7 +1,8 @@
 """Feature sources for the black-box analysis (SAFE, METHOD.md §3): images -> vectors.
 
-Every source follows one small contract (scikit-learn habits): ``__init__`` only stores its
-keyword arguments, :meth:`FeatureSource.fit` receives a :class:`FeatureContext` (the model and
+Every source follows one small contract (scikit-learn's ``BaseEstimator``: ``get_params``,
+``set_params``, ``clone``): ``__init__`` only stores its keyword arguments, learned state ends
+in ``_``, :meth:`FeatureSource.fit` receives a :class:`FeatureContext` (the model and
 unlabeled images, for sources that learn or need the model) and returns ``self``, and
 :meth:`FeatureSource.transform` maps ``N x C x H x W`` images in ``[0, 1]`` to an ``N x D``
 float32 array, batch by batch. Sources register by name in :data:`FEATURE_SOURCES`:
@@ -26,16 +27,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import Tensor, nn
 
+from dnnsafety._validation import check_int_param
 from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
 from dnnsafety.progress import progress_bar
 from dnnsafety.registry import Registry
+from dnnsafety.types import ImageRows
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,9 @@ class FeatureContext:
     work_dir
         A folder for what a source learns or caches (the autoencoder's weights, heatmaps).
     seed
-        Seed for anything random.
+        Seed for anything random, unless the source has its own ``random_state``.
+    extra
+        Anything else a source may use (``image_shape``).
     """
 
     model: nn.Module | None = None
@@ -67,11 +73,19 @@ class FeatureContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class FeatureSource:
-    """Base class: images -> ``N x D`` float32 features, in batches."""
+class FeatureSource(BaseEstimator):
+    """Base class: images -> ``N x D`` float32 features, in batches.
 
+    Subclasses write ``__init__`` (storing their parameters), :meth:`fit` if they need the
+    model or data, and :meth:`_embed` (one batch); :meth:`transform` checks and batches.
+    """
+
+    #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name = "base"
+    #: Images per forward pass.
     batch_size = 128
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
 
     def fit(self, context: FeatureContext) -> FeatureSource:
         """Prepare the source (load or learn what it needs); returns ``self``."""
@@ -81,7 +95,7 @@ class FeatureSource:
     def _embed(self, batch: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def transform(self, images: Tensor | np.ndarray, desc: str = "features") -> np.ndarray:
+    def transform(self, images: ImageRows, desc: str = "features") -> np.ndarray:
         """Features of ``images`` (``N x C x H x W`` floats in [0, 1]) as ``N x D`` float32."""
         if not getattr(self, "fitted_", False):
             raise NotFittedError(
@@ -99,7 +113,7 @@ class FeatureSource:
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def _check_images(images: Tensor | np.ndarray) -> Tensor | np.ndarray:
+def _check_images(images: ImageRows) -> ImageRows:
     shape = tuple(images.shape)
     if len(shape) != 4:
         raise InvalidInputError(
@@ -174,8 +188,8 @@ class BackboneFeatures(FeatureSource):
         Side the images are resized to (ImageNet models expect 224).
     """
 
-    name = "backbone"
     batch_size = 64
+    _test_params: ClassVar[dict[str, Any]] = {"image_size": 32}
 
     def __init__(
         self, arch: str = DEFAULT_BACKBONE, weights: str = "", image_size: int = 224
@@ -189,8 +203,7 @@ class BackboneFeatures(FeatureSource):
 
         from dnnsafety.models.loading import load_weights
 
-        if self.image_size < 32:
-            raise ConfigError(f"backbone image_size must be >= 32. Got {self.image_size}.")
+        check_int_param(self, "image_size", self.image_size, 32)
         try:
             net = torchvision.models.get_model(self.arch, weights=None)
         except ValueError:
@@ -231,7 +244,6 @@ class BackboneFeatures(FeatureSource):
 class ActivationFeatures(FeatureSource):
     """Input of the analysed model's last linear layer (grey-box)."""
 
-    name = "activations"
     batch_size = 256
 
     def fit(self, context: FeatureContext) -> ActivationFeatures:
@@ -250,7 +262,6 @@ class ActivationFeatures(FeatureSource):
 class PixelFeatures(FeatureSource):
     """Flattened pixels, average-pooled down to at most ``max_side`` x ``max_side``."""
 
-    name = "pixels"
     batch_size = 1024
 
     def __init__(self, max_side: int = 32) -> None:
@@ -275,7 +286,6 @@ class HeatmapFeatures(FeatureSource):
         LRP rule set (see :data:`dnnsafety.features.RULESETS`).
     """
 
-    name = "heatmaps"
     batch_size = 64
 
     def __init__(self, layer: str = "", ruleset: str = "default") -> None:

@@ -9,8 +9,9 @@ models, computing features and running the retraining loop happen elsewhere.
   and an optional training :class:`ReferenceSet` (for surprise adequacy).
 * :class:`ClusterSpace` - the root-cause clusters of the test errors in the same feature space.
 * :class:`Selection` - the chosen ids, the labelling cost and per-input details.
-* :data:`SELECTORS` - name -> selector class. Every selector follows scikit-learn habits:
-  ``__init__`` only stores keyword parameters; :meth:`Selector.select` validates and works.
+* :data:`SELECTORS` - name -> selector class. Every selector is a scikit-learn
+  ``BaseEstimator`` (``get_params``, ``set_params``, ``clone``): ``__init__`` only stores
+  keyword parameters; :meth:`Selector.select` validates and works.
 
 Adding a selector means one class in this folder decorated with
 ``@SELECTORS.register("name", help="...")`` and imported from ``selection/__init__.py``.
@@ -21,12 +22,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
-from dnnsafety.exceptions import ConfigError, InvalidInputError
+from dnnsafety import _validation
+from dnnsafety.exceptions import InvalidInputError
 from dnnsafety.registry import Registry
+from dnnsafety.types import FeatureRows
 
 logger = logging.getLogger(__name__)
 
@@ -35,19 +39,6 @@ Oracle = Callable[[np.ndarray], np.ndarray]
 
 PROBS_TOLERANCE = 1e-3
 """How far a row of ``probs`` may sum from 1 before it is rejected as not being softmax."""
-
-
-@runtime_checkable
-class FeatureRows(Protocol):
-    """Anything with a length whose row slices ``x[a:b]`` give arrays (ndarray, memmap).
-
-    Named ``FeatureRows`` rather than ``FeatureSource`` to keep it apart from
-    :class:`dnnsafety.features.sources.FeatureSource` (images -> features).
-    """
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: slice, /) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -246,23 +237,19 @@ class Selection:
         return len(self.ids)
 
 
-class Selector:
+class Selector(BaseEstimator):
     """Base class of the selectors; subclasses implement :meth:`select`.
 
     ``seeded`` says whether the ``seed`` argument changes the selection; a selector that
     ignores it gives the same selection for every seed, so callers may draw it once.
+    ``get_params``, ``set_params`` and ``repr`` come from scikit-learn's ``BaseEstimator``.
     """
 
+    #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name = "base"
+    #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
+    _test_params: ClassVar[dict[str, Any]] = {}
     seeded = False
-
-    def get_params(self) -> dict[str, Any]:
-        """The keyword parameters given to ``__init__`` (scikit-learn habit)."""
-        return dict(vars(self))
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
     def select(
         self,
@@ -283,25 +270,12 @@ SELECTORS: Registry[Callable[..., Selector]] = Registry("selector")
 
 def check_budget(budget: object, selector: str, pool_size: int) -> int:
     """Validate a labelling budget against the pool size and return it as an int."""
-    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 1:
-        raise ConfigError(
-            f"The 'budget' parameter of {selector} must be an int >= 1. Got {budget!r}."
-        )
-    if budget > pool_size:
-        raise ConfigError(
-            f"The budget of {selector} ({budget}) exceeds the pool size ({pool_size}); "
-            "lower the budget or enlarge the pool."
-        )
-    return int(budget)
+    return _validation.check_budget(budget, selector, pool_size)
 
 
 def check_int_param(value: object, param: str, selector: str, minimum: int = 1) -> int:
-    """Validate an int parameter ``>= minimum``, with the project's error message."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ConfigError(
-            f"The '{param}' parameter of {selector} must be an int >= {minimum}. Got {value!r}."
-        )
-    return int(value)
+    """Validate an int parameter ``>= minimum`` (:func:`dnnsafety._validation.check_int_param`)."""
+    return _validation.check_int_param(selector, param, value, minimum)
 
 
 def check_batch_size(value: object, selector: str) -> int | None:
@@ -323,9 +297,7 @@ def need_probs(pool: PoolView, selector: str) -> np.ndarray:
 
 def seed_rng(seed: object, selector: str) -> np.random.Generator:
     """A generator for ``seed`` (an int >= 0)."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ConfigError(f"The 'seed' parameter of {selector} must be an int >= 0. Got {seed!r}.")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(_validation.check_random_state(selector, seed, name="seed"))
 
 
 def top_by_score(scores: np.ndarray, budget: int) -> np.ndarray:

@@ -1,0 +1,22 @@
+"""Checks that every plug-in must pass, shipped with the package (like scikit-learn's
+``check_estimator``): run them on your own clusterer, reducer, selector or feature source."""
+
+from dnnsafety.testing.checks import (
+    check_clusterer,
+    check_estimator_contract,
+    check_feature_source,
+    check_model_restored,
+    check_reducer,
+    check_selector,
+    registry_cases,
+)
+
+__all__ = [
+    "check_clusterer",
+    "check_estimator_contract",
+    "check_feature_source",
+    "check_model_restored",
+    "check_reducer",
+    "check_selector",
+    "registry_cases",
+]
