@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import dnnsafety.pipeline as pipeline_mod
+import dnnsafety.pipeline.run as pipeline_mod
 from dnnsafety.cli.main import main
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.config import DataConfig

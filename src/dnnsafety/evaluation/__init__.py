@@ -1,6 +1,7 @@
-"""Scoring against ground truth (benchmarks only; never used by the method)."""
+"""Scoring against ground truth: accuracy tables, cluster scores, statistics, summaries."""
 
 from dnnsafety.evaluation.clusters import ClusterScores, score_clusters
+from dnnsafety.evaluation.metrics import compute_metrics
 from dnnsafety.evaluation.stats import (
     improved_worsened,
     mann_whitney,
@@ -10,6 +11,7 @@ from dnnsafety.evaluation.stats import (
 
 __all__ = [
     "ClusterScores",
+    "compute_metrics",
     "improved_worsened",
     "mann_whitney",
     "mean_ci",

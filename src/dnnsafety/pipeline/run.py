@@ -12,22 +12,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from dnnsafety.config import RunConfig, dump_config
 from dnnsafety.data.builtin import data_fingerprint, load_dataset
-from dnnsafety.data.dataset import LABELLED_SPLITS, Dataset, known_scenarios
+from dnnsafety.data.dataset import Dataset
+from dnnsafety.evaluation.metrics import compute_metrics
 from dnnsafety.exceptions import ConfigError, RunDirError
+from dnnsafety.failures.table import sample_table
 from dnnsafety.models.adapter import adapt_outputs
 from dnnsafety.models.classes import (
     ClassOrder,
@@ -277,7 +277,7 @@ class Pipeline:
         frames = []
         for name, split in self.dataset.splits.items():
             preds = predict(model, split.images, desc=f"predict {name}")
-            frames.append(_split_table(split, preds, self.dataset.num_classes))
+            frames.append(sample_table(split, preds, self.dataset.num_classes))
         samples = pd.concat(frames, ignore_index=True)
         self.run.write_samples(samples)
         metrics = compute_metrics(samples, self.dataset.class_names)
@@ -395,62 +395,3 @@ def _file_stamp(path: str) -> list[Any]:
     st = p.stat()
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
 
-
-def _split_table(split: Any, preds: Any, num_classes: int) -> pd.DataFrame:
-    n = len(split)
-    labelled = not split.hidden
-    label = pd.array(split.label_values if labelled else [pd.NA] * n, dtype="Int64")
-    correct = pd.array(
-        preds.pred == split.label_values if labelled else [pd.NA] * n, dtype="boolean"
-    )
-    table = pd.DataFrame(
-        {
-            "sample_id": split.ids.astype(str),
-            "split": split.name,
-            "label": label,
-            "pred": preds.pred,
-            "correct": correct,
-            "confidence": preds.probs.max(axis=1) if n else np.zeros(0, np.float32),
-            "scenario": split.scenarios.astype(str),
-        }
-    )
-    probs = pd.DataFrame(preds.probs, columns=[f"prob.{k}" for k in range(num_classes)])
-    parts = [table, probs]
-    if split.metadata is not None:
-        parts.append(split.metadata.add_prefix("meta."))
-    return pd.concat(parts, axis=1)
-
-
-def compute_metrics(samples: pd.DataFrame, class_names: tuple[str, ...]) -> dict[str, Any]:
-    """Accuracy overall, per class and per scenario for every labelled split; test confusion.
-
-    ``per_scenario`` is empty for a split without ground-truth scenarios (all unknown).
-    """
-    out: dict[str, Any] = {"class_names": list(class_names), "splits": {}}
-    for split in LABELLED_SPLITS:
-        part = samples[samples["split"] == split]
-        if part.empty:
-            continue
-        correct = part["correct"].astype(bool)
-        per_scen = correct.groupby(part["scenario"]).agg(["mean", "size"])
-        per_class = correct.groupby(part["label"].astype(int)).mean()
-        out["splits"][split] = {
-            "n": len(part),
-            "accuracy": float(correct.mean()),
-            "errors": int((~correct).sum()),
-            "per_scenario": {
-                str(s): {"accuracy": float(r["mean"]), "n": int(r["size"])}
-                for s, r in per_scen.iterrows()
-            }
-            if known_scenarios(part["scenario"]).any()
-            else {},
-            "per_class": {class_names[int(str(k))]: float(v) for k, v in per_class.items()},
-        }
-    test = samples[samples["split"] == "test"]
-    if not test.empty:
-        k = len(class_names)
-        cm = np.zeros((k, k), dtype=np.int64)
-        np.add.at(cm, (test["label"].astype(int).to_numpy(), test["pred"].to_numpy()), 1)
-        out["confusion_test"] = cm.tolist()
-    out["environment"] = {"python": platform.python_version(), "torch": torch.__version__}
-    return out
