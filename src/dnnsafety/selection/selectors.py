@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -251,10 +251,17 @@ class Selector:
 
     ``seeded`` says whether the ``seed`` argument changes the selection; a selector that
     ignores it gives the same selection for every seed, so callers may draw it once.
+
+    ``requires`` names what the selector reads besides the pool ids; the orchestrator builds
+    exactly that: ``"probs"`` (``PoolView.probs``), ``"space"`` (``PoolView.features`` and
+    the root-cause ``clusters`` in the analysis feature space; such a selector takes the
+    quota factor ``f``), ``"correct"`` (``ClusterSpace.correct``: correctly classified inputs
+    in that space) and ``"activations"`` (``PoolView.activations`` and ``PoolView.reference``).
     """
 
     name = "base"
     seeded = False
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def get_params(self) -> dict[str, Any]:
         """The keyword parameters given to ``__init__`` (scikit-learn habit)."""
