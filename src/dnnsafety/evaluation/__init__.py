@@ -2,6 +2,7 @@
 
 from dnnsafety.evaluation.clusters import ClusterScores, score_clusters
 from dnnsafety.evaluation.metrics import compute_metrics
+from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.evaluation.stats import (
     improved_worsened,
     mann_whitney,
@@ -11,10 +12,12 @@ from dnnsafety.evaluation.stats import (
 
 __all__ = [
     "ClusterScores",
+    "add_versus",
     "compute_metrics",
     "improved_worsened",
     "mann_whitney",
     "mean_ci",
     "score_clusters",
+    "summarize_runs",
     "vargha_delaney_a12",
 ]
