@@ -333,7 +333,7 @@ def test_zero_or_negative_numbers_are_refused(
 def test_compare_with_zero_seeds_is_an_error_not_the_default(tmp_path: Path) -> None:
     from dnnsafety.config import RunConfig
     from dnnsafety.pipeline import Pipeline
-    from dnnsafety.retraining.experiment import compare
+    from dnnsafety.pipeline.retrain import compare
     from dnnsafety.runs import RunDir
 
     pipe = Pipeline(RunDir(tmp_path / "run"), RunConfig())

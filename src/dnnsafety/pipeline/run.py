@@ -292,7 +292,9 @@ class Pipeline:
     def analyze(self, white_box: bool | None = None) -> StageOutcome:
         """Root-cause analysis of the errors; writes ``clusters.json`` and more.
 
-        White-box (HUDD heatmaps) unless ``analysis.features`` names a black-box feature source.
+        The analysis is the entry of :data:`~dnnsafety.pipeline.analyze.ANALYSES` that the
+        configuration asks for: white-box (HUDD heatmaps) unless ``analysis.features`` names a
+        black-box feature source (SAFE).
 
         Parameters
         ----------
@@ -304,45 +306,23 @@ class Pipeline:
             ``analysis.ruleset`` or ``analysis.mode = "hudd-compat"`` in the configuration),
             and a model without white-box access is refused in one line.
         """
-        from dnnsafety.analysis import CLUSTERS_FILE, LAYERS_FILE, run_analysis
+        from dnnsafety.pipeline.analyze import analysis_for, stale_outputs
 
         t0 = time.perf_counter()
-        cfg = self.config.analysis
-        outputs: tuple[str, ...] = (
-            (CLUSTERS_FILE,) if cfg.features else (CLUSTERS_FILE, LAYERS_FILE)
-        )
-        if self.run.is_done("analyze", self.analysis_key, outputs):
-            return self._record("analyze", True, t0, outputs)
-        if self._black_box_instead(white_box):
-            outputs = (CLUSTERS_FILE,)
-            if self.run.is_done("analyze", self.analysis_key, outputs):
-                return self._record("analyze", True, t0, outputs)
+        analysis = analysis_for(self.config.analysis)
+        if self.run.is_done("analyze", self.analysis_key, analysis.outputs):
+            return self._record("analyze", True, t0, analysis.outputs)
+        if self._black_box_instead(white_box, analysis.white_box, analysis.black_box_fallback):
+            analysis = analysis_for(self.config.analysis)
+            if self.run.is_done("analyze", self.analysis_key, analysis.outputs):
+                return self._record("analyze", True, t0, analysis.outputs)
         self.evaluate()
-        model = self.model()
-        extra: dict[str, Any] = {}
-        if cfg.features in ("", "heatmaps"):
-            from dnnsafety.features.coverage import warn_lrp_coverage
-
-            split = self.dataset[cfg.split]
-            ruleset = cfg.resolved()["ruleset"]
-            extra["lrp_coverage"] = warn_lrp_coverage(model, split.images[:2], ruleset)
-        if cfg.features:
-            from dnnsafety.blackbox import run_blackbox
-
-            bb = run_blackbox(
-                self.run, model, self.dataset, cfg, self.model_key, seed=self.config.seed
-            )
-            extra.update(clusters=len(bb.clusters), noise=bb.n_noise)
-        else:
-            result = run_analysis(
-                self.run,
-                model,
-                self.dataset[cfg.split],
-                self.dataset.class_names,
-                cfg,
-                seed=self.config.seed,
-            )
-            extra.update(layer=result.selected_layer, clusters=len(result.clusters))
+        extra = analysis.run(self)
+        for name in stale_outputs(analysis):  # they would describe other clusters
+            stale = self.run / name
+            if stale.exists():
+                stale.unlink()
+        outputs = analysis.outputs
         self.run.mark_done(
             "analyze", self.analysis_key, outputs, seconds=time.perf_counter() - t0, **extra
         )
@@ -352,12 +332,18 @@ class Pipeline:
             log.warning("new clusters: moved the old comparison.json to comparison.previous.json")
         return self._record("analyze", False, t0, outputs)
 
-    def _black_box_instead(self, white_box: bool | None) -> bool:
-        """Check the analysis against the model; True when it switched to black-box."""
+    def _black_box_instead(
+        self, white_box: bool | None, reads_layers: bool, fallback: dict[str, Any]
+    ) -> bool:
+        """Check the analysis against the model; True when it switched to black-box.
+
+        ``reads_layers``: the configured analysis is white-box; ``fallback``: the analysis
+        settings of its black-box counterpart.
+        """
         from dnnsafety.models.support import check_command
 
         cfg = self.config.analysis
-        if cfg.features:
+        if not reads_layers:
             self.check_supported("analyze")  # heatmaps / activations read the layers
             return False
         support = self.support
@@ -367,11 +353,13 @@ class Pipeline:
             check_command(support, "analyze", ("white_box",))
         log.info(
             "the %s model gives no white-box access (%s): analysing with the black-box "
-            "features instead (--features backbone)",
+            "features instead (%s)",
             support.shown,
             support.reason,
+            ", ".join(f"--{k} {v}" for k, v in fallback.items()),
         )
-        cfg.features = "backbone"
+        for key, value in fallback.items():
+            setattr(cfg, key, value)
         write_text(self.run / CONFIG_FILE, dump_config(self.config))
         return True
 
@@ -394,4 +382,3 @@ def _file_stamp(path: str) -> list[Any]:
         return []
     st = p.stat()
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
-
