@@ -24,11 +24,11 @@ import torch
 torch.set_flush_denormal(True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import write_table  # noqa: E402
-from dnnsafety.analysis import load_layer_labels  # noqa: E402
 from dnnsafety.config import RunConfig  # noqa: E402
 from dnnsafety.evaluation import score_clusters  # noqa: E402
 from dnnsafety.failures import error_inputs  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
+from dnnsafety.pipeline.analyze.hudd import load_layer_labels  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -37,7 +37,7 @@ from _table import write_table  # noqa: E402
 from dnnsafety.config import PluginConfig, RunConfig  # noqa: E402
 from dnnsafety.data.inject import CORRUPTIONS  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
-from dnnsafety.retraining.experiment import NEEDS_SPACE, compare  # noqa: E402
+from dnnsafety.pipeline.retrain import cluster_strategies, compare  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 from dnnsafety.sim import RARE_SCENARIOS  # noqa: E402
 
@@ -193,7 +193,7 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
             }
         )
     ratios = ""
-    for ours in NEEDS_SPACE:
+    for ours in cluster_strategies():
         if ours not in gains or not gains.get("random"):
             continue
         ratios += (
@@ -222,7 +222,7 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
 
 def _versus_columns(data: dict[str, Any]) -> list[str]:
     cols = []
-    for ours in NEEDS_SPACE:
+    for ours in cluster_strategies():
         if ours in data["strategies"]:
             cols += [f"A12 {ours} vs it (rare)", f"p ({ours})"]
     return cols
@@ -231,7 +231,7 @@ def _versus_columns(data: dict[str, Any]) -> list[str]:
 def _versus_cells(data: dict[str, Any], name: str) -> dict[str, str]:
     """A12 and p of each ClosestU variant against strategy ``name`` (blank for itself)."""
     cells = {}
-    for ours in NEEDS_SPACE:
+    for ours in cluster_strategies():
         if ours not in data["strategies"]:
             continue
         versus = data["strategies"][ours].get("versus", {}).get(name)

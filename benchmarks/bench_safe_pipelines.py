@@ -28,13 +28,13 @@ torch.set_flush_denormal(True)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import peak_memory  # noqa: E402
 from _table import write_table  # noqa: E402
-from dnnsafety.blackbox import fit_source, make_reducer  # noqa: E402
 from dnnsafety.clustering import CLUSTERERS, REDUCERS  # noqa: E402
 from dnnsafety.config import RunConfig  # noqa: E402
 from dnnsafety.evaluation import score_clusters  # noqa: E402
 from dnnsafety.failures import error_inputs  # noqa: E402
 from dnnsafety.features import FEATURE_SOURCES  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
+from dnnsafety.pipeline.analyze.safe import fit_source, make_reducer  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import write_table  # noqa: E402
 from dnnsafety.config import load_config  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
-from dnnsafety.retraining.experiment import RetrainSession  # noqa: E402
+from dnnsafety.pipeline.retrain import RetrainSession  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 
 

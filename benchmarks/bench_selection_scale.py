@@ -33,13 +33,13 @@ from dnnsafety.data.signs import generate_signs  # noqa: E402
 from dnnsafety.features import HeatmapStore, compute_heatmaps  # noqa: E402
 from dnnsafety.models.training import predict  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
-from dnnsafety.runs import RunDir  # noqa: E402
-from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView  # noqa: E402
-from dnnsafety.selection.spaces import (  # noqa: E402
+from dnnsafety.pipeline.spaces import (  # noqa: E402
     CORRECT_HEATMAPS,
     cluster_labels,
     correct_reference,
 )
+from dnnsafety.runs import RunDir  # noqa: E402
+from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 CHUNK = 10_000

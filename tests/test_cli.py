@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-import dnnsafety.pipeline as pipeline_mod
+import dnnsafety.pipeline.run as pipeline_mod
 from dnnsafety.cli.main import main
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--set", "train.batch_size=64"]

@@ -454,7 +454,8 @@ def test_copies_share_their_cluster(rng: np.random.Generator) -> None:
     res = cluster_layer(x, layer="l")
     assert all(np.unique(res.labels[source == s]).size == 1 for s in range(6))
     assert res.ks.max() == 6  # no cut finer than the distinct inputs
-    # the same through a precomputed D whose copies differ by rounding, as analysis.py calls it
+    # the same through a precomputed D whose copies differ by rounding, as the HUDD analysis
+    # (pipeline/analyze/hudd.py) calls it
     d = pairwise_distances(x)
     assert np.count_nonzero(d == 0) == 6 * 8 * 8
     assert cluster_layer(d, precomputed=True).labels.tolist() == res.labels.tolist()

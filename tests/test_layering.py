@@ -13,6 +13,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "dnnsafety"
 
+STAGE_PACKAGES = (
+    "data",
+    "sim",
+    "models",
+    "features",
+    "clustering",
+    "explain",
+    "selection",
+    "retraining",
+    "evaluation",
+    "failures",
+)
+"""Packages of the pipeline's stages: they know nothing of run folders or the orchestrator."""
+
+RUN_DIR_USERS = ("dnnsafety.pipeline", "dnnsafety.cli", "dnnsafety.report")
+"""The only packages that handle run folders (``dnnsafety.runs.RunDir``)."""
+
 
 def _module_name(path: Path) -> str:
     rel = path.relative_to(ROOT.parent).with_suffix("")
@@ -101,15 +118,64 @@ def test_no_import_cycle_between_modules():
     ],
 )
 def test_package_does_not_import(package, forbidden):
-    graph = _graph(top_level_only=False)
-    bad = sorted(
+    bad = _forbidden_imports(_graph(top_level_only=False), package, forbidden)
+    assert not bad, "\n".join(bad)
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _forbidden_imports(graph: dict[str, set[str]], package: str, forbidden: str) -> list[str]:
+    """Every ``module -> dependency`` edge from ``package`` into ``forbidden``."""
+    return sorted(
         f"{mod} -> {dep}"
         for mod, deps in graph.items()
-        if mod == package or mod.startswith(package + ".")
+        if _within(mod, package)
         for dep in deps
-        if dep == forbidden or dep.startswith(forbidden + ".")
+        if _within(dep, forbidden)
     )
-    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("stage", STAGE_PACKAGES)
+def test_stage_packages_never_import_the_orchestrator(stage):
+    bad = _forbidden_imports(
+        _graph(top_level_only=False), f"dnnsafety.{stage}", "dnnsafety.pipeline"
+    )
+    assert not bad, "stage code imports the orchestrator:\n" + "\n".join(bad)
+
+
+def _uses_run_dir(source: str) -> bool:
+    """Whether the code imports or names ``RunDir`` (``from dnnsafety.runs import RunDir``,
+    ``runs.RunDir``, ``dnnsafety.RunDir``)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and any(a.name == "RunDir" for a in node.names):
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == "RunDir":
+            return True
+        if isinstance(node, ast.Name) and node.id == "RunDir":
+            return True
+    return False
+
+
+def _run_dir_outsiders(sources: dict[str, str]) -> list[str]:
+    """Modules outside :data:`RUN_DIR_USERS` that use ``RunDir``; the package root (which
+    re-exports it) and ``dnnsafety.runs`` (which defines it) are allowed."""
+    allowed = ("dnnsafety", "dnnsafety.runs")
+    return sorted(
+        name
+        for name, source in sources.items()
+        if name not in allowed
+        and not any(_within(name, pkg) for pkg in RUN_DIR_USERS)
+        and _uses_run_dir(source)
+    )
+
+
+def test_only_the_orchestrator_cli_and_report_use_run_folders():
+    sources = {_module_name(p): p.read_text() for p in ROOT.rglob("*.py")}
+    assert "dnnsafety.pipeline.run" in sources
+    bad = _run_dir_outsiders(sources)
+    assert not bad, "RunDir used outside pipeline/, cli/ and report/: " + ", ".join(bad)
 
 
 def test_the_checker_sees_a_planted_cycle_and_a_planted_import():
@@ -150,3 +216,29 @@ def test_no_module_is_over_the_line_limit():
     )
     stale = sorted(name for name in OVERSIZED_MODULES if lines.get(name, 0) <= MAX_MODULE_LINES)
     assert not stale, "remove from OVERSIZED_MODULES (gone or short now): " + ", ".join(stale)
+
+
+def test_the_checker_sees_a_planted_pipeline_import_and_a_planted_run_dir():
+    graph = _graph(top_level_only=False)
+    planted = {**graph, "dnnsafety.selection.planted": {"dnnsafety.pipeline.spaces"}}
+    assert _forbidden_imports(planted, "dnnsafety.selection", "dnnsafety.pipeline") == [
+        "dnnsafety.selection.planted -> dnnsafety.pipeline.spaces"
+    ]
+    # `dnnsafety.pipelines` is another package, not inside dnnsafety.pipeline
+    assert not _forbidden_imports(
+        {"dnnsafety.selection.x": {"dnnsafety.pipelines"}},
+        "dnnsafety.selection",
+        "dnnsafety.pipeline",
+    )
+    sources = {
+        "dnnsafety.features.planted": "from dnnsafety.runs import RunDir\n",
+        "dnnsafety.explain.planted": "import dnnsafety.runs as r\n\ndef f(x: r.RunDir): ...\n",
+        "dnnsafety.features.store": "from dnnsafety.exceptions import RunDirError\n",
+        "dnnsafety.pipeline.x": "from dnnsafety.runs import RunDir\n",
+        "dnnsafety.report.load": "from dnnsafety.runs import RunDir\n",
+        "dnnsafety": "from dnnsafety.runs import RunDir\n",
+    }
+    assert _run_dir_outsiders(sources) == [
+        "dnnsafety.explain.planted",
+        "dnnsafety.features.planted",
+    ]

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnnsafety.blackbox import reduce_and_cluster
 from dnnsafety.clustering import CLUSTERERS, REDUCERS, HDBSCANClusterer
 from dnnsafety.config import PluginConfig, RunConfig, dump_config, load_config, merge
 from dnnsafety.exceptions import ConfigError
+from dnnsafety.pipeline.analyze.safe import reduce_and_cluster
 
 
 def test_cluster_params_are_settable_and_survive_a_round_trip(tmp_path: Path) -> None:

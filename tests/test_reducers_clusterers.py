@@ -515,7 +515,7 @@ def test_umap_maps_identical_rows_to_one_point() -> None:
 @pytest.mark.parametrize("reduce", ["umap", "pca", "none"])
 @pytest.mark.parametrize("cluster", ["dbscan", "hdbscan", "kmeans", "ward"])
 def test_copies_share_their_cluster_in_every_pipeline(reduce: str, cluster: str) -> None:
-    from dnnsafety.blackbox import reduce_and_cluster
+    from dnnsafety.pipeline.analyze.safe import reduce_and_cluster
 
     x, source, copied = with_copies()
     labels, reduced, params = reduce_and_cluster(x, reduce, cluster, 0)
@@ -526,7 +526,7 @@ def test_copies_share_their_cluster_in_every_pipeline(reduce: str, cluster: str)
 
 
 def test_umap_dbscan_recovers_the_planted_blobs_with_copies() -> None:
-    from dnnsafety.blackbox import reduce_and_cluster
+    from dnnsafety.pipeline.analyze.safe import reduce_and_cluster
 
     x, source, _ = with_copies()
     labels, _, _ = reduce_and_cluster(x, "umap", "dbscan", 0)

@@ -160,7 +160,7 @@ def test_contrastive_closest_selects_in_both_analysis_spaces(analysed, tmp_path,
 
 def test_baseline_runs_are_shared_across_balance_and_bags_can_be_enlarged(analysed, tmp_path):
     from dnnsafety.pipeline import Pipeline
-    from dnnsafety.retraining.experiment import compare
+    from dnnsafety.pipeline.retrain import compare
     from dnnsafety.runs import RunDir
 
     run = _copy(analysed, tmp_path / "run")

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import dnnsafety.pipeline as pipeline_mod
+import dnnsafety.pipeline.run as pipeline_mod
 from dnnsafety.cli.main import main
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.config import DataConfig
@@ -333,7 +333,7 @@ def test_zero_or_negative_numbers_are_refused(
 def test_compare_with_zero_seeds_is_an_error_not_the_default(tmp_path: Path) -> None:
     from dnnsafety.config import RunConfig
     from dnnsafety.pipeline import Pipeline
-    from dnnsafety.retraining.experiment import compare
+    from dnnsafety.pipeline.retrain import compare
     from dnnsafety.runs import RunDir
 
     pipe = Pipeline(RunDir(tmp_path / "run"), RunConfig())

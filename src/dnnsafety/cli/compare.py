@@ -46,7 +46,7 @@ def command(
     scenario and per cluster; labelling cost; A12 and Mann-Whitney p between strategies) and
     the columns selected.<strategy> of samples.parquet.
     """
-    from dnnsafety.retraining.experiment import NEEDS_SPACE, compare
+    from dnnsafety.pipeline.retrain import compare, needs_analysis
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
@@ -62,7 +62,7 @@ def command(
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("compare", tuple(names))  # before the analysis
-        if any(n in NEEDS_SPACE for n in names):
+        if needs_analysis(names):
             pipe.analyze()
         else:
             pipe.evaluate()

@@ -48,8 +48,8 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     is compared with random and entropy selection at the same labelling budget. Everything
     ends up in report.html.
     """
+    from dnnsafety.pipeline.retrain import compare
     from dnnsafety.report import render_report
-    from dnnsafety.retraining.experiment import compare
 
     t0 = time.perf_counter()
     run = RunDir(out)

@@ -38,8 +38,8 @@ def command(
     selected.<strategy> of samples.parquet. Then run `dnnsafety retrain RUN_DIR --strategy
     <strategy> --labels selection/<strategy>/labels.csv`.
     """
-    from dnnsafety.retraining.experiment import NEEDS_SPACE, RetrainSession
-    from dnnsafety.retraining.labels import export_selection
+    from dnnsafety.pipeline.labels import export_selection
+    from dnnsafety.pipeline.retrain import RetrainSession, needs_analysis
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
@@ -47,7 +47,7 @@ def command(
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("select", (name,))
-        if name in NEEDS_SPACE:
+        if needs_analysis([name]):
             pipe.analyze()
         else:
             pipe.evaluate()

@@ -45,13 +45,9 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
     if not clusters:
         click.echo(f"\nNo clusters: the model made {data['n_errors']} error(s) on {data['split']}.")
         return
-    if data.get("method") == "safe":
-        how = (
-            f"{data['features']} features -> {data['reduce']} -> {data['cluster']}; "
-            f"{data['n_noise']} errors in no cluster (noise)"
-        )
-    else:
-        how = f"layer {data['layer']}, {data['settings']['ruleset']} LRP rules"
+    from dnnsafety.pipeline.analyze import analysis_of
+
+    how = analysis_of(data).describe(data)
     click.echo(
         f"\n{len(clusters)} root-cause clusters of {data['n_errors']} {data['split']} errors "
         f"({how}):"
@@ -149,7 +145,7 @@ def print_comparison(run_dir: Path) -> None:
             + (cell(summ["rare"]) if show_rare else "")
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
-    from dnnsafety.retraining.experiment import NEEDS_SPACE
+    from dnnsafety.pipeline.retrain import cluster_strategies
 
     if not stats:
         click.echo(
@@ -158,7 +154,7 @@ def print_comparison(run_dir: Path) -> None:
             f"strategy's effect from the luck of its seed. Run `dnnsafety compare {run_dir} "
             "--seeds 5` for them."
         )
-    for ours in NEEDS_SPACE if stats else ():
+    for ours in cluster_strategies() if stats else ():
         if ours not in data["strategies"]:
             continue
         versus = data["strategies"][ours]["versus"]

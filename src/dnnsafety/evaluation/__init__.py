@@ -1,6 +1,8 @@
-"""Scoring against ground truth (benchmarks only; never used by the method)."""
+"""Scoring against ground truth: accuracy tables, cluster scores, statistics, summaries."""
 
 from dnnsafety.evaluation.clusters import ClusterScores, score_clusters
+from dnnsafety.evaluation.metrics import compute_metrics
+from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.evaluation.stats import (
     improved_worsened,
     mann_whitney,
@@ -10,9 +12,12 @@ from dnnsafety.evaluation.stats import (
 
 __all__ = [
     "ClusterScores",
+    "add_versus",
+    "compute_metrics",
     "improved_worsened",
     "mann_whitney",
     "mean_ci",
     "score_clusters",
+    "summarize_runs",
     "vargha_delaney_a12",
 ]

@@ -1,10 +1,14 @@
-"""Which inputs the model gets wrong: the error-inducing inputs every analysis starts from."""
+"""Which inputs the model gets wrong: the per-sample table and the error-inducing inputs every
+analysis starts from."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from dnnsafety.exceptions import InvalidInputError
+from dnnsafety.failures.table import sample_table
+
+__all__ = ["error_inputs", "sample_table"]
 
 
 def error_inputs(samples: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ class RandomSelector(Selector):
 
     name = "random"
     seeded = True
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def select(
         self,
@@ -76,6 +78,7 @@ class MispredictedSelector(Selector):
 
     name = "mispredicted"
     seeded = True
+    requires: ClassVar[frozenset[str]] = frozenset({"probs"})
 
     def __init__(self, *, max_cost: int | None = None, oracle_batch: int = 1) -> None:
         self.max_cost = max_cost

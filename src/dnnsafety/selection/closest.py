@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import ClassVar
 
 import numpy as np
 
@@ -209,6 +210,7 @@ class ClosestSelector(Selector):
     """
 
     name = "closest"
+    requires: ClassVar[frozenset[str]] = frozenset({"space"})
     DISTANCES = ("nearest", "contrastive")
 
     def __init__(
@@ -373,6 +375,7 @@ class ContrastiveClosestSelector(ClosestSelector):
     ``ClusterSpace.correct``. Same parameters as :class:`ClosestSelector`."""
 
     name = "closest-contrast"
+    requires: ClassVar[frozenset[str]] = frozenset({"space", "correct"})
 
     def __init__(self, *, f: float = 2.0, batch_size: int | None = None) -> None:
         super().__init__(f=f, batch_size=batch_size, distance="contrastive")

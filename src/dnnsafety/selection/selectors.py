@@ -243,6 +243,12 @@ class Selector(BaseEstimator):
     ``seeded`` says whether the ``seed`` argument changes the selection; a selector that
     ignores it gives the same selection for every seed, so callers may draw it once.
     ``get_params``, ``set_params`` and ``repr`` come from scikit-learn's ``BaseEstimator``.
+
+    ``requires`` names what the selector reads besides the pool ids; the orchestrator builds
+    exactly that: ``"probs"`` (``PoolView.probs``), ``"space"`` (``PoolView.features`` and
+    the root-cause ``clusters`` in the analysis feature space; such a selector takes the
+    quota factor ``f``), ``"correct"`` (``ClusterSpace.correct``: correctly classified inputs
+    in that space) and ``"activations"`` (``PoolView.activations`` and ``PoolView.reference``).
     """
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
@@ -250,6 +256,7 @@ class Selector(BaseEstimator):
     #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
     _test_params: ClassVar[dict[str, Any]] = {}
     seeded = False
+    requires: ClassVar[frozenset[str]] = frozenset()
 
     def select(
         self,

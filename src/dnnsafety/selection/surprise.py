@@ -17,7 +17,7 @@ actually used, never for the whole training set.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -133,6 +133,7 @@ class DSASelector(Selector):
     """
 
     name = "dsa"
+    requires: ClassVar[frozenset[str]] = frozenset({"probs", "activations"})
 
     def __init__(self, *, batch_size: int | None = None) -> None:
         self.batch_size = batch_size

@@ -15,6 +15,8 @@ broken by pool order. Scores are computed in float64.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from scipy.special import entr
 
@@ -49,6 +51,8 @@ def max_softmax_uncertainty(probs: np.ndarray) -> np.ndarray:
 
 class _RankingSelector(Selector):
     """Chooses the ``budget`` pool inputs with the highest :meth:`score`."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"probs"})
 
     def score(self, probs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

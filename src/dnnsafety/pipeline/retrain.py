@@ -1,9 +1,9 @@
 """Selection + labelling + retraining of one run folder, for one or several strategies.
 
-:class:`RetrainSession` gathers what every strategy needs once (the original model and its
-test results, the pool's softmax outputs, the analysis feature space for the ClosestU
-variants (and correctly classified inputs in it for ``closest-contrast``), the
-training activations for ``dsa``), then :meth:`RetrainSession.select` draws an unsafe set,
+:class:`RetrainSession` gathers what the strategies need, once, and builds for each exactly
+what its selector's ``requires`` lists (:data:`REQUIREMENTS`: the pool's softmax outputs, the
+analysis feature space with the root-cause clusters, correctly classified inputs in it, the
+training activations), then :meth:`RetrainSession.select` draws an unsafe set,
 :meth:`RetrainSession.bag` labels it (oracle or the user's labels) and balances it, and
 :meth:`RetrainSession.retrain` fine-tunes and scores a model. :func:`compare` runs strategies x
 seeds side by side and writes ``comparison.json`` (shape in ``docs/retraining.md``). Every
@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from dnnsafety.data.dataset import reveal_labels
-from dnnsafety.evaluation.stats import mann_whitney, mean_ci, vargha_delaney_a12
+from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
@@ -35,16 +35,46 @@ from dnnsafety.runs import fingerprint, write_json
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView, ReferenceSet, Selection
 
 if TYPE_CHECKING:
-    from dnnsafety.pipeline import Pipeline
+    from dnnsafety.pipeline.run import Pipeline
 
 log = logging.getLogger(__name__)
 
 COMPARISON_FILE = "comparison.json"
 RUNS_DIR = "retraining/runs"
-NEEDS_SPACE = ("closest", "closest-contrast")
-NEEDS_CORRECT = ("closest-contrast",)
-NEEDS_ACTIVATIONS = ("dsa",)
 DEFAULT_BUDGET_SHARE = 0.03
+REQUIREMENTS: dict[str, str] = {
+    "probs": "the model's softmax outputs on the pool (PoolView.probs)",
+    "space": "the pool and the root-cause clusters in the analysis feature space "
+    "(PoolView.features, clusters; the analysis runs first; f = retrain.quota_factor)",
+    "correct": "correctly classified inputs of the analysed split in that space "
+    "(ClusterSpace.correct)",
+    "activations": "penultimate activations of the pool and of the training set with its "
+    "labels (PoolView.activations, PoolView.reference)",
+}
+"""What a selector may list in ``requires``, and what the orchestrator builds for it."""
+
+
+def requirements(strategy: str) -> frozenset[str]:
+    """What the selector ``strategy`` requires (its ``requires``), checked against
+    :data:`REQUIREMENTS`."""
+    needs = frozenset(getattr(SELECTORS.get(strategy), "requires", frozenset()))
+    unknown = sorted(needs - set(REQUIREMENTS))
+    if unknown:
+        raise ConfigError(
+            f"The {strategy} selector requires {', '.join(map(repr, unknown))}, which nothing "
+            f"builds; a selector may require: {', '.join(REQUIREMENTS)}."
+        )
+    return needs
+
+
+def needs_analysis(strategies: Iterable[str]) -> bool:
+    """Whether any of ``strategies`` selects by the root-cause clusters (requires ``space``)."""
+    return any("space" in requirements(name) for name in strategies)
+
+
+def cluster_strategies() -> list[str]:
+    """The registered strategies that select by the root-cause clusters, sorted."""
+    return [name for name in SELECTORS.names() if "space" in requirements(name)]
 
 
 class RetrainSession:
@@ -103,40 +133,43 @@ class RetrainSession:
 
     @functools.cached_property
     def space(self) -> Any:
-        from dnnsafety.selection.spaces import analysis_space
+        from dnnsafety.pipeline.spaces import analysis_space
 
         return analysis_space(self.pipeline)
 
     @functools.cached_property
     def correct_reference(self) -> Any:
-        from dnnsafety.selection.spaces import correct_reference
+        from dnnsafety.pipeline.spaces import correct_reference
 
         return correct_reference(self.pipeline)
 
     @functools.cached_property
     def activations(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from dnnsafety.selection.spaces import activation_reference
+        from dnnsafety.pipeline.spaces import activation_reference
 
         return activation_reference(self.pipeline)
 
     def pool_view(self, strategy: str) -> tuple[PoolView, ClusterSpace | None]:
-        """The pool as the strategy sees it, and the clusters when it uses them."""
+        """The pool as the strategy sees it, and the clusters when it uses them: exactly what
+        its selector ``requires``."""
+        needs = requirements(strategy)
+        probs = self.pool_probs if "probs" in needs else None
         features = None
         clusters = None
         activations = None
         reference = None
-        if strategy in NEEDS_SPACE:
+        if "space" in needs:
             space = self.space
             features = space.pool_features
-            correct = self.correct_reference if strategy in NEEDS_CORRECT else None
+            correct = self.correct_reference if "correct" in needs else None
             clusters = ClusterSpace(space.error_features, space.labels, correct=correct)
-        if strategy in NEEDS_ACTIVATIONS:
+        if "activations" in needs:
             train_feats, train_labels, pool_feats = self.activations
             activations = pool_feats
             reference = ReferenceSet(train_feats, train_labels)
         view = PoolView(
             self.pool.ids.astype(str),
-            self.pool_probs,
+            probs,
             features=features,
             activations=activations,
             reference=reference,
@@ -157,8 +190,8 @@ class RetrainSession:
         memo = (strategy, budget, seed if getattr(cls, "seeded", True) else None)
         if memo in self._selections:
             return self._selections[memo]
-        if strategy in NEEDS_SPACE:
-            from dnnsafety.selection.spaces import read_clusters
+        if "space" in requirements(strategy):
+            from dnnsafety.pipeline.spaces import read_clusters
 
             params["f"] = self.config.quota_factor
             sizes = [len(c["members"]) for c in read_clusters(self.pipeline)["clusters"]]
@@ -313,16 +346,16 @@ def compare(
             "cost": int(max(sel.cost for sel in selections[name])),
             "bag_size": bag_size,
             "runs": runs,
-            "summary": _summary(runs),
+            "summary": summarize_runs(runs),
         }
-    _versus(out["strategies"])
+    add_versus(out["strategies"])
     if control:
         empty = Selection(np.zeros(0, dtype=object), 0)
         runs = [
             _cached_run(pipeline, session, "control", empty, s, 0, step("no new labels", s))
             for s in seed_list
         ]
-        out["control"] = {"cost": 0, "bag_size": 0, "runs": runs, "summary": _summary(runs)}
+        out["control"] = {"cost": 0, "bag_size": 0, "runs": runs, "summary": summarize_runs(runs)}
     write_json(pipeline.run / COMPARISON_FILE, out)
     return out
 
@@ -370,55 +403,6 @@ def _cached_run(
     return run
 
 
-def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def ci(values: list[float | None]) -> dict[str, float | None]:
-        if any(v is None or not math.isfinite(v) for v in values):
-            return {"mean": None, "low": None, "high": None}
-        mean, low, high = mean_ci(np.asarray(values, dtype=float))
-        return {"mean": mean, "low": low, "high": high}
-
-    keys_s = sorted({k for r in runs for k in r["per_scenario"]})
-    keys_c = sorted({k for r in runs for k in r["per_cluster"]}, key=int)
-    return {
-        "overall": ci([r["overall"] for r in runs]),
-        "rare": ci([r["rare"] for r in runs]),
-        "per_scenario": {k: ci([r["per_scenario"][k] for r in runs]) for k in keys_s},
-        "per_cluster": {k: ci([r["per_cluster"][k] for r in runs]) for k in keys_c},
-        "improved": ci([r["improved"] for r in runs]),
-        "worsened": ci([r["worsened"] for r in runs]),
-    }
-
-
-def _versus(strategies: dict[str, Any]) -> None:
-    """A12 and Mann-Whitney p of every pair, on overall and on rare-scenario accuracy."""
-    for name, entry in strategies.items():
-        entry["versus"] = {}
-        for other, o_entry in strategies.items():
-            if other == name:
-                continue
-            # on rare-scenario accuracy; on overall accuracy when the test set has no rare one
-            key = (
-                "rare"
-                if _finite(entry["runs"], "rare") and _finite(o_entry["runs"], "rare")
-                else "overall"
-            )
-            x = [r[key] for r in entry["runs"]]
-            y = [r[key] for r in o_entry["runs"]]
-            xo = [r["overall"] for r in entry["runs"]]
-            yo = [r["overall"] for r in o_entry["runs"]]
-            entry["versus"][other] = {
-                "metric": key,
-                "a12": vargha_delaney_a12(x, y),
-                "p_value": mann_whitney(x, y),
-                "a12_overall": vargha_delaney_a12(xo, yo),
-                "p_value_overall": mann_whitney(xo, yo),
-            }
-
-
-def _finite(runs: list[dict[str, Any]], key: str) -> bool:
-    return all(r.get(key) is not None and math.isfinite(r[key]) for r in runs)
-
-
 def _record_selections(pipeline: Pipeline, selections: Mapping[str, list[Selection]]) -> None:
     """Column ``selected.<strategy>``: rank of each pool input in the first seed's selection."""
     columns = {}
@@ -440,12 +424,8 @@ def retrain_with_labels(
     TorchScript model: :mod:`dnnsafety.retraining.export`) and ``result.json``; returns the
     result with its path.
     """
-    from dnnsafety.retraining.labels import (
-        load_selection,
-        pool_size,
-        read_labels,
-        selection_classes,
-    )
+    from dnnsafety.pipeline.labels import load_selection, pool_size, selection_classes
+    from dnnsafety.retraining.labels import read_labels
 
     if seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")

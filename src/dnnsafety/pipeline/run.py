@@ -12,22 +12,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from dnnsafety.config import RunConfig, dump_config
 from dnnsafety.data.builtin import data_fingerprint, load_dataset
-from dnnsafety.data.dataset import LABELLED_SPLITS, Dataset, known_scenarios
+from dnnsafety.data.dataset import Dataset
+from dnnsafety.evaluation.metrics import compute_metrics
 from dnnsafety.exceptions import ConfigError, RunDirError
+from dnnsafety.failures.table import sample_table
 from dnnsafety.models.adapter import adapt_outputs
 from dnnsafety.models.classes import (
     ClassOrder,
@@ -277,7 +277,7 @@ class Pipeline:
         frames = []
         for name, split in self.dataset.splits.items():
             preds = predict(model, split.images, desc=f"predict {name}")
-            frames.append(_split_table(split, preds, self.dataset.num_classes))
+            frames.append(sample_table(split, preds, self.dataset.num_classes))
         samples = pd.concat(frames, ignore_index=True)
         self.run.write_samples(samples)
         metrics = compute_metrics(samples, self.dataset.class_names)
@@ -292,7 +292,9 @@ class Pipeline:
     def analyze(self, white_box: bool | None = None) -> StageOutcome:
         """Root-cause analysis of the errors; writes ``clusters.json`` and more.
 
-        White-box (HUDD heatmaps) unless ``analysis.features`` names a black-box feature source.
+        The analysis is the entry of :data:`~dnnsafety.pipeline.analyze.ANALYSES` that the
+        configuration asks for: white-box (HUDD heatmaps) unless ``analysis.features`` names a
+        black-box feature source (SAFE).
 
         Parameters
         ----------
@@ -304,45 +306,23 @@ class Pipeline:
             ``analysis.ruleset`` or ``analysis.mode = "hudd-compat"`` in the configuration),
             and a model without white-box access is refused in one line.
         """
-        from dnnsafety.analysis import CLUSTERS_FILE, LAYERS_FILE, run_analysis
+        from dnnsafety.pipeline.analyze import analysis_for, stale_outputs
 
         t0 = time.perf_counter()
-        cfg = self.config.analysis
-        outputs: tuple[str, ...] = (
-            (CLUSTERS_FILE,) if cfg.features else (CLUSTERS_FILE, LAYERS_FILE)
-        )
-        if self.run.is_done("analyze", self.analysis_key, outputs):
-            return self._record("analyze", True, t0, outputs)
-        if self._black_box_instead(white_box):
-            outputs = (CLUSTERS_FILE,)
-            if self.run.is_done("analyze", self.analysis_key, outputs):
-                return self._record("analyze", True, t0, outputs)
+        analysis = analysis_for(self.config.analysis)
+        if self.run.is_done("analyze", self.analysis_key, analysis.outputs):
+            return self._record("analyze", True, t0, analysis.outputs)
+        if self._black_box_instead(white_box, analysis.white_box, analysis.black_box_fallback):
+            analysis = analysis_for(self.config.analysis)
+            if self.run.is_done("analyze", self.analysis_key, analysis.outputs):
+                return self._record("analyze", True, t0, analysis.outputs)
         self.evaluate()
-        model = self.model()
-        extra: dict[str, Any] = {}
-        if cfg.features in ("", "heatmaps"):
-            from dnnsafety.features.coverage import warn_lrp_coverage
-
-            split = self.dataset[cfg.split]
-            ruleset = cfg.resolved()["ruleset"]
-            extra["lrp_coverage"] = warn_lrp_coverage(model, split.images[:2], ruleset)
-        if cfg.features:
-            from dnnsafety.blackbox import run_blackbox
-
-            bb = run_blackbox(
-                self.run, model, self.dataset, cfg, self.model_key, seed=self.config.seed
-            )
-            extra.update(clusters=len(bb.clusters), noise=bb.n_noise)
-        else:
-            result = run_analysis(
-                self.run,
-                model,
-                self.dataset[cfg.split],
-                self.dataset.class_names,
-                cfg,
-                seed=self.config.seed,
-            )
-            extra.update(layer=result.selected_layer, clusters=len(result.clusters))
+        extra = analysis.run(self)
+        for name in stale_outputs(analysis):  # they would describe other clusters
+            stale = self.run / name
+            if stale.exists():
+                stale.unlink()
+        outputs = analysis.outputs
         self.run.mark_done(
             "analyze", self.analysis_key, outputs, seconds=time.perf_counter() - t0, **extra
         )
@@ -352,12 +332,18 @@ class Pipeline:
             log.warning("new clusters: moved the old comparison.json to comparison.previous.json")
         return self._record("analyze", False, t0, outputs)
 
-    def _black_box_instead(self, white_box: bool | None) -> bool:
-        """Check the analysis against the model; True when it switched to black-box."""
+    def _black_box_instead(
+        self, white_box: bool | None, reads_layers: bool, fallback: dict[str, Any]
+    ) -> bool:
+        """Check the analysis against the model; True when it switched to black-box.
+
+        ``reads_layers``: the configured analysis is white-box; ``fallback``: the analysis
+        settings of its black-box counterpart.
+        """
         from dnnsafety.models.support import check_command
 
         cfg = self.config.analysis
-        if cfg.features:
+        if not reads_layers:
             self.check_supported("analyze")  # heatmaps / activations read the layers
             return False
         support = self.support
@@ -367,11 +353,13 @@ class Pipeline:
             check_command(support, "analyze", ("white_box",))
         log.info(
             "the %s model gives no white-box access (%s): analysing with the black-box "
-            "features instead (--features backbone)",
+            "features instead (%s)",
             support.shown,
             support.reason,
+            ", ".join(f"--{k} {v}" for k, v in fallback.items()),
         )
-        cfg.features = "backbone"
+        for key, value in fallback.items():
+            setattr(cfg, key, value)
         write_text(self.run / CONFIG_FILE, dump_config(self.config))
         return True
 
@@ -394,63 +382,3 @@ def _file_stamp(path: str) -> list[Any]:
         return []
     st = p.stat()
     return [str(p.resolve()), st.st_size, st.st_mtime_ns]
-
-
-def _split_table(split: Any, preds: Any, num_classes: int) -> pd.DataFrame:
-    n = len(split)
-    labelled = not split.hidden
-    label = pd.array(split.label_values if labelled else [pd.NA] * n, dtype="Int64")
-    correct = pd.array(
-        preds.pred == split.label_values if labelled else [pd.NA] * n, dtype="boolean"
-    )
-    table = pd.DataFrame(
-        {
-            "sample_id": split.ids.astype(str),
-            "split": split.name,
-            "label": label,
-            "pred": preds.pred,
-            "correct": correct,
-            "confidence": preds.probs.max(axis=1) if n else np.zeros(0, np.float32),
-            "scenario": split.scenarios.astype(str),
-        }
-    )
-    probs = pd.DataFrame(preds.probs, columns=[f"prob.{k}" for k in range(num_classes)])
-    parts = [table, probs]
-    if split.metadata is not None:
-        parts.append(split.metadata.add_prefix("meta."))
-    return pd.concat(parts, axis=1)
-
-
-def compute_metrics(samples: pd.DataFrame, class_names: tuple[str, ...]) -> dict[str, Any]:
-    """Accuracy overall, per class and per scenario for every labelled split; test confusion.
-
-    ``per_scenario`` is empty for a split without ground-truth scenarios (all unknown).
-    """
-    out: dict[str, Any] = {"class_names": list(class_names), "splits": {}}
-    for split in LABELLED_SPLITS:
-        part = samples[samples["split"] == split]
-        if part.empty:
-            continue
-        correct = part["correct"].astype(bool)
-        per_scen = correct.groupby(part["scenario"]).agg(["mean", "size"])
-        per_class = correct.groupby(part["label"].astype(int)).mean()
-        out["splits"][split] = {
-            "n": len(part),
-            "accuracy": float(correct.mean()),
-            "errors": int((~correct).sum()),
-            "per_scenario": {
-                str(s): {"accuracy": float(r["mean"]), "n": int(r["size"])}
-                for s, r in per_scen.iterrows()
-            }
-            if known_scenarios(part["scenario"]).any()
-            else {},
-            "per_class": {class_names[int(str(k))]: float(v) for k, v in per_class.items()},
-        }
-    test = samples[samples["split"] == "test"]
-    if not test.empty:
-        k = len(class_names)
-        cm = np.zeros((k, k), dtype=np.int64)
-        np.add.at(cm, (test["label"].astype(int).to_numpy(), test["pred"].to_numpy()), 1)
-        out["confusion_test"] = cm.tolist()
-    out["environment"] = {"python": platform.python_version(), "torch": torch.__version__}
-    return out

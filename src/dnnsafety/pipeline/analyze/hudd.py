@@ -4,6 +4,10 @@ For the error-inducing inputs of a split: LRP heatmaps at every candidate layer 
 pass per batch, stored on disk), per-layer distances and Ward clustering with the number of
 clusters chosen from the WICD curve, the layer choice, and per-cluster inspection outputs:
 ``clusters.json``, contact sheets, WICD plots and the per-layer table.
+
+Its feature space for selection: the LRP heatmaps at the selected layer, computed for the pool
+too (predicted class, no label needed) and stored on disk beside the error heatmaps, then read
+as a memory map in batches.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -22,19 +26,29 @@ from torch import nn
 from dnnsafety.clustering import LayerClustering, cluster_layer, pairwise_distances, select_layer
 from dnnsafety.config import AnalysisConfig
 from dnnsafety.data.dataset import Split
+from dnnsafety.exceptions import RunDirError
 from dnnsafety.explain import describe_clusters, plot_wicd
 from dnnsafety.explain.gallery import cluster_gallery, error_map
 from dnnsafety.failures import error_inputs
 from dnnsafety.features import INPUT_LAYER, HeatmapStore, compute_heatmaps
+from dnnsafety.pipeline.analyze.base import (
+    ANALYSES,
+    ANALYSIS_DIR,
+    CLUSTERS_FILE,
+    LAYERS_FILE,
+    Analysis,
+    AnalysisSpace,
+    RunContext,
+    cluster_labels,
+)
 from dnnsafety.progress import track
-from dnnsafety.runs import RunDir, safe_name, write_bytes, write_json
+from dnnsafety.runs import RunDir, fingerprint, safe_name, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_DIR = "analysis"
-CLUSTERS_FILE = "clusters.json"
-LAYERS_FILE = "analysis/layers.json"
 LABELS_FILE = "analysis/labels.npz"
+POOL_HEATMAPS = "analysis/pool_heatmaps"
+CORRECT_HEATMAPS = "analysis/correct_heatmaps"
 
 
 @dataclass(frozen=True)
@@ -158,3 +172,100 @@ def run_analysis(
     )
     run.add_columns(column)
     return AnalysisResult(selected, n, clusters, layers)
+
+
+@ANALYSES.register("hudd", help="white-box: LRP heatmaps per layer, Ward clustering, WICD knee")
+class HuddAnalysis(Analysis):
+    """HUDD (METHOD.md §2): the analysis when ``analysis.features`` is empty."""
+
+    name = "hudd"
+    outputs = (CLUSTERS_FILE, LAYERS_FILE)
+    white_box = True
+    black_box_fallback: ClassVar[dict[str, Any]] = {"features": "backbone"}
+
+    @classmethod
+    def handles(cls, config: AnalysisConfig) -> bool:
+        return not config.features
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        from dnnsafety.features.coverage import warn_lrp_coverage
+
+        cfg = ctx.config.analysis
+        model = ctx.model()
+        split = ctx.dataset[cfg.split]
+        ruleset = cfg.resolved()["ruleset"]
+        extra: dict[str, Any] = {
+            "lrp_coverage": warn_lrp_coverage(model, split.images[:2], ruleset)
+        }
+        result = run_analysis(
+            ctx.run, model, split, ctx.dataset.class_names, cfg, seed=ctx.config.seed
+        )
+        extra.update(layer=result.selected_layer, clusters=len(result.clusters))
+        return extra
+
+    def space(self, ctx: RunContext, data: dict[str, Any], pool_ids: list[str]) -> AnalysisSpace:
+        layer = _selected_layer(data)
+        errors = HeatmapStore.open(ctx.run / ANALYSIS_DIR / "heatmaps")
+        error_ids = [str(s) for s in errors.ids]
+        pool = ctx.dataset["pool"]
+        pool_maps = _layer_heatmaps(ctx, data, pool.images, pool_ids, POOL_HEATMAPS, "pool")
+        return AnalysisSpace(
+            error_ids,
+            errors.flat(layer),
+            cluster_labels(data, error_ids),
+            pool_ids,
+            pool_maps,
+            self.name,
+        )
+
+    def reference_features(
+        self,
+        ctx: RunContext,
+        data: dict[str, Any],
+        images: torch.Tensor,
+        ids: list[str],
+        split: str,
+    ) -> Any:
+        """LRP heatmaps (predicted class) at the selected layer, under
+        ``analysis/correct_heatmaps``."""
+        return _layer_heatmaps(ctx, data, images, ids, CORRECT_HEATMAPS, split, ids)
+
+    @staticmethod
+    def describe(data: dict[str, Any]) -> str:
+        return f"layer {data['layer']}, {data['settings']['ruleset']} LRP rules"
+
+
+def _selected_layer(data: dict[str, Any]) -> str:
+    layer: str = data["layer"]
+    if not layer:
+        raise RunDirError("clusters.json names no selected layer; rerun `dnnsafety analyze`.")
+    return layer
+
+
+def _layer_heatmaps(
+    ctx: RunContext,
+    data: dict[str, Any],
+    images: Any,
+    ids: list[str],
+    root: str,
+    *tag: Any,
+) -> Any:
+    """LRP heatmaps (predicted class) of ``images`` at the analysis's selected layer, flat.
+
+    Stored under ``root/<ruleset>_<layer>_<fingerprint of model and tag>``: a retrained model
+    or another subset gets its own folder instead of a clash with the previous heatmaps.
+    """
+    layer = _selected_layer(data)
+    ruleset = data["settings"]["ruleset"]
+    tag_key = fingerprint(ctx.model_key, *tag)[:12]
+    folder = f"{ruleset}_{safe_name(layer, keep='-_.')}_{tag_key}"
+    store = compute_heatmaps(
+        ctx.model(),
+        images,
+        ids,
+        ctx.run / root / folder,
+        layers=[layer],
+        ruleset=ruleset,
+        batch_size=ctx.config.analysis.batch_size,
+    )
+    return store.flat(layer)
