@@ -22,8 +22,6 @@ from dnnsafety.selection.selectors import (
     PoolView,
     Selection,
     Selector,
-    check_budget,
-    seed_rng,
 )
 from dnnsafety.testing import registry_cases
 from dnnsafety.types import JSONValue
@@ -44,17 +42,16 @@ class RandomOrderSelector(Selector):
 
     seeded = True
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
-        budget = check_budget(budget, self.name, len(pool))
-        pick = seed_rng(seed, self.name).permutation(len(pool))[:budget]
+        pick = rng.permutation(len(pool))[:budget]
         return Selection(ids=pool.ids[pick], cost=budget, info={"selector": self.name})
 
 

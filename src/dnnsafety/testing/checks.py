@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -27,7 +28,14 @@ from dnnsafety.clustering.base import Clusterer
 from dnnsafety.clustering.reducers import Reducer
 from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
 from dnnsafety.features.sources import FeatureContext, FeatureSource
-from dnnsafety.selection.selectors import ClusterSpace, PoolView, ReferenceSet, Selection, Selector
+from dnnsafety.selection.selectors import (
+    ClusterSpace,
+    PoolView,
+    RandomState,
+    ReferenceSet,
+    Selection,
+    Selector,
+)
 
 __all__ = [
     "check_clusterer",
@@ -247,16 +255,31 @@ def check_selector(selector: type[Selector] | Selector) -> None:
     if requires is not None and not isinstance(requires, frozenset):
         raise _fail(est, "requires must be a frozenset of names")
 
-    def run(budget: int, seed: int = 4) -> Selection:
-        return clone(est).select(pool, budget, clusters=space, oracle=oracle, seed=seed)
+    if type(est).select is not Selector.select:
+        raise _fail(est, "must write _select only; select is the base's template method")
+
+    def run(budget: int, seed: RandomState = 4) -> Selection:
+        return clone(est).select(pool, budget, clusters=space, oracle=oracle, random_state=seed)
 
     a, b = run(6), run(6)
     if not isinstance(a, Selection):
         raise _fail(est, "select must return a Selection")
     if a.ids.tolist() != b.ids.tolist() or a.cost != b.cost:
-        raise _fail(est, "select must be deterministic under a fixed seed")
+        raise _fail(est, "select must be deterministic under a fixed random_state")
+    if run(6, np.random.default_rng(4)).ids.tolist() != a.ids.tolist():
+        raise _fail(est, "random_state=Generator(seed) must select as random_state=seed")
     if not est.seeded and run(6, seed=5).ids.tolist() != a.ids.tolist():
-        raise _fail(est, "a selector with seeded = False must ignore the seed")
+        raise _fail(est, "a selector with seeded = False must ignore random_state")
+    for bad in (-1, 1.5, "4"):
+        if not _raises(ConfigError, functools.partial(run, 6, bad)):  # type: ignore[arg-type]
+            raise _fail(est, f"random_state={bad!r} must raise ConfigError")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = clone(est).select(pool, 6, clusters=space, oracle=oracle, seed=4)
+    if old.ids.tolist() != a.ids.tolist():
+        raise _fail(est, "the deprecated seed=... must select as random_state=...")
+    if not any(issubclass(w.category, FutureWarning) for w in caught):
+        raise _fail(est, "the deprecated seed=... must warn (FutureWarning)")
     chosen = a.ids.tolist()
     if len(a) > 6 or a.cost < len(a):
         raise _fail(est, "at most budget inputs, and cost >= the number chosen")
