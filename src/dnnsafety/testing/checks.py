@@ -366,8 +366,10 @@ def check_model_restored(model: nn.Module, fn: Callable[..., R], *args: Any, **k
 def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
     """The feature-source contract (:mod:`dnnsafety.features.sources`) on a toy model.
 
-    The source is fitted with a small CNN in eval mode and unlabeled images; fit and
-    transform must leave the model as it was (:func:`check_model_restored`).
+    The source is fitted on a context holding only what it ``requires`` (a small CNN with
+    BatchNorm, unlabeled images, the image shape), once with the model in eval mode and once
+    in training mode; fit and transform must leave the model as it was
+    (:func:`check_model_restored`) and the features must not depend on the model's mode.
 
     Raises
     ------
@@ -376,26 +378,34 @@ def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
     """
     est = _build(source)
     check_estimator_contract(est)
-    torch.manual_seed(0)
-    model = _ToyNet().eval()
+    requires = getattr(est, "requires", None)
+    if not isinstance(requires, frozenset) or not requires <= _SOURCE_NEEDS:
+        raise _fail(est, f"requires must be a frozenset of names from {sorted(_SOURCE_NEEDS)}")
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 16, 16, generator=gen)
-    context = FeatureContext(
-        model=model,
-        unlabeled=torch.rand(24, 3, 16, 16, generator=gen),
-        seed=0,
-        extra={"image_shape": (3, 16, 16)},
-    )
+    unlabeled = torch.rand(24, 3, 16, 16, generator=gen)
+
+    def context_for(model: nn.Module) -> FeatureContext:
+        return FeatureContext(
+            model=model if "model" in requires else None,
+            unlabeled=unlabeled if "unlabeled" in requires else None,
+            seed=0,
+            extra={"image_shape": (3, 16, 16)} if "image_shape" in requires else {},
+        )
+
     if not _raises(NotFittedError, lambda: clone(est).transform(images)):
         raise _fail(est, "transform before fit must raise NotFittedError")
+    torch.manual_seed(0)
+    model = _ToyNet().eval()
+    context = context_for(model)
     fitted = clone(est)
 
-    def fit_and_transform() -> np.ndarray:
-        if fitted.fit(context) is not fitted:
+    def fit_and_transform(source: FeatureSource, ctx: FeatureContext) -> np.ndarray:
+        if source.fit(ctx) is not source:
             raise _fail(est, "fit must return self")
-        return fitted.transform(images)
+        return source.transform(images)
 
-    feats = check_model_restored(model, fit_and_transform)
+    feats = check_model_restored(model, fit_and_transform, fitted, context)
     if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(images):
         raise _fail(est, "transform must give N x D float32 features")
     if not np.isfinite(feats).all():
@@ -407,6 +417,16 @@ def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
         raise _fail(est, "a row's features must not depend on the other rows of the batch")
     if not _raises(InvalidInputError, lambda: fitted.transform(images[0])):
         raise _fail(est, "images of another rank than N x C x H x W must raise InvalidInputError")
+    training = copy.deepcopy(model).train()
+    in_training = check_model_restored(
+        training, fit_and_transform, clone(est), context_for(training)
+    )
+    if not training.training or not np.allclose(in_training, feats, atol=1e-5):
+        raise _fail(est, "features must not depend on the model's training flag")
+
+
+_SOURCE_NEEDS = frozenset({"model", "unlabeled", "image_shape"})
+"""What a feature source may declare in ``requires`` (fields of ``FeatureContext``)."""
 
 
 # --------------------------------------------------------------------------- every registry
