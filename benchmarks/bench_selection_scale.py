@@ -109,7 +109,9 @@ def main() -> None:
     rows.append(_row("predict the pool (softmax)", "-", args, pred))
     for name in ("entropy", "random"):
         with peak_memory() as cost:
-            SELECTORS.get(name)().select(PoolView(np.asarray(ids), probs), args.budget, seed=0)
+            SELECTORS.get(name)().select(
+                PoolView(np.asarray(ids), probs), args.budget, random_state=0
+            )
         rows.append(_row(name, "-", args, cost))
     notes = (
         f"Pool images rendered by the simulator into a {images.nbytes / 2**30:.1f} GiB "

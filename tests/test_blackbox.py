@@ -80,6 +80,101 @@ def test_sources_that_need_the_model_say_so():
         make_source("pixels", nonsense=1)
 
 
+def test_activations_leave_a_training_model_in_training_mode(context):
+    _, images = context
+    torch.manual_seed(1)
+    model = TinyNet().train()
+    model.classifier.append(nn.Dropout(0.5))  # in training mode dropout would change the rows
+    feats = make_source("activations").fit(FeatureContext(model=model)).transform(images[:5])
+    assert all(m.training for m in model.modules())
+    model.eval()
+    expected = model.classifier(model.features(images[:5])).detach().numpy()
+    np.testing.assert_allclose(feats, expected, rtol=1e-5)
+
+
+def test_sources_declare_what_they_need():
+    needs = {name: FEATURE_SOURCES.get(name).requires for name in FEATURE_SOURCES.names()}
+    assert needs == {
+        "activations": {"model"},
+        "autoencoder": {"unlabeled"},
+        "backbone": set(),
+        "heatmaps": {"model", "image_shape"},
+        "pixels": set(),
+    }
+
+
+def test_old_flat_analysis_keys_give_the_same_source_parameters():
+    from dnnsafety.config import AnalysisConfig, PluginConfig, RunConfig, from_dict, merge
+    from dnnsafety.pipeline.analyze.safe import source_params, source_spec
+
+    old = from_dict(
+        AnalysisConfig,
+        {
+            "features": "backbone",
+            "backbone": "resnet18",
+            "backbone_weights": "/w.pth",
+            "image_size": 64,
+            "feature_layer": "features.0",
+        },
+    )
+    # exactly what the backbone got before sources took {name, params}
+    assert source_params(old) == {"arch": "resnet18", "weights": "/w.pth", "image_size": 64}
+    heat = from_dict(AnalysisConfig, {"features": "heatmaps", "feature_layer": "features.0"})
+    assert source_params(heat) == {"layer": "features.0", "ruleset": "default"}
+    assert source_params(AnalysisConfig(features="pixels")) == {}
+    # the table form: params go to the constructor and override the flat keys
+    table = from_dict(
+        AnalysisConfig,
+        {"features": {"name": "backbone", "params": {"image_size": 32}}, "image_size": 64},
+    )
+    assert source_spec(table) == PluginConfig(
+        "backbone", {"arch": "mobilenet_v2", "weights": "", "image_size": 32}
+    )
+    merged = merge(
+        RunConfig(), {"analysis.features.params.latent": 8, "analysis.features": "autoencoder"}
+    )
+    assert source_params(merged.analysis) == {"latent": 8}
+    assert merged.section("analysis")["features"] == {
+        "name": "autoencoder",
+        "params": {"latent": 8},
+    }
+    assert RunConfig().section("analysis")["features"] == ""  # fingerprints of older runs hold
+
+
+def test_fit_source_passes_only_what_the_source_requires(tmp_path, monkeypatch):
+    from dnnsafety.config import AnalysisConfig
+    from dnnsafety.pipeline.analyze import safe
+    from dnnsafety.runs import RunDir
+
+    seen: list[FeatureContext] = []
+
+    def record(self, context):
+        seen.append(context)
+        return self
+
+    class FakeSplit:
+        images = torch.rand(5, 1, 8, 8)
+
+    class FakeData:
+        splits = ("train", "pool")
+        image_shape = (1, 8, 8)
+
+        def __getitem__(self, split):
+            return FakeSplit()
+
+    run = RunDir(tmp_path / "run", create=True)
+    model = TinyNet()
+    for name in ("pixels", "activations", "heatmaps", "autoencoder"):
+        cfg = AnalysisConfig(features=name)
+        monkeypatch.setattr(FEATURE_SOURCES.get(name), "fit", record)
+        safe.fit_source(cfg, model, FakeData(), run, seed=0)  # type: ignore[arg-type]
+    pixels, activations, heatmaps, autoencoder = seen
+    assert pixels.model is None and pixels.unlabeled is None and pixels.extra == {}
+    assert activations.model is model and activations.unlabeled is None
+    assert heatmaps.model is model and heatmaps.extra == {"image_shape": (1, 8, 8)}
+    assert autoencoder.model is None and autoencoder.unlabeled.shape == (10, 1, 8, 8)
+
+
 def test_backbone_takes_any_torchvision_architecture_and_weights_file(tmp_path, context):
     import torchvision
 

@@ -19,6 +19,7 @@ from dnnsafety.selection import (
     PoolView,
     ReferenceSet,
     Selection,
+    Selector,
     closest_assignment,
     contrastive_scores,
     dsa_scores,
@@ -266,13 +267,52 @@ def test_poolview_validation() -> None:
 
 def test_random_is_seeded_and_uniform_without_repeats() -> None:
     view = PoolView(ids=ids_of(100))
-    a = SELECTORS.get("random")().select(view, 30, seed=1)
-    b = SELECTORS.get("random")().select(view, 30, seed=1)
-    c = SELECTORS.get("random")().select(view, 30, seed=2)
+    a = SELECTORS.get("random")().select(view, 30, random_state=1)
+    b = SELECTORS.get("random")().select(view, 30, random_state=1)
+    c = SELECTORS.get("random")().select(view, 30, random_state=2)
     assert a.ids.tolist() == b.ids.tolist() != c.ids.tolist()
     assert len(set(a.ids.tolist())) == 30 and a.cost == 30
     with pytest.raises(ConfigError, match="'budget' parameter of random"):
         SELECTORS.get("random")().select(view, 1.5)  # type: ignore[arg-type]
+
+
+def test_random_state_takes_a_seed_a_generator_or_none() -> None:
+    view = PoolView(ids=ids_of(100))
+    random = SELECTORS.get("random")()
+    by_seed = random.select(view, 10, random_state=7)
+    assert by_seed.info["seed"] == 7
+    gen = np.random.default_rng(7)
+    first = random.select(view, 10, random_state=gen)
+    assert first.ids.tolist() == by_seed.ids.tolist() and first.info["seed"] is None
+    # a generator advances: the next draw from it differs
+    assert random.select(view, 10, random_state=gen).ids.tolist() != first.ids.tolist()
+    assert len(random.select(view, 10, random_state=None)) == 10
+    with pytest.raises(ConfigError, match="'random_state' parameter of random must be an int"):
+        random.select(view, 10, random_state=-1)
+
+
+def test_deprecated_seed_keyword_still_selects_the_same() -> None:
+    view = PoolView(ids=ids_of(100))
+    with pytest.warns(FutureWarning, match="random_state"):
+        old = SELECTORS.get("random")().select(view, 10, seed=3)
+    assert (
+        old.ids.tolist() == SELECTORS.get("random")().select(view, 10, random_state=3).ids.tolist()
+    )
+
+
+def test_a_selector_writes_only_select_and_the_base_validates() -> None:
+    class FirstRows(Selector):
+        def _select(self, pool, budget, *, clusters, oracle, rng):  # type: ignore[no-untyped-def]
+            return Selection(ids=pool.ids[:budget], cost=budget)
+
+    view = PoolView(ids=ids_of(5))
+    assert FirstRows().select(view, 2).ids.tolist() == view.ids[:2].tolist()
+    with pytest.raises(ConfigError, match="exceeds the pool size"):
+        FirstRows().select(view, 6)
+    with pytest.raises(InvalidInputError, match="PoolView"):
+        FirstRows().select(view.ids, 2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        type("NoSelect", (Selector,), {})()
 
 
 def mispredicted_setup() -> tuple[PoolView, dict[str, int], list[int]]:
@@ -297,7 +337,7 @@ def test_mispredicted_counts_every_labelled_input() -> None:
         calls.append(len(ids))
         return np.array([truth[i] for i in ids])
 
-    sel = SELECTORS.get("mispredicted")().select(view, 5, oracle=oracle, seed=3)
+    sel = SELECTORS.get("mispredicted")().select(view, 5, oracle=oracle, random_state=3)
     assert len(sel) == 5
     assert all(truth[i] == 1 for i in sel.ids)
     assert sel.cost == sum(calls) > len(sel)
@@ -309,7 +349,9 @@ def test_mispredicted_counts_every_labelled_input() -> None:
     assert sel.ids.tolist() == ids_of(50)[order[wrong_positions[:5]]].tolist()
     # larger oracle batches: same inputs kept, at least the same cost, fewer calls
     calls.clear()
-    big = SELECTORS.get("mispredicted")(oracle_batch=20).select(view, 5, oracle=oracle, seed=3)
+    big = SELECTORS.get("mispredicted")(oracle_batch=20).select(
+        view, 5, oracle=oracle, random_state=3
+    )
     assert big.ids.tolist() == sel.ids.tolist() and big.cost >= sel.cost
     assert big.info["oracle_calls"] <= sel.info["oracle_calls"]
 
@@ -572,11 +614,11 @@ def contract_inputs() -> tuple[PoolView, ClusterSpace, Oracle]:
 def test_selector_contract(name: str) -> None:
     view, space, oracle = contract_inputs()
     cls = SELECTORS.get(name)
-    a = cls().select(view, 6, clusters=space, oracle=oracle, seed=4)
-    b = cls().select(view, 6, clusters=space, oracle=oracle, seed=4)
+    a = cls().select(view, 6, clusters=space, oracle=oracle, random_state=4)
+    b = cls().select(view, 6, clusters=space, oracle=oracle, random_state=4)
     assert isinstance(a, Selection)
     assert a.ids.tolist() == b.ids.tolist() and a.cost == b.cost
-    other = cls().select(view, 6, clusters=space, oracle=oracle, seed=5)
+    other = cls().select(view, 6, clusters=space, oracle=oracle, random_state=5)
     # a selector that declares it ignores the seed must really give the same selection
     assert cls.seeded or other.ids.tolist() == a.ids.tolist()
     assert len(a) <= 6 and a.cost >= len(a)

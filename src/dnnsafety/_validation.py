@@ -34,6 +34,7 @@ __all__ = [
     "check_int_param",
     "check_is_fitted",
     "check_n_features",
+    "check_random_generator",
     "check_random_state",
     "check_sequence_param",
     "owner_name",
@@ -187,6 +188,25 @@ def check_sequence_param(owner: object, name: str, value: object) -> list[Any]:
 def check_random_state(owner: object, value: object, name: str = "random_state") -> int:
     """Validate a seed (an ``int >= 0``): the one randomness convention of the estimators."""
     return check_int_param(owner, name, value, 0)
+
+
+def check_random_generator(
+    owner: object, value: object, name: str = "random_state"
+) -> np.random.Generator:
+    """A NumPy generator for ``value``: an ``int >= 0`` (a seed), ``None`` (fresh entropy) or
+    a :class:`numpy.random.Generator` (used as is, so its state advances).
+
+    Raises
+    ------
+    ConfigError
+        ``The 'random_state' parameter of Owner must be an int >= 0, None or a
+        numpy.random.Generator. Got value.``
+    """
+    if value is None or isinstance(value, np.random.Generator):
+        return np.random.default_rng(value)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise _bad_param(owner, name, "an int >= 0, None or a numpy.random.Generator", value)
+    return np.random.default_rng(int(value))
 
 
 def check_budget(budget: object, owner: object, pool_size: int) -> int:

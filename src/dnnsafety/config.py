@@ -142,16 +142,18 @@ class AnalysisConfig:
     ``dnnsafety.features.FEATURE_SOURCES``: ``backbone``, ``activations``, ``autoencoder``,
     ``heatmaps``, ``pixels``) replaces the HUDD path by features -> ``reduce`` (``none``,
     ``pca``, ``umap``) -> ``cluster`` (``dbscan``, ``hdbscan``, ``kmeans``, ``ward``).
-    ``reduce`` and ``cluster`` are :class:`PluginConfig` tables ``{name, params}``: the
-    parameters go to the reducer's or clusterer's constructor (``--set
-    analysis.cluster.params.min_cluster_size=10``); a plain name (``cluster = "dbscan"``) still
-    loads.
-    ``backbone`` / ``backbone_weights`` / ``image_size`` configure the pretrained backbone
-    (empty weights: the bundled MobileNetV2 ImageNet weights; ``image_size`` is the side the
-    images are resized to: 224, what ImageNet models expect, separated the Fashion-MNIST
-    scenarios much better than 128, which runs about twice as fast); ``feature_layer`` is the
-    layer
-    of the ``heatmaps`` features (empty: the last candidate layer).
+    ``features``, ``reduce`` and ``cluster`` are :class:`PluginConfig` tables ``{name,
+    params}``: the parameters go to the feature source's, reducer's or clusterer's
+    constructor (``--set analysis.cluster.params.min_cluster_size=10``,
+    ``--set analysis.features.params.latent=16``); a plain name (``cluster = "dbscan"``,
+    ``features = "backbone"``) still loads.
+    ``backbone`` / ``backbone_weights`` / ``image_size`` / ``feature_layer`` are offered to
+    the feature source as its ``arch`` / ``weights`` / ``image_size`` / ``layer`` parameters
+    when it takes them (``analysis.features.params`` override them): they configure the
+    pretrained backbone (empty weights: the bundled MobileNetV2 ImageNet weights;
+    ``image_size`` is the side the images are resized to: 224, what ImageNet models expect,
+    separated the Fashion-MNIST scenarios much better than 128, which runs about twice as
+    fast) and the layer of the ``heatmaps`` features (empty: the last candidate layer).
     """
 
     mode: str = "default"
@@ -161,7 +163,7 @@ class AnalysisConfig:
     layers: list[str] = field(default_factory=list)
     split: str = "test"
     batch_size: int = 64
-    features: str = ""
+    features: str | PluginConfig = ""
     reduce: PluginConfig = field(default_factory=lambda: PluginConfig("umap"))
     cluster: PluginConfig = field(default_factory=lambda: PluginConfig("dbscan"))
     backbone: str = "mobilenet_v2"

@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from dnnsafety.clustering import CLUSTERERS
 from dnnsafety.clustering.base import Clusterer
+from dnnsafety.features import FEATURE_SOURCES, FeatureContext, FeatureSource
 from dnnsafety.selection import SELECTORS
 from dnnsafety.selection.selectors import (
     ClusterSpace,
@@ -22,8 +24,6 @@ from dnnsafety.selection.selectors import (
     PoolView,
     Selection,
     Selector,
-    check_budget,
-    seed_rng,
 )
 from dnnsafety.testing import registry_cases
 from dnnsafety.types import JSONValue
@@ -44,17 +44,16 @@ class RandomOrderSelector(Selector):
 
     seeded = True
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
-        budget = check_budget(budget, self.name, len(pool))
-        pick = seed_rng(seed, self.name).permutation(len(pool))[:budget]
+        pick = rng.permutation(len(pool))[:budget]
         return Selection(ids=pool.ids[pick], cost=budget, info={"selector": self.name})
 
 
@@ -64,6 +63,21 @@ class StatefulClusterer(FirstCoordinateClusterer):
     def __init__(self, *, random_state: int = 0) -> None:
         super().__init__(random_state=random_state)
         self.labels_ = np.zeros(0, dtype=np.int64)
+
+
+class LeavesEvalModeSource(FeatureSource):
+    """Breaks the contract: ``fit`` switches the user's model to eval mode for good."""
+
+    requires = frozenset({"model"})
+
+    def fit(self, context: FeatureContext) -> LeavesEvalModeSource:
+        if context.model is not None:
+            context.model.eval()
+        self.fitted_ = True
+        return self
+
+    def _embed(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.flatten(1)
 
 
 @pytest.fixture
@@ -102,3 +116,14 @@ def test_contract_catches_a_toy_that_breaks_a_rule() -> None:
 def test_registry_names_a_class_once() -> None:
     with pytest.raises(ValueError, match="registered twice"):
         CLUSTERERS.register("dbscan")(FirstCoordinateClusterer)
+
+
+def test_contract_catches_a_source_that_changes_a_training_model() -> None:
+    FEATURE_SOURCES.register("toy-eval")(LeavesEvalModeSource)
+    try:
+        cases = {case: (check, plugin) for case, check, plugin in registry_cases()}
+        check, plugin = cases["feature source:toy-eval"]
+        with pytest.raises(AssertionError, match="training flag"):
+            check(plugin)
+    finally:
+        FEATURE_SOURCES.unregister("toy-eval")

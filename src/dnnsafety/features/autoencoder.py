@@ -81,6 +81,7 @@ class AutoencoderFeatures(FeatureSource):
     """
 
     batch_size = 512
+    requires: ClassVar[frozenset[str]] = frozenset({"unlabeled"})
     _test_params: ClassVar[dict[str, Any]] = {"latent": 4, "epochs": 1, "max_images": 24}
 
     def __init__(
@@ -94,6 +95,10 @@ class AutoencoderFeatures(FeatureSource):
         self.epochs = epochs
         self.max_images = max_images
         self.random_state = random_state
+
+    def unlabeled_limit(self) -> int | None:
+        """``max_images``: the orchestrator samples no more unlabeled images than that."""
+        return int(self.max_images)
 
     def fit(self, context: FeatureContext) -> AutoencoderFeatures:
         data = context.unlabeled

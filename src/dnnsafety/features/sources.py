@@ -5,7 +5,11 @@ Every source follows one small contract (scikit-learn's ``BaseEstimator``: ``get
 in ``_``, :meth:`FeatureSource.fit` receives a :class:`FeatureContext` (the model and
 unlabeled images, for sources that learn or need the model) and returns ``self``, and
 :meth:`FeatureSource.transform` maps ``N x C x H x W`` images in ``[0, 1]`` to an ``N x D``
-float32 array, batch by batch. Sources register by name in :data:`FEATURE_SOURCES`:
+float32 array, batch by batch. A source declares in ``requires`` what of the context it
+reads (``"model"``, ``"unlabeled"``, ``"image_shape"``); the orchestrator fills in exactly that
+and leaves the rest empty. A source never leaves the user's model changed: it runs the model
+in eval mode inside a context that restores every module's training flag. Sources register by
+name in :data:`FEATURE_SOURCES`:
 
 ``backbone``
     A pretrained ImageNet network, not fine-tuned (MobileNetV2 from the offline weights
@@ -37,6 +41,7 @@ from torch import Tensor, nn
 
 from dnnsafety._validation import check_int_param
 from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
+from dnnsafety.features.lrp.layers import _eval_mode
 from dnnsafety.progress import progress_bar
 from dnnsafety.registry import Registry
 from dnnsafety.types import ImageRows
@@ -78,14 +83,26 @@ class FeatureSource(BaseEstimator):
 
     Subclasses write ``__init__`` (storing their parameters), :meth:`fit` if they need the
     model or data, and :meth:`_embed` (one batch); :meth:`transform` checks and batches.
+
+    ``requires`` names the :class:`FeatureContext` fields the source reads: ``"model"``,
+    ``"unlabeled"`` (at most :meth:`unlabeled_limit` images) and ``"image_shape"``
+    (``extra["image_shape"]``). The orchestrator passes exactly those; ``work_dir`` and
+    ``seed`` are always given.
     """
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name = "base"
+    #: What of the :class:`FeatureContext` the source reads (see the class docstring).
+    requires: ClassVar[frozenset[str]] = frozenset()
     #: Images per forward pass.
     batch_size = 128
     #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
     _test_params: ClassVar[dict[str, Any]] = {}
+
+    def unlabeled_limit(self) -> int | None:
+        """Most unlabeled images the source learns from (``None``: all); read by the
+        orchestrator when ``requires`` holds ``"unlabeled"``."""
+        return None
 
     def fit(self, context: FeatureContext) -> FeatureSource:
         """Prepare the source (load or learn what it needs); returns ``self``."""
@@ -137,7 +154,8 @@ def _last_linear(model: nn.Module) -> nn.Linear:
 
 
 class _PenultimateHook:
-    """Captures the input of a model's last linear layer during a forward pass."""
+    """Captures the input of a model's last linear layer during a forward pass (run in eval
+    mode; the model's training flags are restored after)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
@@ -150,7 +168,8 @@ class _PenultimateHook:
 
         handle = self.layer.register_forward_pre_hook(grab)
         try:
-            self.model(batch)
+            with _eval_mode(self.model):
+                self.model(batch)
         finally:
             handle.remove()
         if self.value is None:  # pragma: no cover - the forward always reaches the layer
@@ -242,15 +261,16 @@ class BackboneFeatures(FeatureSource):
 
 @FEATURE_SOURCES.register("activations", "the model's own penultimate activations")
 class ActivationFeatures(FeatureSource):
-    """Input of the analysed model's last linear layer (grey-box)."""
+    """Input of the analysed model's last linear layer (grey-box), in eval mode; the model's
+    own training flags are left as they were."""
 
     batch_size = 256
+    requires: ClassVar[frozenset[str]] = frozenset({"model"})
 
     def fit(self, context: FeatureContext) -> ActivationFeatures:
         if context.model is None:
             raise ConfigError("The 'activations' features need the model; none was given.")
         self.hook_ = _PenultimateHook(context.model)
-        context.model.eval()
         self.fitted_ = True
         return self
 
@@ -287,6 +307,7 @@ class HeatmapFeatures(FeatureSource):
     """
 
     batch_size = 64
+    requires: ClassVar[frozenset[str]] = frozenset({"model", "image_shape"})
 
     def __init__(self, layer: str = "", ruleset: str = "default") -> None:
         self.layer = layer

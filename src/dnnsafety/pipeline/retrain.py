@@ -203,7 +203,7 @@ class RetrainSession:
                 )
         view, clusters = self.pool_view(strategy)
         selection = cls(**params).select(
-            view, budget, clusters=clusters, oracle=self.oracle, seed=seed
+            view, budget, clusters=clusters, oracle=self.oracle, random_state=seed
         )
         self._selections[memo] = selection
         return selection

@@ -254,7 +254,7 @@ class Pipeline:
         needs = command_needs(
             command,
             strategies,
-            self.config.analysis.features,
+            str(self.config.analysis.features),
             self.config.retrain.from_scratch,
         )
         if not needs:

@@ -15,10 +15,8 @@ from dnnsafety.selection.selectors import (
     PoolView,
     Selection,
     Selector,
-    check_budget,
     check_int_param,
     need_probs,
-    seed_rng,
 )
 
 logger = logging.getLogger(__name__)
@@ -28,26 +26,21 @@ logger = logging.getLogger(__name__)
 class RandomSelector(Selector):
     """BL2: ``budget`` pool inputs drawn uniformly without replacement; cost = budget."""
 
-    name = "random"
     seeded = True
     requires: ClassVar[frozenset[str]] = frozenset()
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
         """Draw ``budget`` pool ids uniformly at random (deterministic for a seed)."""
-        budget = check_budget(budget, self.name, len(pool))
-        rng = seed_rng(seed, self.name)
         rows = rng.choice(len(pool), size=budget, replace=False)
-        return Selection(
-            ids=pool.ids[rows], cost=budget, info={"selector": self.name, "seed": int(seed)}
-        )
+        return Selection(ids=pool.ids[rows], cost=budget, info={"selector": self.name})
 
 
 @SELECTORS.register(
@@ -76,7 +69,6 @@ class MispredictedSelector(Selector):
         first ``budget`` mispredicted ones in draw order either way.
     """
 
-    name = "mispredicted"
     seeded = True
     requires: ClassVar[frozenset[str]] = frozenset({"probs"})
 
@@ -84,17 +76,16 @@ class MispredictedSelector(Selector):
         self.max_cost = max_cost
         self.oracle_batch = oracle_batch
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
         """Draw, label and keep mispredicted pool inputs (see the class docstring)."""
-        budget = check_budget(budget, self.name, len(pool))
         max_cost = (
             None if self.max_cost is None else check_int_param(self.max_cost, "max_cost", self.name)
         )
@@ -105,7 +96,7 @@ class MispredictedSelector(Selector):
                 "The mispredicted selector needs labels: pass oracle=..., a function mapping an "
                 "array of pool ids to their int labels."
             )
-        order = seed_rng(seed, self.name).permutation(len(pool))
+        order = rng.permutation(len(pool))
         kept: list[np.ndarray] = []
         n_kept = n_wrong = cost = calls = 0
         while n_kept < budget and cost < len(pool) and (max_cost is None or cost < max_cost):
@@ -135,7 +126,6 @@ class MispredictedSelector(Selector):
         rows = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
         info = {
             "selector": self.name,
-            "seed": int(seed),
             "params": {"max_cost": max_cost, "oracle_batch": oracle_batch},
             "labelled": cost,
             "kept": n_kept,

@@ -53,7 +53,6 @@ from dnnsafety.selection.selectors import (
     Selection,
     Selector,
     check_batch_size,
-    check_budget,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,7 +208,6 @@ class ClosestSelector(Selector):
         module docstring).
     """
 
-    name = "closest"
     requires: ClassVar[frozenset[str]] = frozenset({"space"})
     DISTANCES = ("nearest", "contrastive")
 
@@ -252,18 +250,18 @@ class ClosestSelector(Selector):
         """The method's own unsafe-set size, ``sum_c ceil(f * |c|)``."""
         return sum(self.natural_quotas(clusters).values())
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
         """Choose ``budget`` pool inputs by ClosestU with quotas scaled to the budget.
 
-        ``oracle`` and ``seed`` are not used: the selection is deterministic.
+        ``oracle`` and ``rng`` are not used: the selection is deterministic.
 
         Raises
         ------
@@ -273,15 +271,10 @@ class ClosestSelector(Selector):
             No clusters, no cluster with >= 2 members, no pool features, or features of
             different dimensions.
         """
-        budget = check_budget(budget, self.name, len(pool))
         f = self._check_f()
         batch_size = check_batch_size(self.batch_size, self.name)
         space, ids, sizes = self._clusters(clusters)
-        if pool.features is None:
-            raise InvalidInputError(
-                "The closest selector needs the pool's features in the analysis feature "
-                "space: pass PoolView(features=...) (an array or memmap, one row per id)."
-            )
+        assert pool.features is not None  # select() checked it: ``requires`` holds "space"
         if self.distance not in self.DISTANCES:
             raise ConfigError(
                 f"The 'distance' parameter of {self.name} must be one of "
@@ -374,7 +367,6 @@ class ContrastiveClosestSelector(ClosestSelector):
     """ClosestU ranked by the contrastive score (module docstring); needs
     ``ClusterSpace.correct``. Same parameters as :class:`ClosestSelector`."""
 
-    name = "closest-contrast"
     requires: ClassVar[frozenset[str]] = frozenset({"space", "correct"})
 
     def __init__(self, *, f: float = 2.0, batch_size: int | None = None) -> None:

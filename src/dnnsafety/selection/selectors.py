@@ -11,18 +11,21 @@ models, computing features and running the retraining loop happen elsewhere.
 * :class:`Selection` - the chosen ids, the labelling cost and per-input details.
 * :data:`SELECTORS` - name -> selector class. Every selector is a scikit-learn
   ``BaseEstimator`` (``get_params``, ``set_params``, ``clone``): ``__init__`` only stores
-  keyword parameters; :meth:`Selector.select` validates and works.
+  keyword parameters; :meth:`Selector.select` validates (budget, ``random_state``, what the
+  selector ``requires``) and calls the selector's own :meth:`Selector._select`.
 
-Adding a selector means one class in this folder decorated with
+Adding a selector means one class in this folder that writes ``_select``, decorated with
 ``@SELECTORS.register("name", help="...")`` and imported from ``selection/__init__.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 Oracle = Callable[[np.ndarray], np.ndarray]
 """Labels on demand: ``oracle(ids) -> labels`` (one int label per id, same order)."""
+
+RandomState: TypeAlias = int | np.random.Generator | None
+"""What ``random_state`` takes: an int seed (>= 0), ``None`` (fresh entropy) or a generator."""
 
 PROBS_TOLERANCE = 1e-3
 """How far a row of ``probs`` may sum from 1 before it is rejected as not being softmax."""
@@ -237,25 +243,31 @@ class Selection:
         return len(self.ids)
 
 
-class Selector(BaseEstimator):
-    """Base class of the selectors; subclasses implement :meth:`select`.
+class Selector(BaseEstimator, ABC):
+    """Base class of the selectors (a template method): subclasses write only :meth:`_select`.
 
-    ``seeded`` says whether the ``seed`` argument changes the selection; a selector that
-    ignores it gives the same selection for every seed, so callers may draw it once.
+    :meth:`select` validates the pool, the budget, ``random_state`` and what the selector
+    ``requires``, then calls :meth:`_select` with the budget as an int and a NumPy generator.
     ``get_params``, ``set_params`` and ``repr`` come from scikit-learn's ``BaseEstimator``.
 
+    ``seeded`` says whether ``random_state`` changes the selection; a selector that ignores
+    it gives the same selection for every seed, so callers may draw it once. The
+    ``Selection.info`` of a seeded selector records the seed (``None`` for a generator).
+
     ``requires`` names what the selector reads besides the pool ids; the orchestrator builds
-    exactly that: ``"probs"`` (``PoolView.probs``), ``"space"`` (``PoolView.features`` and
-    the root-cause ``clusters`` in the analysis feature space; such a selector takes the
-    quota factor ``f``), ``"correct"`` (``ClusterSpace.correct``: correctly classified inputs
-    in that space) and ``"activations"`` (``PoolView.activations`` and ``PoolView.reference``).
+    exactly that, and :meth:`select` checks it is there: ``"probs"`` (``PoolView.probs``),
+    ``"space"`` (``PoolView.features`` and the root-cause ``clusters`` in the analysis feature
+    space; such a selector takes the quota factor ``f``), ``"correct"``
+    (``ClusterSpace.correct``: correctly classified inputs in that space) and
+    ``"activations"`` (``PoolView.reference`` and the pool's traces: ``PoolView.activations``,
+    or ``PoolView.features`` in the same space).
     """
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
-    name = "base"
+    name: ClassVar[str] = "base"
     #: Small, fast parameters for the contract checks (:mod:`dnnsafety.testing.checks`).
     _test_params: ClassVar[dict[str, Any]] = {}
-    seeded = False
+    seeded: ClassVar[bool] = False
     requires: ClassVar[frozenset[str]] = frozenset()
 
     def select(
@@ -265,10 +277,112 @@ class Selector(BaseEstimator):
         *,
         clusters: ClusterSpace | None = None,
         oracle: Oracle | None = None,
-        seed: int = 0,
-    ) -> Selection:  # pragma: no cover - abstract
-        """Choose ``budget`` pool inputs to label."""
-        raise NotImplementedError
+        random_state: RandomState = 0,
+        seed: int | None = None,
+    ) -> Selection:
+        """Choose at most ``budget`` pool inputs to label.
+
+        Parameters
+        ----------
+        pool
+            The unlabeled pool.
+        budget
+            Labels to spend (an int from 1 to the pool size).
+        clusters
+            The root-cause clusters, for selectors that require ``"space"``.
+        oracle
+            Labels on demand, for selectors that label while they select (``mispredicted``).
+        random_state
+            An int seed (>= 0), ``None`` (fresh entropy) or a :class:`numpy.random.Generator`.
+            Ignored by selectors whose ``seeded`` is ``False``.
+        seed
+            Deprecated alias of ``random_state``; will be removed in the next release.
+
+        Raises
+        ------
+        ConfigError
+            A bad ``budget`` or ``random_state``, or a bad selector parameter.
+        InvalidInputError
+            The pool or clusters lack what the selector ``requires``.
+        """
+        if seed is not None:
+            warnings.warn(
+                "select(seed=...) is deprecated and will be removed in the next release; "
+                "pass random_state=... instead.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            random_state = seed
+        if not isinstance(pool, PoolView):
+            raise InvalidInputError(
+                f"The {self.name} selector takes the pool as a PoolView; got "
+                f"{type(pool).__name__}. Wrap the arrays: PoolView(ids, probs, features=...)."
+            )
+        if clusters is not None and not isinstance(clusters, ClusterSpace):
+            raise InvalidInputError(
+                f"The {self.name} selector takes clusters as a ClusterSpace; got "
+                f"{type(clusters).__name__}."
+            )
+        budget = _validation.check_budget(budget, self.name, len(pool))
+        rng = _validation.check_random_generator(self.name, random_state)
+        self._check_requirements(pool, clusters)
+        selection = self._select(pool, budget, clusters=clusters, oracle=oracle, rng=rng)
+        if self.seeded:
+            used = None if isinstance(random_state, np.random.Generator | None) else random_state
+            info = {"selector": self.name, "seed": None if used is None else int(used)}
+            selection = replace(selection, info={**info, **selection.info})
+        return selection
+
+    def _check_requirements(self, pool: PoolView, clusters: ClusterSpace | None) -> None:
+        """Raise :class:`InvalidInputError` saying how to provide what ``requires`` lists."""
+        needs = self.requires
+        if "probs" in needs:
+            need_probs(pool, self.name)
+        if "space" in needs:
+            if clusters is None:
+                raise InvalidInputError(
+                    f"The {self.name} selector needs the root-cause clusters: pass "
+                    "clusters=ClusterSpace(features, labels) in the pool's feature space."
+                )
+            if pool.features is None:
+                raise InvalidInputError(
+                    f"The {self.name} selector needs the pool's features in the analysis "
+                    "feature space: pass PoolView(features=...) (an array or memmap, one row "
+                    "per id)."
+                )
+        if "correct" in needs and (clusters is None or clusters.correct is None):
+            raise InvalidInputError(
+                f"The {self.name} selector needs features of correctly classified inputs: "
+                "pass ClusterSpace(features, labels, correct=...) in the same feature space."
+            )
+        if "activations" in needs:
+            if pool.activations is None and pool.features is None:
+                raise InvalidInputError(
+                    f"The {self.name} selector needs the pool's activation traces: pass "
+                    "PoolView(activations=...) (or features=... in the same space as the "
+                    "reference)."
+                )
+            if pool.reference is None:
+                raise InvalidInputError(
+                    f"The {self.name} selector needs the training set's activation traces and "
+                    "classes: pass PoolView(reference=ReferenceSet(train_traces, train_labels))."
+                )
+
+    @abstractmethod
+    def _select(
+        self,
+        pool: PoolView,
+        budget: int,
+        *,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
+    ) -> Selection:
+        """Choose ``budget`` pool inputs; everything :meth:`select` checks is valid here.
+
+        ``budget`` is an int in ``[1, len(pool)]``; ``rng`` is the generator for
+        ``random_state`` (unused by selectors that are not ``seeded``).
+        """
 
 
 SELECTORS: Registry[Callable[..., Selector]] = Registry("selector")
@@ -303,8 +417,8 @@ def need_probs(pool: PoolView, selector: str) -> np.ndarray:
 
 
 def seed_rng(seed: object, selector: str) -> np.random.Generator:
-    """A generator for ``seed`` (an int >= 0)."""
-    return np.random.default_rng(_validation.check_random_state(selector, seed, name="seed"))
+    """A generator for ``seed`` (an int >= 0, ``None`` or a generator)."""
+    return _validation.check_random_generator(selector, seed, name="seed")
 
 
 def top_by_score(scores: np.ndarray, budget: int) -> np.ndarray:

@@ -31,7 +31,6 @@ from dnnsafety.selection.selectors import (
     Selection,
     Selector,
     check_batch_size,
-    check_budget,
     need_probs,
     top_by_score,
 )
@@ -132,36 +131,26 @@ class DSASelector(Selector):
         Pool rows compared at a time; ``None`` picks about 64 MiB. Does not change the result.
     """
 
-    name = "dsa"
     requires: ClassVar[frozenset[str]] = frozenset({"probs", "activations"})
 
     def __init__(self, *, batch_size: int | None = None) -> None:
         self.batch_size = batch_size
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
-        """Top ``budget`` pool inputs by DSA; ``clusters``, ``oracle``, ``seed`` unused."""
-        budget = check_budget(budget, self.name, len(pool))
+        """Top ``budget`` pool inputs by DSA; ``clusters``, ``oracle``, ``rng`` unused."""
         batch_size = check_batch_size(self.batch_size, self.name)
         predicted = np.argmax(need_probs(pool, self.name), axis=1)
         traces = pool.activations if pool.activations is not None else pool.features
-        if traces is None:
-            raise InvalidInputError(
-                "The dsa selector needs the pool's activation traces: pass "
-                "PoolView(activations=...) (or features=... in the same space as the reference)."
-            )
-        if pool.reference is None:
-            raise InvalidInputError(
-                "The dsa selector needs the training set's activation traces and classes: pass "
-                "PoolView(reference=ReferenceSet(train_traces, train_labels))."
-            )
+        # select() checked both (``requires`` holds "activations")
+        assert traces is not None and pool.reference is not None
         scores = dsa_scores(
             traces,
             predicted,

@@ -27,7 +27,6 @@ from dnnsafety.selection.selectors import (
     PoolView,
     Selection,
     Selector,
-    check_budget,
     need_probs,
     top_by_score,
 )
@@ -57,17 +56,16 @@ class _RankingSelector(Selector):
     def score(self, probs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def select(
+    def _select(
         self,
         pool: PoolView,
         budget: int,
         *,
-        clusters: ClusterSpace | None = None,
-        oracle: Oracle | None = None,
-        seed: int = 0,
+        clusters: ClusterSpace | None,
+        oracle: Oracle | None,
+        rng: np.random.Generator,
     ) -> Selection:
-        """Top ``budget`` pool inputs by score; ``clusters``, ``oracle``, ``seed`` unused."""
-        budget = check_budget(budget, self.name, len(pool))
+        """Top ``budget`` pool inputs by score; ``clusters``, ``oracle``, ``rng`` unused."""
         scores = self.score(need_probs(pool, self.name))
         rows = top_by_score(scores, budget)
         info = {"selector": self.name, "min_selected_score": float(scores[rows[-1]])}
@@ -78,8 +76,6 @@ class _RankingSelector(Selector):
 class EntropySelector(_RankingSelector):
     """Highest predictive entropy first."""
 
-    name = "entropy"
-
     def score(self, probs: np.ndarray) -> np.ndarray:
         """Predictive entropy."""
         return entropy_score(probs)
@@ -89,8 +85,6 @@ class EntropySelector(_RankingSelector):
 class DeepGiniSelector(_RankingSelector):
     """Highest DeepGini impurity first."""
 
-    name = "deepgini"
-
     def score(self, probs: np.ndarray) -> np.ndarray:
         """DeepGini impurity."""
         return deepgini_score(probs)
@@ -99,8 +93,6 @@ class DeepGiniSelector(_RankingSelector):
 @SELECTORS.register("margin", help="max-softmax uncertainty: lowest top softmax value")
 class MaxSoftmaxSelector(_RankingSelector):
     """Lowest top softmax value first (score ``1 - max p``)."""
-
-    name = "margin"
 
     def score(self, probs: np.ndarray) -> np.ndarray:
         """``1 - max p``."""

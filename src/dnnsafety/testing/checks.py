@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -27,7 +28,14 @@ from dnnsafety.clustering.base import Clusterer
 from dnnsafety.clustering.reducers import Reducer
 from dnnsafety.exceptions import ConfigError, InvalidInputError, NotFittedError
 from dnnsafety.features.sources import FeatureContext, FeatureSource
-from dnnsafety.selection.selectors import ClusterSpace, PoolView, ReferenceSet, Selection, Selector
+from dnnsafety.selection.selectors import (
+    ClusterSpace,
+    PoolView,
+    RandomState,
+    ReferenceSet,
+    Selection,
+    Selector,
+)
 
 __all__ = [
     "check_clusterer",
@@ -247,16 +255,31 @@ def check_selector(selector: type[Selector] | Selector) -> None:
     if requires is not None and not isinstance(requires, frozenset):
         raise _fail(est, "requires must be a frozenset of names")
 
-    def run(budget: int, seed: int = 4) -> Selection:
-        return clone(est).select(pool, budget, clusters=space, oracle=oracle, seed=seed)
+    if type(est).select is not Selector.select:
+        raise _fail(est, "must write _select only; select is the base's template method")
+
+    def run(budget: int, seed: RandomState = 4) -> Selection:
+        return clone(est).select(pool, budget, clusters=space, oracle=oracle, random_state=seed)
 
     a, b = run(6), run(6)
     if not isinstance(a, Selection):
         raise _fail(est, "select must return a Selection")
     if a.ids.tolist() != b.ids.tolist() or a.cost != b.cost:
-        raise _fail(est, "select must be deterministic under a fixed seed")
+        raise _fail(est, "select must be deterministic under a fixed random_state")
+    if run(6, np.random.default_rng(4)).ids.tolist() != a.ids.tolist():
+        raise _fail(est, "random_state=Generator(seed) must select as random_state=seed")
     if not est.seeded and run(6, seed=5).ids.tolist() != a.ids.tolist():
-        raise _fail(est, "a selector with seeded = False must ignore the seed")
+        raise _fail(est, "a selector with seeded = False must ignore random_state")
+    for bad in (-1, 1.5, "4"):
+        if not _raises(ConfigError, functools.partial(run, 6, bad)):  # type: ignore[arg-type]
+            raise _fail(est, f"random_state={bad!r} must raise ConfigError")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = clone(est).select(pool, 6, clusters=space, oracle=oracle, seed=4)
+    if old.ids.tolist() != a.ids.tolist():
+        raise _fail(est, "the deprecated seed=... must select as random_state=...")
+    if not any(issubclass(w.category, FutureWarning) for w in caught):
+        raise _fail(est, "the deprecated seed=... must warn (FutureWarning)")
     chosen = a.ids.tolist()
     if len(a) > 6 or a.cost < len(a):
         raise _fail(est, "at most budget inputs, and cost >= the number chosen")
@@ -343,8 +366,10 @@ def check_model_restored(model: nn.Module, fn: Callable[..., R], *args: Any, **k
 def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
     """The feature-source contract (:mod:`dnnsafety.features.sources`) on a toy model.
 
-    The source is fitted with a small CNN in eval mode and unlabeled images; fit and
-    transform must leave the model as it was (:func:`check_model_restored`).
+    The source is fitted on a context holding only what it ``requires`` (a small CNN with
+    BatchNorm, unlabeled images, the image shape), once with the model in eval mode and once
+    in training mode; fit and transform must leave the model as it was
+    (:func:`check_model_restored`) and the features must not depend on the model's mode.
 
     Raises
     ------
@@ -353,26 +378,34 @@ def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
     """
     est = _build(source)
     check_estimator_contract(est)
-    torch.manual_seed(0)
-    model = _ToyNet().eval()
+    requires = getattr(est, "requires", None)
+    if not isinstance(requires, frozenset) or not requires <= _SOURCE_NEEDS:
+        raise _fail(est, f"requires must be a frozenset of names from {sorted(_SOURCE_NEEDS)}")
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 16, 16, generator=gen)
-    context = FeatureContext(
-        model=model,
-        unlabeled=torch.rand(24, 3, 16, 16, generator=gen),
-        seed=0,
-        extra={"image_shape": (3, 16, 16)},
-    )
+    unlabeled = torch.rand(24, 3, 16, 16, generator=gen)
+
+    def context_for(model: nn.Module) -> FeatureContext:
+        return FeatureContext(
+            model=model if "model" in requires else None,
+            unlabeled=unlabeled if "unlabeled" in requires else None,
+            seed=0,
+            extra={"image_shape": (3, 16, 16)} if "image_shape" in requires else {},
+        )
+
     if not _raises(NotFittedError, lambda: clone(est).transform(images)):
         raise _fail(est, "transform before fit must raise NotFittedError")
+    torch.manual_seed(0)
+    model = _ToyNet().eval()
+    context = context_for(model)
     fitted = clone(est)
 
-    def fit_and_transform() -> np.ndarray:
-        if fitted.fit(context) is not fitted:
+    def fit_and_transform(source: FeatureSource, ctx: FeatureContext) -> np.ndarray:
+        if source.fit(ctx) is not source:
             raise _fail(est, "fit must return self")
-        return fitted.transform(images)
+        return source.transform(images)
 
-    feats = check_model_restored(model, fit_and_transform)
+    feats = check_model_restored(model, fit_and_transform, fitted, context)
     if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(images):
         raise _fail(est, "transform must give N x D float32 features")
     if not np.isfinite(feats).all():
@@ -384,6 +417,16 @@ def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
         raise _fail(est, "a row's features must not depend on the other rows of the batch")
     if not _raises(InvalidInputError, lambda: fitted.transform(images[0])):
         raise _fail(est, "images of another rank than N x C x H x W must raise InvalidInputError")
+    training = copy.deepcopy(model).train()
+    in_training = check_model_restored(
+        training, fit_and_transform, clone(est), context_for(training)
+    )
+    if not training.training or not np.allclose(in_training, feats, atol=1e-5):
+        raise _fail(est, "features must not depend on the model's training flag")
+
+
+_SOURCE_NEEDS = frozenset({"model", "unlabeled", "image_shape"})
+"""What a feature source may declare in ``requires`` (fields of ``FeatureContext``)."""
 
 
 # --------------------------------------------------------------------------- every registry

@@ -25,8 +25,10 @@ in the feature space 23.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +43,7 @@ from dnnsafety.data.dataset import Dataset
 from dnnsafety.explain import describe_clusters
 from dnnsafety.explain.gallery import cluster_gallery, error_map
 from dnnsafety.failures import error_inputs
-from dnnsafety.features import FeatureContext, FeatureSource, make_source
+from dnnsafety.features import FEATURE_SOURCES, FeatureContext, FeatureSource
 from dnnsafety.pipeline.analyze.base import (
     ANALYSES,
     ANALYSIS_DIR,
@@ -70,44 +72,63 @@ class BlackBoxResult:
     seconds: dict[str, float]
 
 
+#: Analysis-wide settings (the flat ``analysis.backbone`` ... keys of older config files),
+#: offered to the feature source under its constructor's parameter names. A source gets those
+#: its constructor takes; ``analysis.features.params`` override them.
+OFFERED_SOURCE_PARAMS: dict[str, Callable[[AnalysisConfig], Any]] = {
+    "arch": lambda config: config.backbone,
+    "weights": lambda config: config.backbone_weights,
+    "image_size": lambda config: config.image_size,
+    "layer": lambda config: config.feature_layer,
+    "ruleset": lambda config: config.resolved()["ruleset"],
+}
+
+
+def source_spec(config: AnalysisConfig) -> PluginConfig:
+    """The configured feature source as ``{name, params}``, with the parameters it is built
+    with: the offered analysis-wide settings it takes (:data:`OFFERED_SOURCE_PARAMS`), then
+    ``analysis.features.params``."""
+    spec = PluginConfig.of(config.features)
+    accepted = inspect.signature(FEATURE_SOURCES.get(spec.name)).parameters
+    offered = {k: get(config) for k, get in OFFERED_SOURCE_PARAMS.items() if k in accepted}
+    return PluginConfig(spec.name, {**offered, **spec.params})
+
+
 def source_params(config: AnalysisConfig) -> dict[str, Any]:
-    """Constructor parameters of the configured feature source."""
-    if config.features == "backbone":
-        return {
-            "arch": config.backbone,
-            "weights": config.backbone_weights,
-            "image_size": config.image_size,
-        }
-    if config.features == "heatmaps":
-        return {"layer": config.feature_layer, "ruleset": config.resolved()["ruleset"]}
-    return {}
+    """Constructor parameters of the configured feature source (:func:`source_spec`)."""
+    return source_spec(config).params
 
 
 def fit_source(
     config: AnalysisConfig, model: nn.Module | None, dataset: Dataset, run: RunDir, seed: int
 ) -> FeatureSource:
-    """The configured feature source, fitted (autoencoder trained on train + pool images)."""
-    source = make_source(config.features, **source_params(config))
+    """The configured feature source, fitted on what it ``requires`` (the model, unlabeled
+    train + pool images, the image shape) and nothing else."""
+    spec = source_spec(config)
+    source: FeatureSource = FEATURE_SOURCES.create(spec.name, spec.params)
+    needs = source.requires
     unlabeled = None
-    if config.features == "autoencoder":
-        unlabeled = _unlabeled_sample(dataset, int(getattr(source, "max_images", 10000)), seed)
+    if "unlabeled" in needs:
+        unlabeled = _unlabeled_sample(dataset, source.unlabeled_limit(), seed)
     context = FeatureContext(
-        model=model,
+        model=model if "model" in needs else None,
         unlabeled=unlabeled,
         work_dir=run / FEATURES_DIR,
         seed=seed,
-        extra={"image_shape": dataset.image_shape},
+        extra={"image_shape": dataset.image_shape} if "image_shape" in needs else {},
     )
     return source.fit(context)
 
 
-def _unlabeled_sample(dataset: Dataset, limit: int, seed: int) -> torch.Tensor | None:
-    """At most ``limit`` train + pool images, drawn at random without copying the rest."""
+def _unlabeled_sample(dataset: Dataset, limit: int | None, seed: int) -> torch.Tensor | None:
+    """At most ``limit`` (``None``: all) train + pool images, drawn at random without
+    copying the rest."""
     parts = [dataset[s].images for s in ("train", "pool") if s in dataset.splits]
     total = sum(len(p) for p in parts)
     if not total:
         return None
-    pick = np.sort(np.random.default_rng(seed).permutation(total)[: min(limit, total)])
+    size = total if limit is None else min(limit, total)
+    pick = np.sort(np.random.default_rng(seed).permutation(total)[:size])
     out, offset = [], 0
     for images in parts:
         mine = pick[(pick >= offset) & (pick < offset + len(images))] - offset
@@ -163,7 +184,7 @@ def run_blackbox(
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     source = fit_source(config, model, dataset, run, seed)
-    key = fingerprint(model_key, config.features, source_params(config), seed)
+    key = fingerprint(model_key, str(config.features), source_params(config), seed)
     feats = cached_features(run, source, images, ids, key, desc="error features")
     same = identical_rows(images.numpy())
     if same.has_duplicates:
@@ -190,7 +211,7 @@ def run_blackbox(
             "method": "safe",
             "split": config.split,
             "layer": "",
-            "features": config.features,
+            "features": str(config.features),
             "reduce": config.reduce,
             "cluster": config.cluster,
             "params": params,
@@ -259,13 +280,13 @@ class SafeAnalysis(Analysis):
 
     @classmethod
     def handles(cls, config: AnalysisConfig) -> bool:
-        return bool(config.features)
+        return bool(PluginConfig.of(config.features).name)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         cfg = ctx.config.analysis
         model = ctx.model()
         extra: dict[str, Any] = {}
-        if cfg.features == "heatmaps":
+        if PluginConfig.of(cfg.features).name == "heatmaps":
             from dnnsafety.features.coverage import warn_lrp_coverage
 
             split = ctx.dataset[cfg.split]
@@ -311,5 +332,5 @@ def _source_features(
     cfg = ctx.config.analysis
     seed = ctx.config.seed
     source = fit_source(cfg, ctx.model(), ctx.dataset, ctx.run, seed)
-    key = fingerprint(ctx.model_key, cfg.features, source_params(cfg), seed)
+    key = fingerprint(ctx.model_key, str(cfg.features), source_params(cfg), seed)
     return cached_features(ctx.run, source, images, ids, key, desc=desc)
