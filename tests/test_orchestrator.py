@@ -156,3 +156,11 @@ def test_run_summaries_give_none_for_a_missing_score():
     assert summary["overall"]["mean"] == pytest.approx(0.85)
     assert summary["rare"] == {"mean": None, "low": None, "high": None}
     assert set(summary["per_scenario"]) == {"night"} and set(summary["per_cluster"]) == {"0"}
+
+
+def test_a_feature_table_without_a_name_is_the_white_box_analysis():
+    from dnnsafety.config import AnalysisConfig, PluginConfig
+    from dnnsafety.pipeline.analyze import analysis_for
+
+    assert analysis_for(AnalysisConfig(features=PluginConfig("", {}))).name == "hudd"
+    assert analysis_for(AnalysisConfig(features=PluginConfig("pixels", {}))).name == "safe"

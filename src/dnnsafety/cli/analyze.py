@@ -69,7 +69,7 @@ def command(
     if layers:
         overrides["analysis.layers"] = [n.strip() for n in layers.split(",") if n.strip()]
     config = resolve_config(run_dir, None, settings=settings, overrides=overrides)
-    if (reduce or cluster) and features is None and not config.analysis.features:
+    if (reduce or cluster) and features is None and not str(config.analysis.features):
         config.analysis.features = "backbone"
     explicit = features == "" or bool(layers) or bool(mode)  # white-box asked for by name
     with run.lock(), run.logging_to_file():

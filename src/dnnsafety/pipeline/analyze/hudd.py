@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dnnsafety.clustering import LayerClustering, cluster_layer, pairwise_distances, select_layer
-from dnnsafety.config import AnalysisConfig
+from dnnsafety.config import AnalysisConfig, PluginConfig
 from dnnsafety.data.dataset import Split
 from dnnsafety.exceptions import RunDirError
 from dnnsafety.explain import describe_clusters, plot_wicd
@@ -185,7 +185,7 @@ class HuddAnalysis(Analysis):
 
     @classmethod
     def handles(cls, config: AnalysisConfig) -> bool:
-        return not config.features
+        return not PluginConfig.of(config.features).name  # SAFE handles any named source
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from dnnsafety.features.coverage import warn_lrp_coverage
