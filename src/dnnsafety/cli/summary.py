@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO
+from dnnsafety.pipeline.artifacts import Clusters, Comparison, read_artifact
 
 
 def accuracy_table(metrics: dict[str, Any], split: str = "test") -> str:
@@ -40,17 +41,17 @@ def print_metrics(run_dir: Path) -> None:
 
 def print_clusters(run_dir: Path, limit: int = 12) -> None:
     """Print the root-cause clusters of a run, largest first."""
-    data = json.loads((run_dir / "clusters.json").read_text())
-    clusters = data["clusters"]
+    found = read_artifact(Clusters, run_dir)
+    clusters = found.clusters
     if not clusters:
-        click.echo(f"\nNo clusters: the model made {data['n_errors']} error(s) on {data['split']}.")
+        click.echo(f"\nNo clusters: the model made {found.n_errors} error(s) on {found.split}.")
         return
     from dnnsafety.pipeline.analyze import analysis_of
 
+    data = found.to_json()
     how = analysis_of(data).describe(data)
     click.echo(
-        f"\n{len(clusters)} root-cause clusters of {data['n_errors']} {data['split']} errors "
-        f"({how}):"
+        f"\n{len(clusters)} root-cause clusters of {found.n_errors} {found.split} errors ({how}):"
     )
     for c in clusters[:limit]:
         distinct = [
@@ -94,7 +95,7 @@ def confusion_line(cluster: dict[str, Any]) -> str:
 
 def print_comparison(run_dir: Path) -> None:
     """Print the strategy comparison of a run: test accuracy, mean [95% CI] over runs."""
-    data = json.loads((run_dir / "comparison.json").read_text())
+    data = read_artifact(Comparison, run_dir).to_json()
     scen = [s for s in data["scenarios"] if s not in (NOMINAL, UNKNOWN_SCENARIO)]
     # without ground-truth scenarios there is no rare-scenario accuracy to show
     show_rare = any(s != UNKNOWN_SCENARIO for s in data["scenarios"])

@@ -29,6 +29,7 @@ import torch
 from dnnsafety.data.dataset import reveal_labels
 from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.exceptions import ConfigError
+from dnnsafety.pipeline.artifacts import Comparison, StrategyResult, write_artifact
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
 from dnnsafety.runs import fingerprint, write_json
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMPARISON_FILE = "comparison.json"
+COMPARISON_FILE = Comparison.FILE
 RUNS_DIR = "retraining/runs"
 DEFAULT_BUDGET_SHARE = 0.03
 REQUIREMENTS: dict[str, str] = {
@@ -191,10 +192,10 @@ class RetrainSession:
         if memo in self._selections:
             return self._selections[memo]
         if "space" in requirements(strategy):
-            from dnnsafety.pipeline.spaces import read_clusters
+            from dnnsafety.pipeline.spaces import load_clusters
 
             params["f"] = self.config.quota_factor
-            sizes = [len(c["members"]) for c in read_clusters(self.pipeline)["clusters"]]
+            sizes = load_clusters(self.pipeline).sizes()
             if not any(n >= 2 for n in sizes):
                 raise ConfigError(
                     "The analysis found no root-cause cluster with 2 or more members to select "
@@ -323,16 +324,7 @@ def compare(
         ),
     )
     _record_selections(pipeline, selections)
-    out: dict[str, Any] = {
-        "budget": n_budget,
-        "bag_size": bag_size,
-        "seeds": seed_list,
-        "scenarios": sorted(original.per_scenario),
-        "clusters": sorted(int(c) for c in original.per_cluster),
-        "original": original.to_dict(),
-        "strategies": {},
-        "settings": pipeline.config.section("retrain"),
-    }
+    entries: dict[str, dict[str, Any]] = {}
     steps = iter(range(1, n_finetunes + 1))
 
     def step(name: str, seed: int) -> str:
@@ -342,22 +334,34 @@ def compare(
         runs = []
         for seed, sel in zip(seed_list, selections[name], strict=True):
             runs.append(_cached_run(pipeline, session, name, sel, seed, bag_size, step(name, seed)))
-        out["strategies"][name] = {
+        entries[name] = {
             "cost": int(max(sel.cost for sel in selections[name])),
             "bag_size": bag_size,
             "runs": runs,
             "summary": summarize_runs(runs),
         }
-    add_versus(out["strategies"])
+    add_versus(entries)
+    baseline = None
     if control:
         empty = Selection(np.zeros(0, dtype=object), 0)
         runs = [
             _cached_run(pipeline, session, "control", empty, s, 0, step("no new labels", s))
             for s in seed_list
         ]
-        out["control"] = {"cost": 0, "bag_size": 0, "runs": runs, "summary": summarize_runs(runs)}
-    write_json(pipeline.run / COMPARISON_FILE, out)
-    return out
+        baseline = StrategyResult(cost=0, bag_size=0, runs=runs, summary=summarize_runs(runs))
+    comparison = Comparison(
+        budget=n_budget,
+        bag_size=bag_size,
+        seeds=seed_list,
+        scenarios=sorted(original.per_scenario),
+        clusters=sorted(int(c) for c in original.per_cluster),
+        original=original.to_dict(),
+        strategies={name: StrategyResult(**entry) for name, entry in entries.items()},
+        settings=pipeline.config.section("retrain"),
+        control=baseline,
+    )
+    write_artifact(pipeline.run, comparison)
+    return comparison.to_json()
 
 
 def _cached_run(

@@ -10,7 +10,6 @@ HUDD, the feature source's vectors before the reduction for SAFE (see
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from dnnsafety.pipeline.analyze import (
 )
 from dnnsafety.pipeline.analyze.base import rows_of
 from dnnsafety.pipeline.analyze.hudd import CORRECT_HEATMAPS, POOL_HEATMAPS
+from dnnsafety.pipeline.artifacts import Clusters, read_artifact
 from dnnsafety.runs import fingerprint
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ __all__ = [
     "analysis_space",
     "cluster_labels",
     "correct_reference",
+    "load_clusters",
     "read_clusters",
 ]
 
@@ -50,16 +51,23 @@ with (a seeded random subset when there are more): on signs, 2,000 MobileNetV2 f
 vectors take about a minute on 2 CPU cores, once per run (cached)."""
 
 
-def read_clusters(pipeline: Pipeline) -> dict[str, Any]:
-    """The run's ``clusters.json``, or a clear error when the analysis has not run."""
+def load_clusters(pipeline: Pipeline) -> Clusters:
+    """The run's ``clusters.json`` with its cluster records checked, or a clear error when the
+    analysis has not run or the file cannot be read (:class:`ArtifactError`)."""
     path = pipeline.run / CLUSTERS_FILE
     if not path.is_file():
         raise RunDirError(
             f"{str(pipeline.run.path)!r} has no clusters.json: run `dnnsafety analyze "
             f"{pipeline.run.path}` first (selection works on its root-cause clusters)."
         )
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    clusters = read_artifact(Clusters, pipeline.run)
+    clusters.sizes()  # every record has its id and members
+    return clusters
+
+
+def read_clusters(pipeline: Pipeline) -> dict[str, Any]:
+    """The run's ``clusters.json`` as a JSON object (:func:`load_clusters`'s checks)."""
+    return load_clusters(pipeline).to_json()
 
 
 def analysis_space(pipeline: Pipeline) -> AnalysisSpace:

@@ -1,8 +1,10 @@
 """Read the result files of a run folder for the report; optional files may be missing.
 
-Nothing here computes results: files are read as they are, malformed optional files are
-logged and treated as absent, and images are only embedded when they are PNG files inside the
-run folder (a path in a JSON file cannot make the report read anything else).
+Nothing here computes results: files are read as they are (``clusters.json``,
+``analysis/layers.json`` and ``comparison.json`` through their typed artifacts,
+:mod:`dnnsafety.pipeline.artifacts`), malformed optional files are logged and treated as
+absent, and images are only embedded when they are PNG files inside the run folder (a path in
+a JSON file cannot make the report read anything else).
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from typing import Any
 import pandas as pd
 
 from dnnsafety.exceptions import RunDirError
+from dnnsafety.pipeline.artifacts import (
+    ArtifactError,
+    Clusters,
+    Comparison,
+    LayerTable,
+    artifact_path,
+    read_artifact,
+)
 from dnnsafety.runs import CONFIG_FILE, SAMPLES_FILE, STAGES_FILE, RunDir
 
 log = logging.getLogger(__name__)
@@ -124,6 +134,20 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data
 
 
+def _read_artifact(
+    cls: type[Clusters | LayerTable | Comparison], run: Path
+) -> dict[str, Any] | None:
+    """The content of a typed artifact (:mod:`dnnsafety.pipeline.artifacts`) as its dataclass
+    writes it; ``None`` (with a warning that says how to re-run) when missing or unreadable."""
+    if not artifact_path(cls, run).is_file():
+        return None
+    try:
+        return read_artifact(cls, run).to_json()
+    except ArtifactError as exc:
+        log.warning("%s; its section is left out", str(exc).rstrip("."))
+        return None
+
+
 def _read_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, None
@@ -188,9 +212,9 @@ def load_run(run_dir: str | Path) -> RunData:
         config_text=config_text,
         training=_read_json(path / "training.json"),
         stages=_read_json(path / STAGES_FILE),
-        clusters=_read_json(path / "clusters.json"),
-        layers=_read_json(path / "analysis" / "layers.json"),
+        clusters=_read_artifact(Clusters, path),
+        layers=_read_artifact(LayerTable, path),
         projection=_read_json(path / "analysis" / "map.json"),
-        comparison=_read_json(path / "comparison.json"),
+        comparison=_read_artifact(Comparison, path),
         samples=_read_samples(path / SAMPLES_FILE),
     )

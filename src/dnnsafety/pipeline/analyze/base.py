@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from dnnsafety.pipeline.artifacts import Clusters, LayerTable
 from dnnsafety.registry import Registry
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from dnnsafety.runs import RunDir
 
 ANALYSIS_DIR = "analysis"
-CLUSTERS_FILE = "clusters.json"
-LAYERS_FILE = "analysis/layers.json"
+CLUSTERS_FILE = Clusters.FILE
+LAYERS_FILE = LayerTable.FILE
 LEGACY_METHOD = "hudd"
 """The analysis of a ``clusters.json`` written before it recorded its ``method``."""
 

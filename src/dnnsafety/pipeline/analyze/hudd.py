@@ -41,8 +41,9 @@ from dnnsafety.pipeline.analyze.base import (
     RunContext,
     cluster_labels,
 )
+from dnnsafety.pipeline.artifacts import Clusters, LayerSummary, LayerTable, write_artifact
 from dnnsafety.progress import track
-from dnnsafety.runs import RunDir, fingerprint, safe_name, write_bytes, write_json
+from dnnsafety.runs import RunDir, fingerprint, safe_name, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,19 @@ class AnalysisResult:
     layers: dict[str, dict[str, Any]]
 
 
-def _layer_summary(res: LayerClustering) -> dict[str, Any]:
-    return {
-        "k": res.k,
-        "k_reason": res.k_reason,
-        "knee_k": res.knee_k,
-        "is_input": res.is_input,
-        "indices": res.indices,
-        "ks": res.ks.tolist(),
-        "wicd": res.wicd.tolist(),
-        "gradient": res.gradient.tolist(),
-        "sizes": res.sizes.tolist(),
-    }
+def _layer_summary(res: LayerClustering, selected: bool) -> LayerSummary:
+    return LayerSummary(
+        k=res.k,
+        k_reason=res.k_reason,
+        knee_k=res.knee_k,
+        is_input=res.is_input,
+        indices=res.indices,
+        ks=res.ks.tolist(),
+        wicd=res.wicd.tolist(),
+        gradient=res.gradient.tolist(),
+        sizes=res.sizes.tolist(),
+        selected=selected,
+    )
 
 
 def _save_labels(path: Path, ids: list[str], results: dict[str, LayerClustering]) -> None:
@@ -139,7 +141,6 @@ def run_analysis(
                 pair_rule="upper" if config.mode == "hudd-compat" else "mean",
             )
             plot_wicd(results[layer], out_dir / f"wicd_{safe_name(layer)}.png")
-    layers = {name: _layer_summary(res) for name, res in results.items()}
     _save_labels(run / LABELS_FILE, ids, results)
     hidden = [name for name, res in results.items() if not res.is_input]
     if heatmaps is not None and hidden:
@@ -153,20 +154,20 @@ def run_analysis(
         error_map(out_dir, heatmaps.flat(selected), labels, ids, images, seed=seed)
     else:
         selected, labels, clusters = "", np.zeros(0, dtype=np.int64), []
-    for name in layers:
-        layers[name]["selected"] = name == selected
-    write_json(run / LAYERS_FILE, {"selected": selected, "settings": settings, "layers": layers})
-    write_json(
-        run / CLUSTERS_FILE,
-        {
-            "method": "hudd",
-            "split": config.split,
-            "layer": selected,
-            "settings": settings,
-            "n_errors": n,
-            "clusters": clusters,
-        },
+    summaries = {name: _layer_summary(res, name == selected) for name, res in results.items()}
+    write_artifact(run, LayerTable(selected=selected, settings=settings, layers=summaries))
+    write_artifact(
+        run,
+        Clusters(
+            method="hudd",
+            split=config.split,
+            layer=selected,
+            settings=settings,
+            n_errors=n,
+            clusters=clusters,
+        ),
     )
+    layers = {name: summary.to_json() for name, summary in summaries.items()}
     column = pd.DataFrame(
         {"cluster": pd.array(labels, dtype="Int64")}, index=errors["sample_id"].astype(str)
     )

@@ -54,7 +54,8 @@ from dnnsafety.pipeline.analyze.base import (
     cluster_labels,
     rows_of,
 )
-from dnnsafety.runs import RunDir, atomic_path, fingerprint, write_json
+from dnnsafety.pipeline.artifacts import Clusters, write_artifact
+from dnnsafety.runs import RunDir, atomic_path, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -205,21 +206,21 @@ def run_blackbox(
         cluster_gallery(out_dir, images, labels, clusters, errors, dataset.class_names)
         error_map(out_dir, reduced, labels, ids, images, seed=seed)
     n_noise = int((labels < 0).sum())
-    write_json(
-        run / CLUSTERS_FILE,
-        {
-            "method": "safe",
-            "split": config.split,
-            "layer": "",
-            "features": str(config.features),
-            "reduce": config.reduce,
-            "cluster": config.cluster,
-            "params": params,
-            "settings": {"features": source_params(config), "seed": seed},
-            "n_errors": n,
-            "n_noise": n_noise,
-            "clusters": clusters,
-        },
+    write_artifact(
+        run,
+        Clusters(
+            method="safe",
+            split=config.split,
+            layer="",
+            features=str(config.features),
+            reduce=str(config.reduce),
+            cluster=str(config.cluster),
+            params=params,
+            settings={"features": source_params(config), "seed": seed},
+            n_errors=n,
+            n_noise=n_noise,
+            clusters=clusters,
+        ),
     )
     column = pd.DataFrame(
         {"cluster": pd.array(labels, dtype="Int64")}, index=errors["sample_id"].astype(str)
