@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+# schema_version: added to the stage files by the typed artifacts; everything else must match
 IGNORED_KEYS = {"seconds", "wall_s", "time", "elapsed", "environment", "path", "created", "run"}
+IGNORED_KEYS |= {"schema_version"}
 FILES = ("clusters.json", "metrics.json", "comparison.json")
 
 
