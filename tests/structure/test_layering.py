@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "src" / "dnnsafety"
+ROOT = Path(__file__).resolve().parents[2] / "src" / "dnnsafety"
 
 STAGE_PACKAGES = (
     "data",

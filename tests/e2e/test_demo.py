@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from browser_support import _save, _severe, driver  # noqa: F401 - the driver fixture
 from dnnsafety.cli.main import main
-from test_report_browser import _save, _severe, driver  # noqa: F401 - the driver fixture
 
 By = pytest.importorskip("selenium.webdriver.common.by").By
 

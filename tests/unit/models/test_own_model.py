@@ -27,7 +27,7 @@ from dnnsafety.models.classes import suggest_class_order
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 # The order the user's model was trained with; the image folder sorts the names instead.
 MODEL_ORDER = ["fox", "cat", "dog"]
