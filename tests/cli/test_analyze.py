@@ -24,6 +24,7 @@ def _copy(src, dst):
     return dst
 
 
+@pytest.mark.slow
 def test_analyze_writes_clusters_and_the_cluster_column(evaluated, tmp_path, capsys):
     run = _copy(evaluated, tmp_path / "run")
     assert main(["--quiet", "analyze", str(run)]) == 0

@@ -109,6 +109,7 @@ def test_help_texts(capsys):
     assert "--out" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_small_end_to_end_run_on_signs_finds_scenario_failures(tmp_path, capsys):
     """Train on a small simulated set and check the table reflects real failure causes."""
     run = tmp_path / "signs"

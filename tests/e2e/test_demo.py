@@ -10,6 +10,8 @@ import pytest
 from browser_support import _save, _severe, driver  # noqa: F401 - the driver fixture
 from dnnsafety.cli.main import main
 
+pytestmark = pytest.mark.slow  # a real browser / the whole demo
+
 By = pytest.importorskip("selenium.webdriver.common.by").By
 
 

@@ -21,6 +21,8 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real browser / the whole demo
+
 
 @pytest.fixture(scope="module")
 def page(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:  # noqa: F811
