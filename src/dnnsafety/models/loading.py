@@ -56,6 +56,12 @@ def safe_load(path: str | Path) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # a pickled object names a GLOBAL (class or function); anything else is not a torch file
+        if "global" not in str(exc).lower():
+            raise ModelLoadError(
+                f"Could not read {str(p)!r} as a PyTorch file (it is not a torch.save "
+                f"archive). Is it a state dict saved with torch.save?{_other_format_hint(p)}"
+            ) from None
         raise UnsafeModelError(
             f"Refusing to load {str(p)!r}: it contains pickled Python objects that would run "
             "code on load. Save only the weights (torch.save(model.state_dict(), path)) or "
@@ -64,9 +70,26 @@ def safe_load(path: str | Path) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(
-            f"Could not read {str(p)!r} as a PyTorch file ({first[:300]}). Is it a state dict "
-            "saved with torch.save?"
+            f"Could not read {str(p)!r} as a PyTorch file ({_clip(first)}). Is it a state dict "
+            f"saved with torch.save?{_other_format_hint(p)}"
         ) from None
+
+
+def _clip(message: str, limit: int = 300) -> str:
+    """``message`` cut at a word boundary with an ellipsis when longer than ``limit``."""
+    if len(message) <= limit:
+        return message
+    return message[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def _other_format_hint(path: Path, current: str = "") -> str:
+    """A hint naming the ``--arch`` for a model file of another format, by its name."""
+    arch = {".onnx": "onnx", ".pt2": "export", ".ts": "torchscript"}.get(path.suffix.lower())
+    return (
+        f" A {path.suffix} file is loaded with --arch {arch}."
+        if arch not in (None, current)
+        else ""
+    )
 
 
 def _state_dict_from(obj: Any, path: Path) -> Mapping[str, torch.Tensor]:
@@ -146,9 +169,11 @@ def load_torchscript(path: str | Path) -> nn.Module:
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
             return torch.jit.load(str(p), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = _other_format_hint(p, "torchscript")
         raise ModelLoadError(
-            f"{str(p)!r} is not a TorchScript archive ({str(exc).splitlines()[0]}). Export "
-            "one with torch.jit.script(model).save(path), or pass a state dict with "
+            f"{str(p)!r} is not a TorchScript archive ({_clip(first)}).{hint} "
+            "Export one with torch.jit.script(model).save(path), or pass a state dict with "
             "--model-factory module:callable."
         ) from None
 

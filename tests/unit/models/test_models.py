@@ -378,3 +378,23 @@ def test_onnx_input_that_does_not_fit_the_images_is_a_clear_error(tmp_path):
     loaded = make_model(ModelConfig(arch="onnx", weights=str(f)), 1, 3, 8)
     with pytest.raises(ModelLoadError, match=r"shaped \['n', 3, 16, 16\].*1 x 8 x 8"):
         loaded(torch.rand(2, 1, 8, 8))
+
+
+def test_a_model_file_of_another_format_names_its_arch_and_errors_are_not_cut_mid_word(tmp_path):
+    from dnnsafety.models.loading import _clip, load_torchscript, safe_load
+
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07\x12\x07pytorch" + b"\x00" * 64)  # not a zip archive
+    with pytest.raises(ModelLoadError, match=r"A \.onnx file is loaded with --arch onnx"):
+        load_torchscript(onnx_file)
+    with pytest.raises(ModelLoadError, match=r"A \.onnx file is loaded with --arch onnx"):
+        safe_load(onnx_file)
+    ts_file = tmp_path / "model.ts"
+    ts_file.write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError) as info:
+        load_torchscript(ts_file)
+    assert "--arch torchscript" not in str(info.value)  # no hint to use what failed
+    long = "word " * 100
+    clipped = _clip(long.strip())
+    assert clipped.endswith(" ...") and len(clipped) <= 304
+    assert all(w == "word" for w in clipped[:-4].split())  # whole words only

@@ -291,3 +291,13 @@ def test_no_ground_truth_scenarios_no_rare_column(tmp_path: Path, full_page: str
     assert not header.search(page)
     assert not re.search(r"<th[^>]*>\s*unknown\s*</th>", page)
     assert re.search(r"<th[^>]*>\s*labels spent\s*</th>", page)  # the table is still there
+
+
+def test_a_loaded_model_shows_no_training_settings(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=False)
+    trained = render_report(run).read_text(encoding="utf-8")
+    assert "<dt>lr</dt>" in trained  # trained here: its settings
+    (run / "training.json").unlink()  # a user's model file: nothing was trained here
+    page = render_report(run).read_text(encoding="utf-8")
+    assert "<dt>lr</dt>" not in page and "<dt>epochs</dt>" not in page
+    assert "outside dnnsafety" in page

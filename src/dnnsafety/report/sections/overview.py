@@ -75,7 +75,10 @@ def _model(run: RunData) -> Context:
     training = run.training or {}
     codes = [("architecture", str(model.get("arch", "–")))]
     codes += [(key, str(model[key])) for key in ("factory", "weights") if model.get(key)]
-    facts = [(key.replace("_", " "), num(train[key], 4)) for key in SETTINGS if key in train]
+    if training:  # trained here: the settings it was trained with
+        facts = [(key.replace("_", " "), num(train[key], 4)) for key in SETTINGS if key in train]
+    else:  # the user's trained model: the [train] defaults in config.toml never applied to it
+        facts = [("training", "outside dnnsafety (the model file above)")]
     history = [h for h in as_list(training.get("history")) if isinstance(h, dict)]
     if "best_epoch" in training:
         score = as_float(training.get("best_score"))
