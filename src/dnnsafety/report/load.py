@@ -76,6 +76,7 @@ class RunData:
     layers: dict[str, Any] | None = None
     projection: dict[str, Any] | None = None
     comparison: dict[str, Any] | None = None
+    retrained: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: pd.DataFrame | None = None
     _images: dict[str, Image | None] = field(default_factory=dict, repr=False)
 
@@ -216,5 +217,14 @@ def load_run(run_dir: str | Path) -> RunData:
         layers=_read_artifact(LayerTable, path),
         projection=_read_json(path / "analysis" / "map.json"),
         comparison=_read_artifact(Comparison, path),
+        retrained=_read_retrained(path / "retrained"),
         samples=_read_samples(path / SAMPLES_FILE),
     )
+
+
+def _read_retrained(folder: Path) -> dict[str, dict[str, Any]]:
+    """``retrained/<strategy>/result.json`` of every `dnnsafety retrain`, by strategy."""
+    if not folder.is_dir():
+        return {}
+    found = {p.parent.name: _read_json(p) for p in sorted(folder.glob("*/result.json"))}
+    return {k: v for k, v in found.items() if isinstance(v, dict)}

@@ -325,8 +325,8 @@ class ClosestSelector(Selector):
         rows, position, last_rank = closest_assignment(dist, quotas, tiebreak=raw)
         farther = int(np.sum(dist[rows, position] > dist[rows].min(axis=1))) if len(rows) else 0
         logger.info(
-            "%s: selected %d pool images for %d clusters (HUDD's own rule, %g per cluster "
-            "member, would select %d); %s.",
+            "%s: selected %d pool images for %d clusters (ClosestU's own quota rule, %g per "
+            "cluster member, would select %d); %s.",
             self.name,
             len(rows),
             len(ids),

@@ -207,7 +207,15 @@ def test_sections_are_registered_in_page_order() -> None:
     from dnnsafety.report.sections import registered
 
     names = [s.name for s in registered()]
-    assert names == ["summary", "performance", "clusters", "layers", "map", "retraining"]
+    assert names == [
+        "summary",
+        "performance",
+        "clusters",
+        "layers",
+        "map",
+        "retraining",
+        "retrained",
+    ]
 
 
 def test_a_registered_section_is_added_without_touching_the_others(tmp_path: Path) -> None:
@@ -301,3 +309,29 @@ def test_a_loaded_model_shows_no_training_settings(tmp_path: Path) -> None:
     page = render_report(run).read_text(encoding="utf-8")
     assert "<dt>lr</dt>" not in page and "<dt>epochs</dt>" not in page
     assert "outside dnnsafety" in page
+
+
+def test_retrain_results_have_their_section(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", full=True)
+    assert 'id="retrained"' not in render_report(run).read_text(encoding="utf-8")
+    folder = run / "retrained" / "closest"
+    folder.mkdir(parents=True)
+    score = {"overall": 0.9275, "rare": 0.5, "per_scenario": {"nominal": 0.95, "fog": 0.5}}
+    _json(
+        folder / "result.json",
+        {
+            "strategy": "closest",
+            "labels_file": "labels.csv",
+            "labelled": 20,
+            "original": {"overall": 0.9175, "rare": 0.4, "per_scenario": {"nominal": 0.9}},
+            "runs": [{"seed": 0, **score, "improved": 6, "worsened": 2, "bag_size": 40}],
+            "model_files": ["model.pt", "model.ts"],
+        },
+    )
+    page = render_report(run).read_text(encoding="utf-8")
+    assert 'id="retrained"' in page
+    part = page[page.index('id="retrained"') :]
+    part = part[: part.index("</section>")]
+    for shown in ("closest", "91.8%", "92.8%", "40.0%", "50.0%", "model.ts"):
+        assert shown in part, shown
+    assert re.search(r">\s*6\s*<", part) and "6.0" not in part  # one run: whole counts
