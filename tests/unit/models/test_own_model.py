@@ -450,3 +450,16 @@ def test_docs_worked_example_runs(tmp_path):
     stated = json.loads((tmp_path / "plain_pytorch_accuracy.json").read_text())
     assert metrics["splits"]["test"]["accuracy"] == pytest.approx(stated["test_accuracy"])
     assert "suggested_classes" not in metrics
+
+
+def test_a_missing_model_file_is_reported_before_the_data_is_loaded(tmp_path, capsys, monkeypatch):
+    import dnnsafety.pipeline.run as run_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the model file was checked")
+
+    monkeypatch.setattr(run_module, "load_dataset", no_loading)
+    argv = ["evaluate", str(tmp_path / "run"), "--dataset", "digits", "--arch", "torchscript"]
+    assert main([*argv, "--weights", str(tmp_path / "nope.ts")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "nope.ts' does not exist" in err[-1]
