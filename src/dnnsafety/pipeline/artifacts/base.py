@@ -127,19 +127,41 @@ def read_version(data: JSONObject) -> int:
 
 
 class Artifact:
-    """What the artifacts share: their file, the command that writes it, the error format."""
+    """What the artifacts share: their file, the command that writes it, the error format.
+
+    A template: :meth:`from_json` checks the object and its version and turns every
+    :class:`Problem` into an :class:`ArtifactError` naming the file; each artifact writes only
+    :meth:`_parse`. :meth:`to_json` writes the dataclass fields (``None`` ones left out).
+    """
 
     FILE: ClassVar[str] = ""
     COMMAND: ClassVar[str] = ""
     WHAT: ClassVar[str] = ""
 
     def to_json(self) -> JSONObject:
-        """The file's content."""
-        raise NotImplementedError
+        """The file's content (keys of absent optional fields are left out)."""
+        return fields_to_json(self)
 
     @classmethod
     def from_json(cls, data: Any, source: str | Path | None = None) -> Self:
-        """Parse the file's content; ``source`` (its path) goes into error messages."""
+        """Parse the file's content; ``source`` (its path) goes into error messages.
+
+        Raises
+        ------
+        ArtifactError
+            When ``data`` is not this file's content in a known version.
+        """
+        try:
+            if not isinstance(data, dict):
+                raise Problem(f"it holds {kind_of(data)}, not a JSON object")
+            return cls._parse(data, read_version(data), source)
+        except Problem as exc:
+            raise cls._error(str(exc), source) from None
+
+    @classmethod
+    def _parse(cls, data: JSONObject, version: int, source: str | Path | None) -> Self:
+        """The artifact of the JSON object ``data`` of layout ``version``; raises
+        :class:`Problem` on a bad field."""
         raise NotImplementedError
 
     @classmethod

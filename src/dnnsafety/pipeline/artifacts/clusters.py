@@ -19,7 +19,6 @@ from dnnsafety.pipeline.artifacts.base import (
     get_plugin,
     get_str,
     kind_of,
-    read_version,
 )
 
 
@@ -70,42 +69,25 @@ class Clusters(Artifact):
     source: str | None = field(default=None, compare=False, repr=False, metadata={"json": False})
     """The file it was read from, for error messages (not part of the content)."""
 
-    def to_json(self) -> JSONObject:
-        """The file's content (keys of absent optional fields are left out)."""
-        return fields_to_json(self)
-
     @classmethod
-    def from_json(cls, data: Any, source: str | Path | None = None) -> Self:
-        """Parse a ``clusters.json`` object; ``source`` (its path) goes into error messages.
-
-        Raises
-        ------
-        ArtifactError
-            When ``data`` is not a clusters file of a known version.
-        """
-        try:
-            if not isinstance(data, dict):
-                raise Problem(f"it holds {kind_of(data)}, not a JSON object")
-            version = read_version(data)
-            method = get_str(data, "method", optional=True)
-            safe = method == "safe"
-            return cls(
-                split=get_str(data, "split"),
-                layer=get_str(data, "layer"),
-                n_errors=get_int(data, "n_errors"),
-                clusters=get_list(data, "clusters"),
-                method=method,
-                settings=get_object(data, "settings", optional=True),
-                features=get_str(data, "features", optional=not safe),
-                reduce=get_plugin(data, "reduce") if safe or "reduce" in data else None,
-                cluster=get_plugin(data, "cluster") if safe or "cluster" in data else None,
-                params=get_object(data, "params", optional=True),
-                n_noise=get_int(data, "n_noise", optional=not safe),
-                schema_version=version,
-                source=None if source is None else str(source),
-            )
-        except Problem as exc:
-            raise cls._error(str(exc), source) from None
+    def _parse(cls, data: JSONObject, version: int, source: str | Path | None) -> Self:
+        method = get_str(data, "method", optional=True)
+        safe = method == "safe"
+        return cls(
+            split=get_str(data, "split"),
+            layer=get_str(data, "layer"),
+            n_errors=get_int(data, "n_errors"),
+            clusters=get_list(data, "clusters"),
+            method=method,
+            settings=get_object(data, "settings", optional=True),
+            features=get_str(data, "features", optional=not safe),
+            reduce=get_plugin(data, "reduce") if safe or "reduce" in data else None,
+            cluster=get_plugin(data, "cluster") if safe or "cluster" in data else None,
+            params=get_object(data, "params", optional=True),
+            n_noise=get_int(data, "n_noise", optional=not safe),
+            schema_version=version,
+            source=None if source is None else str(source),
+        )
 
     def _records(self) -> list[tuple[int, list[str]]]:
         out = []
@@ -207,23 +189,12 @@ class LayerTable(Artifact):
     layers: dict[str, LayerSummary]
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> JSONObject:
-        """The file's content."""
-        return fields_to_json(self)
-
     @classmethod
-    def from_json(cls, data: Any, source: str | Path | None = None) -> Self:
-        """Parse an ``analysis/layers.json`` object; ``source`` goes into error messages."""
-        try:
-            if not isinstance(data, dict):
-                raise Problem(f"it holds {kind_of(data)}, not a JSON object")
-            version = read_version(data)
-            layers = get_object(data, "layers")
-            return cls(
-                selected=get_str(data, "selected"),
-                settings=get_object(data, "settings"),
-                layers={str(k): LayerSummary.from_json(v) for k, v in layers.items()},
-                schema_version=version,
-            )
-        except Problem as exc:
-            raise cls._error(str(exc), source) from None
+    def _parse(cls, data: JSONObject, version: int, source: str | Path | None) -> Self:
+        layers = get_object(data, "layers")
+        return cls(
+            selected=get_str(data, "selected"),
+            settings=get_object(data, "settings"),
+            layers={str(k): LayerSummary.from_json(v) for k, v in layers.items()},
+            schema_version=version,
+        )

@@ -16,7 +16,6 @@ from dnnsafety.pipeline.artifacts.base import (
     get_list,
     get_object,
     kind_of,
-    read_version,
 )
 
 
@@ -106,32 +105,19 @@ class Comparison(Artifact):
     control: StrategyResult | None = None
     schema_version: int = SCHEMA_VERSION
 
-    def to_json(self) -> JSONObject:
-        """The file's content (keys of absent optional fields are left out)."""
-        return fields_to_json(self)
-
     @classmethod
-    def from_json(cls, data: Any, source: str | Path | None = None) -> Self:
-        """Parse a ``comparison.json`` object; ``source`` goes into error messages."""
-        try:
-            if not isinstance(data, dict):
-                raise Problem(f"it holds {kind_of(data)}, not a JSON object")
-            version = read_version(data)
-            strategies = get_object(data, "strategies")
-            control = get_object(data, "control", optional=True)
-            return cls(
-                budget=get_int(data, "budget"),
-                seeds=get_list(data, "seeds"),
-                scenarios=get_list(data, "scenarios"),
-                original=get_object(data, "original"),
-                strategies={
-                    str(k): StrategyResult.from_json(v, str(k)) for k, v in strategies.items()
-                },
-                bag_size=get_int(data, "bag_size", optional=True),
-                clusters=get_list(data, "clusters", optional=True),
-                settings=get_object(data, "settings", optional=True),
-                control=None if control is None else StrategyResult.from_json(control, "control"),
-                schema_version=version,
-            )
-        except Problem as exc:
-            raise cls._error(str(exc), source) from None
+    def _parse(cls, data: JSONObject, version: int, source: str | Path | None) -> Self:
+        strategies = get_object(data, "strategies")
+        control = get_object(data, "control", optional=True)
+        return cls(
+            budget=get_int(data, "budget"),
+            seeds=get_list(data, "seeds"),
+            scenarios=get_list(data, "scenarios"),
+            original=get_object(data, "original"),
+            strategies={str(k): StrategyResult.from_json(v, str(k)) for k, v in strategies.items()},
+            bag_size=get_int(data, "bag_size", optional=True),
+            clusters=get_list(data, "clusters", optional=True),
+            settings=get_object(data, "settings", optional=True),
+            control=None if control is None else StrategyResult.from_json(control, "control"),
+            schema_version=version,
+        )
