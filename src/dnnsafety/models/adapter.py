@@ -243,6 +243,20 @@ def _detect(out: Tensor, binary: bool) -> str:
     return "logits"
 
 
+def as_probabilities(out: Tensor) -> Tensor:
+    """Class probabilities ``N x K`` of outputs ``N x W`` in any convention the adapter accepts
+    (logits, probabilities, log-probabilities, one sigmoid column), detected as
+    :func:`adapt_outputs` does; a single column within ``[0, 1]`` counts as a sigmoid
+    probability (a final ``nn.Sigmoid``). Used to compare a model file with its adapted model.
+    """
+    out = out.float()
+    binary = out.shape[1] == 1
+    kind = _detect(out, binary)
+    if binary and bool(((out >= 0) & (out <= 1)).all()):
+        kind = "probs"
+    return torch.softmax(ToLogits(kind, binary).convert(out), dim=1)
+
+
 def _binary_logit(col: Tensor, kind: str) -> Tensor:
     if kind == "probs":
         p = col.clamp(_EPS, 1 - 1e-7)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from dnnsafety.models.adapter import as_probabilities
 from dnnsafety.models.loading import load_torchscript
 from dnnsafety.models.script import RTOL, is_script_module
 from dnnsafety.models.support import ModelSupport
@@ -95,7 +96,10 @@ def _mismatch(scripted: nn.Module, model: nn.Module, probe: Tensor) -> str:
     try:
         with torch.no_grad():
             # the retrained model returns logits; the archive its user's convention
-            want, got = torch.softmax(model(probe).float(), dim=1), _as_probs(scripted(probe))
+            want, got = (
+                torch.softmax(model(probe).float(), dim=1),
+                as_probabilities(scripted(probe)),
+            )
     finally:
         model.train(was_training)
     if want.shape != got.shape:
@@ -105,21 +109,3 @@ def _mismatch(scripted: nn.Module, model: nn.Module, probe: Tensor) -> str:
     if diff > RTOL * max(scale, 1.0):
         return f"the TorchScript copy's outputs differ from the retrained model's ({diff:.3g})"
     return ""
-
-
-def _as_probs(out: Tensor) -> Tensor:
-    """Class probabilities from outputs in any convention the output adapter accepts (logits,
-    probabilities, log-probabilities, one sigmoid logit or probability)."""
-    out = out.float()
-    if out.shape[1] == 1:
-        z = out[:, 0]
-        p = z if bool(((z >= 0) & (z <= 1)).all()) else torch.sigmoid(z)
-        return torch.stack([1 - p, p], dim=1)
-    sums = out.sum(dim=1)
-    if bool((out >= 0).all()) and bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-3)):
-        return out
-    if bool((out <= 0).all()):
-        esum = out.exp().sum(dim=1)
-        if bool(torch.allclose(esum, torch.ones_like(esum), atol=1e-3)):
-            return out.exp()
-    return torch.softmax(out, dim=1)
