@@ -267,14 +267,32 @@ def build_from_factory(spec: str) -> nn.Module:
     return model
 
 
+def check_model_file(cfg: ModelConfig) -> None:
+    """The model file ``cfg`` names is given when its arch needs one, and exists: checked
+    before anything slow (the data) is loaded.
+
+    Raises
+    ------
+    ConfigError
+        A file-only arch (TorchScript, export, ONNX) without ``model.weights``.
+    ModelLoadError
+        ``model.weights`` names no file.
+    """
+    if cfg.arch in FILE_ARCHS and not cfg.weights:
+        raise ConfigError(f"model.arch = {cfg.arch!r} needs model.weights = the model file.")
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise ModelLoadError(
+            f"Model file {cfg.weights!r} does not exist (model.weights, --weights)."
+        )
+
+
 def make_model(cfg: ModelConfig, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Build (and, when ``cfg.weights`` is set, load) the model a configuration describes.
 
     The model is returned as given; :func:`dnnsafety.models.adapter.adapt_outputs` then makes
     it return logits.
     """
-    if cfg.arch in FILE_ARCHS and not cfg.weights:
-        raise ConfigError(f"model.arch = {cfg.arch!r} needs model.weights = the model file.")
+    check_model_file(cfg)
     if cfg.arch == "torchscript":
         if is_export_archive(cfg.weights):
             log.info(

@@ -26,7 +26,7 @@ from dnnsafety.config import RunConfig, dump_config
 from dnnsafety.data.builtin import data_fingerprint, load_dataset
 from dnnsafety.data.dataset import Dataset
 from dnnsafety.evaluation.metrics import compute_metrics
-from dnnsafety.exceptions import ConfigError, ModelLoadError, RunDirError
+from dnnsafety.exceptions import ConfigError, RunDirError
 from dnnsafety.failures.table import sample_table
 from dnnsafety.models.adapter import adapt_outputs
 from dnnsafety.models.classes import (
@@ -35,7 +35,7 @@ from dnnsafety.models.classes import (
     resolve_class_order,
     warn_if_permuted,
 )
-from dnnsafety.models.loading import FILE_ARCHS, make_model, safe_load
+from dnnsafety.models.loading import FILE_ARCHS, check_model_file, make_model, safe_load
 from dnnsafety.models.support import ModelSupport
 from dnnsafety.models.training import predict, train_model
 from dnnsafety.runs import CONFIG_FILE, RunDir, atomic_path, fingerprint, write_json, write_text
@@ -125,11 +125,7 @@ class Pipeline:
         return ds
 
     def _build(self) -> nn.Module:
-        weights = self.config.model.weights
-        if weights and not Path(weights).is_file():  # before the (possibly long) data loading
-            raise ModelLoadError(
-                f"Model file {weights!r} does not exist (model.weights / --weights)."
-            )
+        check_model_file(self.config.model)  # before the (possibly long) data loading
         ds = self.dataset
         c, h, _ = ds.image_shape
         model = make_model(self.config.model, c, ds.num_classes, h)
