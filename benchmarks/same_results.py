@@ -26,16 +26,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# schema_version: added to the stage files by the typed artifacts; everything else must match
-IGNORED_KEYS = {"seconds", "wall_s", "time", "elapsed", "environment", "path", "created", "run"}
-IGNORED_KEYS |= {"schema_version"}
+# what differs between two runs of one command (timings, paths, the environment), and
+# schema_version, which the typed artifacts add to the stage files; everything else must match
+IGNORED_KEYS = {
+    "wall_s",
+    "time",
+    "elapsed",
+    "environment",
+    "path",
+    "created",
+    "run",
+    "schema_version",
+}
 FILES = ("clusters.json", "metrics.json", "comparison.json")
 
 
 def _diff(a: Any, b: Any, where: str, out: list[str], tol: float) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
-            if key in IGNORED_KEYS or "seconds" in key:
+            if key in IGNORED_KEYS or "seconds" in key:  # seconds, *_seconds
                 continue
             if key not in a or key not in b:
                 out.append(f"{where}.{key}: only in {'after' if key in b else 'before'}")
