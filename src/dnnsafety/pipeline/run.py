@@ -124,27 +124,26 @@ class Pipeline:
         write_json(self.run / "dataset.json", ds.summary())
         return ds
 
-    def _build(self) -> nn.Module:
-        check_model_file(self.config.model)  # before the (possibly long) data loading
+    def _build(self, fresh: bool = False) -> nn.Module:
+        """The run's model, returning logits (:func:`~dnnsafety.models.adapter.adapt_outputs`);
+        ``fresh``: freshly initialised, the weights file not loaded."""
+        cfg = dataclasses.replace(self.config.model, weights="") if fresh else self.config.model
+        check_model_file(cfg)  # before the (possibly long) data loading
         ds = self.dataset
         c, h, _ = ds.image_shape
-        model = make_model(self.config.model, c, ds.num_classes, h)
-        if self.config.model.arch == "torchscript":
+        model = make_model(cfg, c, ds.num_classes, h)
+        if cfg.arch == "torchscript":
             from dnnsafety.models.script import is_script_module
 
             if is_script_module(model):  # not a torch.export archive given as torchscript
                 model = self._rebuild_script(model)
         probe = ds["test"].images[:8] if len(ds["test"]) else ds["train"].images[:8]
-        return adapt_outputs(model, ds.class_names, probe, self.config.model.output)
+        return adapt_outputs(model, ds.class_names, probe, cfg.output)
 
     def fresh_model(self) -> nn.Module:
         """A freshly initialised model of the run's architecture (zoo or model factory; the
         weights file is not loaded), for ``retrain.from_scratch``."""
-        c, h, _ = self.dataset.image_shape
-        cfg = dataclasses.replace(self.config.model, weights="")
-        model = make_model(cfg, c, self.dataset.num_classes, h)
-        probe = self.dataset["train"].images[:8]
-        return adapt_outputs(model, self.dataset.class_names, probe, cfg.output)
+        return self._build(fresh=True)
 
     # -- stages --------------------------------------------------------------------------
     def train(self) -> StageOutcome:
