@@ -1,0 +1,52 @@
+"""Anomaly and out-of-distribution detection (METHOD.md §6).
+
+Detectors follow one contract (:class:`Detector`, PyOD's shape): ``fit(X) -> self``,
+``decision_function(X)`` (higher = more anomalous), ``calibrate(X_cal)`` on held-out
+in-distribution inputs, then conformal ``p_values(X)`` and ``predict(X, alpha)`` flags whose
+false-alarm rate is at most ``alpha``. They register by name in :data:`DETECTORS`.
+"""
+
+from dnnsafety.detection.base import DETECTORS, REQUIREMENTS, Detector, Head, check_head
+from dnnsafety.detection.conformal import conformal_p_values, conformal_threshold
+from dnnsafety.detection.features import (
+    KNNDetector,
+    MahalanobisDetector,
+    RelativeMahalanobisDetector,
+    ViMDetector,
+    knn_distances,
+)
+from dnnsafety.detection.logits import (
+    DeepGiniDetector,
+    EnergyDetector,
+    EntropyDetector,
+    MaxLogitDetector,
+    MSPDetector,
+    SoftmaxDetector,
+    deepgini_score,
+    entropy_score,
+    max_softmax_uncertainty,
+)
+
+__all__ = [
+    "DETECTORS",
+    "REQUIREMENTS",
+    "DeepGiniDetector",
+    "Detector",
+    "EnergyDetector",
+    "EntropyDetector",
+    "Head",
+    "KNNDetector",
+    "MSPDetector",
+    "MahalanobisDetector",
+    "MaxLogitDetector",
+    "RelativeMahalanobisDetector",
+    "SoftmaxDetector",
+    "ViMDetector",
+    "check_head",
+    "conformal_p_values",
+    "conformal_threshold",
+    "deepgini_score",
+    "entropy_score",
+    "knn_distances",
+    "max_softmax_uncertainty",
+]
