@@ -6,6 +6,7 @@ in-distribution inputs, then conformal ``p_values(X)`` and ``predict(X, alpha)``
 false-alarm rate is at most ``alpha``. They register by name in :data:`DETECTORS`.
 """
 
+from dnnsafety.detection.autoencoder import AutoencoderDetector
 from dnnsafety.detection.base import DETECTORS, REQUIREMENTS, Detector, Head, check_head
 from dnnsafety.detection.conformal import conformal_p_values, conformal_threshold
 from dnnsafety.detection.features import (
@@ -26,19 +27,34 @@ from dnnsafety.detection.logits import (
     entropy_score,
     max_softmax_uncertainty,
 )
+from dnnsafety.detection.surprise import DSADetector, dsa_scores
+from dnnsafety.detection.unsupervised import (
+    HDBSCANDetector,
+    IForestDetector,
+    LOFDetector,
+    OCSVMDetector,
+    PyODDetector,
+)
 
 __all__ = [
     "DETECTORS",
     "REQUIREMENTS",
+    "AutoencoderDetector",
+    "DSADetector",
     "DeepGiniDetector",
     "Detector",
     "EnergyDetector",
     "EntropyDetector",
+    "HDBSCANDetector",
     "Head",
+    "IForestDetector",
     "KNNDetector",
+    "LOFDetector",
     "MSPDetector",
     "MahalanobisDetector",
     "MaxLogitDetector",
+    "OCSVMDetector",
+    "PyODDetector",
     "RelativeMahalanobisDetector",
     "SoftmaxDetector",
     "ViMDetector",
@@ -46,6 +62,7 @@ __all__ = [
     "conformal_p_values",
     "conformal_threshold",
     "deepgini_score",
+    "dsa_scores",
     "entropy_score",
     "knn_distances",
     "max_softmax_uncertainty",
