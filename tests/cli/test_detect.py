@@ -50,6 +50,10 @@ def test_detect_writes_columns_artifact_and_scores_a_folder(evaluated, tmp_path,
     assert info["schema_version"] == 1 and 0.0 <= info["false_alarm"]["val_half"]["rate"] <= 0.3
     assert info["per_scenario"] and 0.0 <= info["misclassification"]["auroc"] <= 1.0
     assert (evaluated / "detection" / "knn.npz").is_file()
+    assert (evaluated / "detection" / "knn_roc.png").is_file()
+    assert main(["--quiet", "report", str(evaluated)]) == 0
+    html = (evaluated / "report.html").read_text()
+    assert "Out-of-distribution detection" in html and "Misclassification detection" in html
 
     folder = tmp_path / "new"
     folder.mkdir()

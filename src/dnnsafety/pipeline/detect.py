@@ -215,7 +215,42 @@ def detect(
         seconds=time.perf_counter() - t0,
     )
     write_artifact(pipe.run, result)
+    _write_plots(pipe, detector, scores)
     return result
+
+
+def plot_name(detector: str, kind: str) -> str:
+    """Run-folder path of a detection picture: ``detection/<detector>_<kind>.png``."""
+    return f"{DETECTION_DIR}/{detector}_{kind}.png"
+
+
+def _write_plots(pipe: Pipeline, detector: str, scores: dict[str, np.ndarray]) -> None:
+    """Score histograms and ROC curves (nominal test vs each scenario; val vs pool when the
+    test split has no scenarios) and the most anomalous test inputs."""
+    from dnnsafety.detection.plots import gallery_png, histogram_png, roc_png
+    from dnnsafety.runs import write_bytes
+
+    test = pipe.dataset.splits.get("test")
+    if test is None or not len(test):
+        return
+    s = scores["test"]
+    tags = test.scenarios.astype(str)
+    nominal = tags == NOMINAL
+    if nominal.any() and (~nominal).any():
+        ref = s[nominal]
+        groups = {t: s[tags == t] for t in sorted(set(tags.tolist()) - {NOMINAL, "unknown"})}
+    else:
+        ref, groups = (
+            scores["val"],
+            {"test": s, **({"pool": scores["pool"]} if "pool" in scores else {})},
+        )
+    title = f"{detector}: in-distribution vs each group"
+    write_bytes(pipe.run / plot_name(detector, "hist"), histogram_png(ref, groups, title))
+    write_bytes(pipe.run / plot_name(detector, "roc"), roc_png(ref, groups, title))
+    top = np.argsort(-s, kind="stable")[:24]
+    captions = [f"{tags[i]} {s[i]:.3g}" for i in top]
+    images = test.images[torch.from_numpy(top)]
+    write_bytes(pipe.run / plot_name(detector, "gallery"), gallery_png(images, captions))
 
 
 def _finite(value: float) -> float | None:
