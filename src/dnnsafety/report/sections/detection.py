@@ -12,7 +12,7 @@ def _pct(value: object) -> str:
     return "–" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
 
 
-@register_section("detection", "Out-of-distribution detection", order=35)
+@register_section("detection", "Out-of-distribution detection", order=55)
 def detection_section(run: RunData) -> Context | None:
     """Calibration, false-alarm rates, AUROC / FPR@95 per scenario and the pictures written by
     ``dnnsafety detect``; left out when the run has no ``detection.json``."""
