@@ -21,7 +21,7 @@ inputs. Identical inputs therefore get a distance of exactly 0, which the cluste
 optionally the centred blocks); :func:`self_distance_blocks` yields the distances among the
 reference rows (:func:`dnnsafety.clustering.distances.pairwise_distances`) and
 :meth:`Reference.sq_distances` those from query rows to them (the selectors' nearest-neighbour
-searches in :mod:`dnnsafety.selection._nearest`).
+searches in :mod:`dnnsafety.detection._nearest`).
 """
 
 from __future__ import annotations

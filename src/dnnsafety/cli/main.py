@@ -43,6 +43,7 @@ def _register() -> None:
         compare,
         datasets,
         demo,
+        detect,
         env,
         evaluate,
         report,
@@ -52,7 +53,7 @@ def _register() -> None:
     )
 
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
-    for module in modules:
+    for module in (*modules, detect):
         cli.add_command(module.command)
 
 

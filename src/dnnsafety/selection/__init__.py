@@ -26,6 +26,7 @@ from dnnsafety.selection.selectors import (
 from dnnsafety.selection.surprise import DSASelector, dsa_scores
 from dnnsafety.selection.uncertainty import (
     DeepGiniSelector,
+    DetectorSelector,
     EntropySelector,
     MaxSoftmaxSelector,
     deepgini_score,
@@ -40,6 +41,7 @@ __all__ = [
     "ContrastiveClosestSelector",
     "DSASelector",
     "DeepGiniSelector",
+    "DetectorSelector",
     "EntropySelector",
     "FeatureRows",
     "MaxSoftmaxSelector",

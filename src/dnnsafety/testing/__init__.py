@@ -1,8 +1,10 @@
 """Checks that every plug-in must pass, shipped with the package (like scikit-learn's
-``check_estimator``): run them on your own clusterer, reducer, selector or feature source."""
+``check_estimator``): run them on your own clusterer, reducer, selector, feature source or
+detector."""
 
 from dnnsafety.testing.checks import (
     check_clusterer,
+    check_detector,
     check_estimator_contract,
     check_feature_source,
     check_model_restored,
@@ -14,6 +16,7 @@ from dnnsafety.testing.retraining import check_mitigation
 
 __all__ = [
     "check_clusterer",
+    "check_detector",
     "check_estimator_contract",
     "check_feature_source",
     "check_mitigation",

@@ -1,4 +1,5 @@
-"""Contract checks of the plug-ins: clusterers, reducers, selectors and feature sources.
+"""Contract checks of the plug-ins: clusterers, reducers, selectors, feature sources and
+detectors (:func:`check_detector`, in :mod:`dnnsafety.testing.detectors`).
 
 Each ``check_*`` takes a registered class (or a ready instance), builds it with the class's
 ``_test_params`` (a ``ClassVar`` dict of small, fast settings; empty when absent), runs it on
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from torch import nn
 
 from dnnsafety.clustering.base import Clusterer
@@ -36,9 +37,18 @@ from dnnsafety.selection.selectors import (
     Selection,
     Selector,
 )
+from dnnsafety.testing._common import (
+    _build,
+    _check_random_state,
+    _fail,
+    _raises,
+    check_estimator_contract,
+)
+from dnnsafety.testing.detectors import check_detector
 
 __all__ = [
     "check_clusterer",
+    "check_detector",
     "check_estimator_contract",
     "check_feature_source",
     "check_model_restored",
@@ -47,63 +57,6 @@ __all__ = [
 ]
 
 R = TypeVar("R")
-
-
-def _build(obj: Any, **extra: Any) -> Any:
-    """An instance of ``obj`` (a class: built with its ``_test_params``), or ``obj`` itself."""
-    if isinstance(obj, type):
-        return obj(**{**dict(getattr(obj, "_test_params", {})), **extra})
-    return obj
-
-
-def _fail(est: object, rule: str) -> AssertionError:
-    return AssertionError(f"{type(est).__name__}: {rule}")
-
-
-def _raises(exc: type[BaseException], fn: Callable[[], object]) -> bool:
-    try:
-        fn()
-    except exc:
-        return True
-    return False
-
-
-# --------------------------------------------------------------------------- shared contract
-
-
-def check_estimator_contract(est: BaseEstimator) -> None:
-    """scikit-learn's estimator contract: ``__init__`` only stores; ``clone`` works.
-
-    Raises
-    ------
-    AssertionError
-        If ``est`` is no ``BaseEstimator``, holds learned state (a public name ending in
-        ``_``) before fitting, has no registered ``name``, or ``clone`` / ``get_params`` /
-        ``set_params`` do not round-trip.
-    """
-    if not isinstance(est, BaseEstimator):
-        raise _fail(est, "must inherit sklearn.base.BaseEstimator")
-    learned = sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("_"))
-    if learned:
-        raise _fail(est, f"__init__ must only store parameters; it set {learned}")
-    if not isinstance(getattr(est, "name", None), str) or est.name == "base":
-        raise _fail(est, "has no registered name (decorate the class with REGISTRY.register)")
-    params = est.get_params()
-    twin = clone(est)
-    if type(twin) is not type(est) or twin.get_params().keys() != params.keys():
-        raise _fail(est, "clone(est) must give the same class with the same parameters")
-    if est.set_params(**params) is not est:
-        raise _fail(est, "set_params must return the estimator")
-    if not repr(est).startswith(type(est).__name__):
-        raise _fail(est, "repr must start with the class name")
-
-
-def _check_random_state(est: BaseEstimator, fit: Callable[[Any], object]) -> None:
-    if "random_state" not in est.get_params():
-        raise _fail(est, "must take the randomness parameter 'random_state'")
-    bad = clone(est).set_params(random_state=-1)
-    if not _raises(ConfigError, lambda: fit(bad)):
-        raise _fail(est, "random_state=-1 must raise ConfigError")
 
 
 # --------------------------------------------------------------------------- data

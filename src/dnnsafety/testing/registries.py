@@ -15,6 +15,7 @@ from dnnsafety.testing.checks import (
     check_reducer,
     check_selector,
 )
+from dnnsafety.testing.detectors import check_detector
 from dnnsafety.testing.retraining import check_mitigation
 
 __all__ = ["registry_cases"]
@@ -26,6 +27,7 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
     Read when called, so plug-ins registered at run time are included.
     """
     from dnnsafety.clustering import CLUSTERERS, REDUCERS
+    from dnnsafety.detection import DETECTORS
     from dnnsafety.features import FEATURE_SOURCES
     from dnnsafety.retraining.mitigations import MITIGATIONS
     from dnnsafety.selection import SELECTORS
@@ -36,6 +38,7 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
         (SELECTORS, check_selector),
         (FEATURE_SOURCES, check_feature_source),
         (MITIGATIONS, check_mitigation),
+        (DETECTORS, check_detector),
     ]
     for registry, check in checks:
         for name in registry.names():

@@ -28,6 +28,7 @@ from dnnsafety.pipeline.artifacts.base import (
 )
 from dnnsafety.pipeline.artifacts.clusters import Clusters, LayerSummary, LayerTable
 from dnnsafety.pipeline.artifacts.comparison import Comparison, StrategyResult
+from dnnsafety.pipeline.artifacts.detection import Detection
 
 __all__ = [
     "KNOWN_VERSIONS",
@@ -35,6 +36,7 @@ __all__ = [
     "ArtifactError",
     "Clusters",
     "Comparison",
+    "Detection",
     "JSONObject",
     "LayerSummary",
     "LayerTable",
