@@ -47,6 +47,7 @@ def _register() -> None:
         evaluate,
         report,
         retrain,
+        robustness,
         select,
         train,
     )
@@ -54,6 +55,7 @@ def _register() -> None:
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
     for module in modules:
         cli.add_command(module.command)
+    cli.add_command(robustness.command)
 
 
 _register()

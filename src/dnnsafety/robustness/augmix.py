@@ -167,6 +167,9 @@ class AugMixConfig:
     jsd_weight: float = 12.0
 
 
+_DEFAULT = AugMix()
+
+
 def _jensen_shannon(logits: Sequence[torch.Tensor]) -> torch.Tensor:
     probs = [F.softmax(z, dim=1) for z in logits]
     mixture = torch.clamp(sum(probs) / len(probs), 1e-7, 1.0).log()  # type: ignore[arg-type]
@@ -177,7 +180,7 @@ def augmix_finetune(
     model: nn.Module,
     images: torch.Tensor,
     labels: np.ndarray,
-    augment: AugMix | None = None,
+    augment: AugMix | None = _DEFAULT,
     config: AugMixConfig | None = None,
     random_state: int = 0,
 ) -> nn.Module:
@@ -190,7 +193,8 @@ def augmix_finetune(
     images, labels
         The training split (float32 ``N x C x H x W`` in [0, 1]; ``N`` integer labels).
     augment
-        The AugMix settings (default :class:`AugMix` ()).
+        The AugMix settings (default :class:`AugMix` ()); ``None``: no augmentation, the
+        same fine-tuning on clean images only (the control that shows what the views add).
     config
         Fine-tuning settings (default :class:`AugMixConfig` ()).
     random_state
@@ -214,7 +218,8 @@ def augmix_finetune(
             f"augmix_finetune needs one label per image; got {len(x_all)} images and "
             f"{len(y_all)} labels."
         )
-    aug = augment or AugMix()
+    if augment is None and config is not None and config.jsd:
+        raise ConfigError("The JSD loss needs AugMix views; pass an AugMix augment.")
     cfg = config or AugMixConfig()
     tuned = copy.deepcopy(model)
     torch.manual_seed(seed)
@@ -232,13 +237,17 @@ def augmix_finetune(
                 x, y = x_all[idx], y_all[idx]
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-                views = [aug.view(x, rng) for _ in range(2 if cfg.jsd else 1)]
-                logits = tuned(torch.cat([x, *views]))
-                parts = list(torch.split(logits, len(x)))
-                if cfg.jsd:
-                    loss = F.cross_entropy(parts[0], y) + cfg.jsd_weight * _jensen_shannon(parts)
+                if augment is None:
+                    loss = F.cross_entropy(tuned(x), y)
                 else:
-                    loss = F.cross_entropy(logits, torch.cat([y, y]))
+                    views = [augment.view(x, rng) for _ in range(2 if cfg.jsd else 1)]
+                    logits = tuned(torch.cat([x, *views]))
+                    parts = list(torch.split(logits, len(x)))
+                    if cfg.jsd:
+                        jsd = _jensen_shannon(parts)
+                        loss = F.cross_entropy(parts[0], y) + cfg.jsd_weight * jsd
+                    else:
+                        loss = F.cross_entropy(logits, y.repeat(len(parts)))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -10,9 +10,11 @@ from dnnsafety.testing.checks import (
     check_selector,
     registry_cases,
 )
+from dnnsafety.testing.robustness_checks import check_corruption
 
 __all__ = [
     "check_clusterer",
+    "check_corruption",
     "check_estimator_contract",
     "check_feature_source",
     "check_model_restored",

@@ -439,13 +439,16 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
     """
     from dnnsafety.clustering import CLUSTERERS, REDUCERS
     from dnnsafety.features import FEATURE_SOURCES
+    from dnnsafety.robustness.corruptions import CORRUPTIONS
     from dnnsafety.selection import SELECTORS
+    from dnnsafety.testing.robustness_checks import check_corruption
 
     checks: list[tuple[Any, Callable[[Any], None]]] = [
         (CLUSTERERS, check_clusterer),
         (REDUCERS, check_reducer),
         (SELECTORS, check_selector),
         (FEATURE_SOURCES, check_feature_source),
+        (CORRUPTIONS, check_corruption),
     ]
     for registry, check in checks:
         for name in registry.names():
