@@ -8,8 +8,9 @@ from dnnsafety.testing.checks import (
     check_model_restored,
     check_reducer,
     check_selector,
-    registry_cases,
 )
+from dnnsafety.testing.registries import registry_cases
+from dnnsafety.testing.retraining import check_mitigation
 from dnnsafety.testing.robustness_checks import check_corruption
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "check_corruption",
     "check_estimator_contract",
     "check_feature_source",
+    "check_mitigation",
     "check_model_restored",
     "check_reducer",
     "check_selector",
