@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -136,6 +137,10 @@ class ClippedActivation(nn.Module):
 
     ``low`` and ``high`` are buffers (saved in the state dict, kept by TorchScript).
     """
+
+    if TYPE_CHECKING:  # buffers; hidden from TorchScript, which cannot read the annotations
+        low: torch.Tensor
+        high: torch.Tensor
 
     def __init__(self, activation: nn.Module, low: float, high: float) -> None:
         super().__init__()
