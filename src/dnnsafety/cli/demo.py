@@ -49,6 +49,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     ends up in report.html.
     """
     from dnnsafety.pipeline.retrain import compare
+    from dnnsafety.pipeline.robustness import DEMO_SWEEP, run_robustness
     from dnnsafety.report import render_report
 
     t0 = time.perf_counter()
@@ -61,6 +62,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
         pipe.evaluate()
         pipe.analyze()
         compare(pipe, list(DEMO_STRATEGIES), seeds=1)
+        run_robustness(pipe, DEMO_SWEEP)
     print_metrics(out)
     print_clusters(out)
     print_comparison(out)

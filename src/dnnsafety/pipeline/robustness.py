@@ -24,7 +24,7 @@ from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.pipeline.artifacts import ArtifactError, Robustness, read_artifact, write_artifact
 from dnnsafety.pipeline.run import Pipeline
-from dnnsafety.robustness.corruptions import CORRUPTIONS, MISSING, SEVERITIES
+from dnnsafety.robustness.corruptions import CORRUPTIONS, IMAGENET_C, MISSING, SEVERITIES
 from dnnsafety.robustness.faults import EXPONENT_BITS, sample_bit_flips
 from dnnsafety.robustness.ranger import Ranger
 from dnnsafety.robustness.sweep import (
@@ -99,6 +99,18 @@ class RobustnessSettings:
             raise ConfigError(f"Severities must be from 1 to 5; got {list(self.severities)}.")
         if not self.corruptions and not self.missing and self.faults == "none":
             raise ConfigError("Nothing to sweep: give --corruptions, --missing or --faults.")
+
+
+DEMO_SWEEP = RobustnessSettings(
+    corruptions=IMAGENET_C,
+    severities=(1, 3, 5),
+    faults="bitflip",
+    n_faults=200,
+    max_images=300,
+    fault_images=200,
+)
+"""The short sweep of ``dnnsafety demo``: 15 corruptions at 3 severities, the missing-data
+curves and 200 bit flips, on 300 test images."""
 
 
 class _CellFile:
