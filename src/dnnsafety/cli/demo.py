@@ -50,6 +50,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     """
     from dnnsafety.pipeline.detect import detect
     from dnnsafety.pipeline.retrain import compare
+    from dnnsafety.pipeline.robustness import DEMO_SWEEP, run_robustness
     from dnnsafety.report import render_report
 
     t0 = time.perf_counter()
@@ -63,6 +64,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
         pipe.analyze()
         detect(pipe)  # the default out-of-distribution monitor
         compare(pipe, list(DEMO_STRATEGIES), seeds=1)
+        run_robustness(pipe, DEMO_SWEEP)
     print_metrics(out)
     print_clusters(out)
     print_comparison(out)

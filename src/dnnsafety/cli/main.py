@@ -48,6 +48,7 @@ def _register() -> None:
         evaluate,
         report,
         retrain,
+        robustness,
         select,
         train,
     )
@@ -55,6 +56,7 @@ def _register() -> None:
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
     for module in (*modules, detect):
         cli.add_command(module.command)
+    cli.add_command(robustness.command)
 
 
 _register()

@@ -6,21 +6,34 @@ blur, sensor noise). The subset is rare in ``train``/``val`` and common in ``tes
 as in the field, where test campaigns find conditions the training data under-represents.
 Every image carries its scenario tag (``nominal`` when untouched) and the corruption's
 parameters as metadata, for evaluation only.
+
+The corruptions are the ``scenario`` family of the corruption registry
+(:mod:`dnnsafety.robustness.corruptions.scenarios`), applied at their scenario severity.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from dnnsafety.data.dataset import NOMINAL, SPLITS
 from dnnsafety.exceptions import ConfigError
+from dnnsafety.robustness.corruptions import CORRUPTIONS as REGISTRY
+from dnnsafety.robustness.corruptions._ops import gaussian_blur, rotate
+
+__all__ = [
+    "CORRUPTIONS",
+    "META_COLUMNS",
+    "SCENARIOS",
+    "InjectionConfig",
+    "gaussian_blur",
+    "inject",
+    "rotate",
+]
 
 Corruption = Callable[
     [torch.Tensor, np.random.Generator], tuple[torch.Tensor, dict[str, np.ndarray]]
@@ -29,85 +42,23 @@ Corruption = Callable[
 META_COLUMNS = ("brightness", "rotation", "occlusion", "occ_x", "occ_y", "blur", "noise")
 
 
-def gaussian_blur(x: torch.Tensor, sigma: np.ndarray) -> torch.Tensor:
-    """Blur every image of ``x`` (``N x C x H x W``) with its own Gaussian ``sigma`` (pixels)."""
-    n, c, h, w = x.shape
-    if n == 0:
-        return x
-    radius = max(1, math.ceil(3 * float(np.max(sigma))))
-    offs = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    sig = torch.as_tensor(np.maximum(sigma, 1e-3), dtype=torch.float32)[:, None]
-    kern = torch.exp(-0.5 * (offs[None, :] / sig) ** 2)
-    kern = kern / kern.sum(dim=1, keepdim=True)  # n x k
-    kern = kern.repeat_interleave(c, dim=0)  # (n*c) x k
-    flat = x.reshape(1, n * c, h, w)
-    flat = F.pad(flat, (radius, radius, radius, radius), mode="replicate")
-    flat = F.conv2d(flat, kern[:, None, None, :], groups=n * c)
-    flat = F.conv2d(flat, kern[:, None, :, None], groups=n * c)
-    return flat.reshape(n, c, h, w)
+SCENARIOS = ("dark", "occlusion", "rotation", "blur", "noise")
+"""The injected scenarios: corruptions of the registry (family ``scenario``)."""
 
 
-def rotate(x: torch.Tensor, degrees: np.ndarray, fill: float = 0.0) -> torch.Tensor:
-    """Rotate every image about its centre by its own angle; corners are filled with ``fill``."""
-    if len(x) == 0:
-        return x
-    rad = torch.as_tensor(np.deg2rad(degrees), dtype=torch.float32)
-    cos, sin = torch.cos(rad), torch.sin(rad)
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out + fill
+def _scenario(name: str) -> Corruption:
+    entry = REGISTRY.get(name)
+
+    def apply(
+        x: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        return entry.sample(x, entry.scenario_severity, rng)
+
+    apply.__name__ = name
+    return apply
 
 
-def _dark(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    b = rng.uniform(0.04, 0.12, len(x))
-    return x * torch.as_tensor(b, dtype=torch.float32)[:, None, None, None], {"brightness": b}
-
-
-def _rotation(
-    x: torch.Tensor, rng: np.random.Generator
-) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    deg = rng.uniform(70, 110, len(x)) * rng.choice([-1.0, 1.0], len(x))
-    return rotate(x, deg), {"rotation": deg}
-
-
-def _occlusion(
-    x: torch.Tensor, rng: np.random.Generator
-) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    n, _, h, w = x.shape
-    frac = rng.uniform(0.55, 0.7, n)
-    cx, cy = rng.uniform(0.35, 0.65, n), rng.uniform(0.35, 0.65, n)
-    ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
-    xs = (torch.arange(w, dtype=torch.float32) + 0.5) / w
-    half = torch.as_tensor(frac / 2, dtype=torch.float32)[:, None]
-    in_y = (ys[None, :] - torch.as_tensor(cy, dtype=torch.float32)[:, None]).abs() <= half
-    in_x = (xs[None, :] - torch.as_tensor(cx, dtype=torch.float32)[:, None]).abs() <= half
-    mask = (in_y[:, :, None] & in_x[:, None, :])[:, None]
-    out = torch.where(mask, torch.full_like(x, 0.5), x)
-    return out, {"occlusion": frac, "occ_x": cx, "occ_y": cy}
-
-
-def _blur(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    sigma = rng.uniform(2.0, 2.8, len(x)) * x.shape[-1] / 28.0
-    return gaussian_blur(x, sigma), {"blur": sigma}
-
-
-def _noise(x: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    std = rng.uniform(0.4, 0.55, len(x))
-    noise = torch.as_tensor(rng.standard_normal(tuple(x.shape)), dtype=torch.float32)
-    out = x + noise * torch.as_tensor(std, dtype=torch.float32)[:, None, None, None]
-    return out.clamp_(0, 1), {"noise": std}
-
-
-CORRUPTIONS: dict[str, Corruption] = {
-    "dark": _dark,
-    "occlusion": _occlusion,
-    "rotation": _rotation,
-    "blur": _blur,
-    "noise": _noise,
-}
-
+CORRUPTIONS: dict[str, Corruption] = {name: _scenario(name) for name in SCENARIOS}
 RARE = 0.01
 COMMON = 0.1
 

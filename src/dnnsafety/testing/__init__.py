@@ -13,9 +13,11 @@ from dnnsafety.testing.checks import (
 )
 from dnnsafety.testing.registries import registry_cases
 from dnnsafety.testing.retraining import check_mitigation
+from dnnsafety.testing.robustness_checks import check_corruption
 
 __all__ = [
     "check_clusterer",
+    "check_corruption",
     "check_detector",
     "check_estimator_contract",
     "check_feature_source",

@@ -17,6 +17,7 @@ from dnnsafety.testing.checks import (
 )
 from dnnsafety.testing.detectors import check_detector
 from dnnsafety.testing.retraining import check_mitigation
+from dnnsafety.testing.robustness_checks import check_corruption
 
 __all__ = ["registry_cases"]
 
@@ -30,6 +31,7 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
     from dnnsafety.detection import DETECTORS
     from dnnsafety.features import FEATURE_SOURCES
     from dnnsafety.retraining.mitigations import MITIGATIONS
+    from dnnsafety.robustness.corruptions import CORRUPTIONS
     from dnnsafety.selection import SELECTORS
 
     checks: list[tuple[Any, Callable[[Any], None]]] = [
@@ -39,6 +41,7 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
         (FEATURE_SOURCES, check_feature_source),
         (MITIGATIONS, check_mitigation),
         (DETECTORS, check_detector),
+        (CORRUPTIONS, check_corruption),
     ]
     for registry, check in checks:
         for name in registry.names():

@@ -216,6 +216,7 @@ def test_sections_are_registered_in_page_order() -> None:
         "detection",
         "retraining",
         "retrained",
+        "robustness",
     ]
 
 

@@ -29,6 +29,7 @@ from dnnsafety.pipeline.artifacts.base import (
 from dnnsafety.pipeline.artifacts.clusters import Clusters, LayerSummary, LayerTable
 from dnnsafety.pipeline.artifacts.comparison import Comparison, StrategyResult
 from dnnsafety.pipeline.artifacts.detection import Detection
+from dnnsafety.pipeline.artifacts.robustness import Robustness
 
 __all__ = [
     "KNOWN_VERSIONS",
@@ -40,6 +41,7 @@ __all__ = [
     "JSONObject",
     "LayerSummary",
     "LayerTable",
+    "Robustness",
     "StrategyResult",
     "artifact_path",
     "read_artifact",

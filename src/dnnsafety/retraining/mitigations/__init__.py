@@ -11,5 +11,6 @@ from dnnsafety.retraining.mitigation import (
     MitigationContext,
     TrainingPlan,
 )
+from dnnsafety.retraining.mitigations import augmix
 
-__all__ = ["MITIGATIONS", "Mitigation", "MitigationContext", "TrainingPlan"]
+__all__ = ["MITIGATIONS", "Mitigation", "MitigationContext", "TrainingPlan", "augmix"]
