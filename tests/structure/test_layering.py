@@ -24,6 +24,7 @@ STAGE_PACKAGES = (
     "retraining",
     "evaluation",
     "failures",
+    "bias",
 )
 """Packages of the pipeline's stages: they know nothing of run folders or the orchestrator."""
 
