@@ -32,7 +32,7 @@ from dnnsafety.runs import RunDir
 @click.option(
     "--groups",
     type=click.IntRange(min=1),
-    default=30,
+    default=50,
     show_default=True,
     help="Number of groups (for --cluster kmeans-fixed).",
 )

@@ -50,7 +50,7 @@ class BiasSettings:
         model whose layers can be read, ``backbone`` otherwise.
     reduce, cluster
         Reducer and clusterer ``{name, params}`` (:data:`~dnnsafety.clustering.REDUCERS`,
-        :data:`~dnnsafety.clustering.CLUSTERERS`); default PCA then k-means with 30 clusters.
+        :data:`~dnnsafety.clustering.CLUSTERERS`); default PCA then k-means with 50 clusters.
     rule
         The flagging rule.
     slices, max_l, min_sup, n_bins
@@ -60,7 +60,7 @@ class BiasSettings:
     features: str = ""
     reduce: PluginConfig = field(default_factory=lambda: PluginConfig("pca"))
     cluster: PluginConfig = field(
-        default_factory=lambda: PluginConfig("kmeans-fixed", {"n_clusters": 30})
+        default_factory=lambda: PluginConfig("kmeans-fixed", {"n_clusters": 50})
     )
     rule: FlagRule = field(default_factory=FlagRule)
     slices: int = 5
