@@ -25,6 +25,7 @@ STAGE_PACKAGES = (
     "evaluation",
     "failures",
     "robustness",
+    "bias",
 )
 """Packages of the pipeline's stages: they know nothing of run folders or the orchestrator."""
 

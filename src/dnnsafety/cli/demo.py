@@ -48,6 +48,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     is compared with random and entropy selection at the same labelling budget. Everything
     ends up in report.html.
     """
+    from dnnsafety.pipeline.bias import run_bias
     from dnnsafety.pipeline.detect import detect
     from dnnsafety.pipeline.retrain import compare
     from dnnsafety.pipeline.robustness import DEMO_SWEEP, run_robustness
@@ -63,6 +64,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
         pipe.evaluate()
         pipe.analyze()
         detect(pipe)  # the default out-of-distribution monitor
+        run_bias(pipe)
         compare(pipe, list(DEMO_STRATEGIES), seeds=1)
         run_robustness(pipe, DEMO_SWEEP)
     print_metrics(out)

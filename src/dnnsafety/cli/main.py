@@ -40,6 +40,7 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 def _register() -> None:
     from dnnsafety.cli import (
         analyze,
+        bias,
         compare,
         datasets,
         demo,
@@ -54,9 +55,9 @@ def _register() -> None:
     )
 
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
-    for module in (*modules, detect):
+    # the detection, bias and robustness stages after the original loop's commands
+    for module in (*modules, detect, bias, robustness):
         cli.add_command(module.command)
-    cli.add_command(robustness.command)
 
 
 _register()

@@ -56,6 +56,7 @@ REASONS = {
     "single-cluster": "no split scored well; the candidate with the least noise kept",
     "all-noise": "every candidate left all inputs as noise",
     "hdbscan": "HDBSCAN's own choice",
+    "fixed": "the number of clusters given",
 }
 """``params_["reason"]`` in words, for log messages."""
 

@@ -27,6 +27,7 @@ from dnnsafety.clustering.base import (
 from dnnsafety.clustering.dbscan import DBSCANClusterer
 from dnnsafety.clustering.hdbscan import HDBSCANClusterer
 from dnnsafety.clustering.kmeans import KMeansClusterer
+from dnnsafety.clustering.kmeans_fixed import FixedKMeansClusterer
 from dnnsafety.clustering.silhouette import (
     SilhouetteKClusterer,
     SilhouetteScorer,
@@ -40,6 +41,7 @@ __all__ = [
     "REASONS",
     "Clusterer",
     "DBSCANClusterer",
+    "FixedKMeansClusterer",
     "HDBSCANClusterer",
     "KMeansClusterer",
     "SilhouetteKClusterer",

@@ -23,6 +23,7 @@ import pandas as pd
 from dnnsafety.exceptions import RunDirError
 from dnnsafety.pipeline.artifacts import (
     ArtifactError,
+    BiasReport,
     Clusters,
     Comparison,
     LayerTable,
@@ -78,6 +79,7 @@ class RunData:
     comparison: dict[str, Any] | None = None
     retrained: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: pd.DataFrame | None = None
+    bias: dict[str, Any] | None = None
     _images: dict[str, Image | None] = field(default_factory=dict, repr=False)
 
     @property
@@ -136,7 +138,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _read_artifact(
-    cls: type[Clusters | LayerTable | Comparison], run: Path
+    cls: type[Clusters | LayerTable | Comparison | BiasReport], run: Path
 ) -> dict[str, Any] | None:
     """The content of a typed artifact (:mod:`dnnsafety.pipeline.artifacts`) as its dataclass
     writes it; ``None`` (with a warning that says how to re-run) when missing or unreadable."""
@@ -219,6 +221,7 @@ def load_run(run_dir: str | Path) -> RunData:
         comparison=_read_artifact(Comparison, path),
         retrained=_read_retrained(path / "retrained"),
         samples=_read_samples(path / SAMPLES_FILE),
+        bias=_read_artifact(BiasReport, path),
     )
 
 

@@ -26,6 +26,7 @@ from dnnsafety.pipeline.artifacts.base import (
     read_artifact,
     write_artifact,
 )
+from dnnsafety.pipeline.artifacts.bias import BiasReport
 from dnnsafety.pipeline.artifacts.clusters import Clusters, LayerSummary, LayerTable
 from dnnsafety.pipeline.artifacts.comparison import Comparison, StrategyResult
 from dnnsafety.pipeline.artifacts.detection import Detection
@@ -35,6 +36,7 @@ __all__ = [
     "KNOWN_VERSIONS",
     "SCHEMA_VERSION",
     "ArtifactError",
+    "BiasReport",
     "Clusters",
     "Comparison",
     "Detection",

@@ -12,5 +12,6 @@ from dnnsafety.retraining.mitigation import (
     TrainingPlan,
 )
 from dnnsafety.retraining.mitigations import augmix
+from dnnsafety.retraining.mitigations import bias as bias  # the bias mitigations
 
 __all__ = ["MITIGATIONS", "Mitigation", "MitigationContext", "TrainingPlan", "augmix"]
