@@ -195,6 +195,8 @@ class RetrainConfig:
     (lr 1e-3, momentum 0.9, weight decay 5e-4, batch 128); the best epoch is chosen on the
     validation split (``select_by = "train"`` for the tool's behaviour). ``seeds`` runs are
     repeated per strategy with seeds ``seed, seed+1, ...``; the bag is re-drawn for each run.
+    ``params`` holds parameters per strategy name (``[retrain.params.jtt]`` ``lambda_up = 20``;
+    on the command line ``--set 'retrain.params.jtt={lambda_up = 20}'``).
     """
 
     strategy: str = "closest"
@@ -213,6 +215,7 @@ class RetrainConfig:
     batch_size: int = 128
     select_by: str = "val"
     from_scratch: bool = False
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def train_config(self, threads: int = 0) -> TrainConfig:
         """The training hyper-parameters of one retraining run."""

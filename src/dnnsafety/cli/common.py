@@ -30,17 +30,25 @@ class RegistryChoice(click.ParamType):
     """
 
     def __init__(
-        self, registry: Registry[Any], extra: Sequence[str] = (), many: bool = False
+        self,
+        registry: Registry[Any],
+        extra: Sequence[str] = (),
+        many: bool = False,
+        also: Sequence[Registry[Any]] = (),
     ) -> None:
         self.registry = registry
         self.extra = tuple(extra)
         self.many = many
+        self.also = tuple(also)
         self.name = registry.kind
 
     @property
     def choices(self) -> list[str]:
-        """Every valid name: the registry's, then ``extra``."""
-        return [*self.registry.names(), *(e for e in self.extra if e not in self.registry)]
+        """Every valid name: the registry's, those of the ``also`` registries, then ``extra``."""
+        names = [*self.registry.names()]
+        for other in self.also:
+            names += [n for n in other.names() if n not in names]
+        return [*names, *(e for e in self.extra if e not in names)]
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         joined = "|".join(self.choices)

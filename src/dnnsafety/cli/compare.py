@@ -12,6 +12,7 @@ from dnnsafety.cli.summary import print_comparison
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.report import render_report
 from dnnsafety.report.sections.retraining import MIN_RUNS_FOR_STATISTICS
+from dnnsafety.retraining.mitigations import MITIGATIONS
 from dnnsafety.runs import RunDir
 from dnnsafety.selection import SELECTORS
 
@@ -20,8 +21,9 @@ from dnnsafety.selection import SELECTORS
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--strategies",
-    type=RegistryChoice(SELECTORS, many=True),
-    help="Comma-separated strategies (default: closest,random,entropy,deepgini).",
+    type=RegistryChoice(SELECTORS, many=True, also=(MITIGATIONS,)),
+    help="Comma-separated strategies: selectors (labels from the pool) and mitigations (no new "
+    "labels). Default: closest,random,entropy,deepgini.",
 )
 @click.option(
     "--budget",

@@ -1,6 +1,7 @@
 """Summaries of retraining runs: means with confidence intervals, and strategies compared.
 
-A run is one fine-tuned model's test scores (``overall``, ``rare``, ``per_scenario``,
+A run is one fine-tuned model's test scores (``overall``, ``rare``, ``worst_scenario`` (the
+worst-group accuracy over ground-truth scenarios), ``mean_scenario``, ``per_scenario``,
 ``per_cluster``, ``improved``, ``worsened``), as ``comparison.json`` stores them.
 """
 
@@ -28,6 +29,9 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "overall": ci([r["overall"] for r in runs]),
         "rare": ci([r["rare"] for r in runs]),
+        # runs saved before these figures existed lack them: their summary is None
+        "worst_scenario": ci([r.get("worst_scenario") for r in runs]),
+        "mean_scenario": ci([r.get("mean_scenario") for r in runs]),
         "per_scenario": {k: ci([r["per_scenario"][k] for r in runs]) for k in keys_s},
         "per_cluster": {k: ci([r["per_cluster"][k] for r in runs]) for k in keys_c},
         "improved": ci([r["improved"] for r in runs]),

@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,15 @@ from torch import nn
 from dnnsafety.config import TrainConfig
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.models.loading import safe_load
+from dnnsafety.models.objective import Objective
 from dnnsafety.progress import progress_bar
 from dnnsafety.runs import atomic_path
 
 log = logging.getLogger(__name__)
+
+BatchAugment = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]
+]
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,10 @@ def train_model(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     key: str = "",
+    weights: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    dro_step: float = 0.01,
+    augment: BatchAugment | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best epoch's weights.
 
@@ -173,6 +182,12 @@ def train_model(
     key
         Fingerprint of everything that determines the result (config + data); a checkpoint with
         another key is ignored.
+    weights, groups, dro_step
+        Per-sample loss weights, or group ids for online group DRO with step ``dro_step``
+        (:class:`~dnnsafety.models.objective.Objective`); ``None``: plain mean cross-entropy.
+    augment
+        ``(model, x, y, generator) -> (x, y)`` applied to every training batch (AugMix,
+        adversarial examples, ...), or ``None``.
 
     Notes
     -----
@@ -186,7 +201,7 @@ def train_model(
         torch.set_num_threads(cfg.threads)
     labels_t = torch.as_tensor(train_labels, dtype=torch.long)
     optimizer = _optimizer(model, cfg)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = Objective(len(labels_t), weights, groups, dro_step)
     history: list[EpochStats] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     start_epoch = 0
@@ -222,9 +237,12 @@ def train_model(
                     group["lr"] = lr
                 idx = order[start : start + cfg.batch_size]
                 x, y = train_images[idx], labels_t[idx]
+                if augment is not None:
+                    x, y = augment(model, x, y, gen)
+                    model.train()
                 optimizer.zero_grad(set_to_none=True)
                 logits = model(x)
-                loss = loss_fn(logits, y)
+                loss = loss_fn(logits, y, idx)
                 if not torch.isfinite(loss):
                     raise ConfigError(
                         f"Training diverged (loss {loss.item()}) in epoch {epoch + 1}; "

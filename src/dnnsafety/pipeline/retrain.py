@@ -30,6 +30,7 @@ from dnnsafety.data.dataset import reveal_labels
 from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.pipeline.artifacts import Comparison, StrategyResult, write_artifact
+from dnnsafety.pipeline.mitigate import cached_mitigation_run, check_strategy, is_mitigation
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
 from dnnsafety.runs import fingerprint, write_json
@@ -57,7 +58,9 @@ REQUIREMENTS: dict[str, str] = {
 
 def requirements(strategy: str) -> frozenset[str]:
     """What the selector ``strategy`` requires (its ``requires``), checked against
-    :data:`REQUIREMENTS`."""
+    :data:`REQUIREMENTS` (empty for a mitigation: it selects nothing)."""
+    if is_mitigation(strategy):
+        return frozenset()
     needs = frozenset(getattr(SELECTORS.get(strategy), "requires", frozenset()))
     unknown = sorted(needs - set(REQUIREMENTS))
     if unknown:
@@ -286,7 +289,7 @@ def compare(
     if not strategies:
         raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
     for name in strategies:
-        SELECTORS.get(name)  # unknown names fail before any work
+        check_strategy(name)  # unknown names fail before any work
     if bag_size is not None and (
         isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
     ):
@@ -312,16 +315,17 @@ def compare(
         session.config.epochs,
     )
     selections: dict[str, list[Selection]] = {}
-    for i, name in enumerate(strategies, 1):
-        log.info("selection %d/%d: %s, %d labels", i, len(strategies), name, n_budget)
+    label_based = [name for name in strategies if not is_mitigation(name)]
+    for i, name in enumerate(label_based, 1):
+        log.info("selection %d/%d: %s, %d labels", i, len(label_based), name, n_budget)
         selections[name] = [session.select(name, n_budget, s) for s in seed_list]
     bag_size = max(
-        bag_size or 0,
-        *(
+        [bag_size or 0]
+        + [
             len(bag_for(sel, np.random.default_rng(0), balance=session.config.balance))
             for runs in selections.values()
             for sel in runs
-        ),
+        ]
     )
     _record_selections(pipeline, selections)
     entries: dict[str, dict[str, Any]] = {}
@@ -331,6 +335,17 @@ def compare(
         return f"fine-tune {next(steps)}/{n_finetunes} ({name}, seed {seed})"
 
     for name in strategies:
+        if is_mitigation(name):
+            runs = [
+                cached_mitigation_run(pipeline, session, name, s, step(name, s)) for s in seed_list
+            ]
+            entries[name] = {
+                "cost": int(runs[0]["cost"]),
+                "bag_size": int(max(r.get("extra_images", 0) for r in runs)),
+                "runs": runs,
+                "summary": summarize_runs(runs),
+            }
+            continue
         runs = []
         for seed, sel in zip(seed_list, selections[name], strict=True):
             runs.append(_cached_run(pipeline, session, name, sel, seed, bag_size, step(name, seed)))

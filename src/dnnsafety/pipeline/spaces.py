@@ -43,6 +43,7 @@ __all__ = [
     "correct_reference",
     "load_clusters",
     "read_clusters",
+    "train_features",
 ]
 
 CORRECT_REFERENCE_SIZE = 2000
@@ -123,3 +124,19 @@ def activation_reference(pipeline: Pipeline) -> tuple[np.ndarray, np.ndarray, np
         pipeline.run, source, pool.images, pool.ids.astype(str).tolist(), key, "pool activations"
     )
     return train_feats, train.labels, pool_feats
+
+
+def train_features(pipeline: Pipeline) -> np.ndarray:
+    """Features of the training split, ``(N_train, D)``, for mitigations that group or weight
+    training inputs: the model's penultimate activations when its layers can be read (white-box),
+    the frozen backbone's embeddings otherwise. Cached under ``analysis/features``."""
+    from dnnsafety.features import FeatureContext, make_source
+    from dnnsafety.pipeline.analyze.safe import cached_features
+
+    name = "activations" if pipeline.support.white_box else "backbone"
+    source = make_source(name).fit(FeatureContext(model=pipeline.model()))
+    key = fingerprint(pipeline.model_key if name == "activations" else "", name)
+    train = pipeline.dataset["train"]
+    return cached_features(
+        pipeline.run, source, train.images, train.ids.astype(str).tolist(), key, f"train {name}"
+    )

@@ -26,6 +26,7 @@ from dnnsafety.data.dataset import NOMINAL, Split, known_scenarios
 from dnnsafety.evaluation.stats import improved_worsened
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.models.training import TrainResult, predict, train_model
+from dnnsafety.retraining.mitigation import TrainingPlan
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,25 @@ class TestScore:
     worsened: int
     correct: np.ndarray
 
+    @property
+    def worst_scenario(self) -> float:
+        """Worst-group accuracy: the lowest accuracy over the ground-truth scenarios (NaN
+        without them)."""
+        return min(self.per_scenario.values()) if self.per_scenario else float("nan")
+
+    @property
+    def mean_scenario(self) -> float:
+        """Accuracy averaged over the scenarios, each counting once (NaN without them)."""
+        values = list(self.per_scenario.values())
+        return float(np.mean(values)) if values else float("nan")
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready figures (without the per-input array)."""
         return {
             "overall": self.overall,
             "rare": self.rare,
+            "worst_scenario": self.worst_scenario,
+            "mean_scenario": self.mean_scenario,
             "per_scenario": self.per_scenario,
             "per_cluster": self.per_cluster,
             "improved": self.improved,
@@ -83,22 +98,43 @@ def finetune(
     reset
         A freshly initialised model of the same architecture, used when ``cfg.from_scratch``.
     """
+    images = torch.cat([train.images, bag_images]) if len(bag_labels) else train.images
+    labels = np.concatenate([train.labels, np.asarray(bag_labels, dtype=np.int64)])
+    return finetune_plan(model, TrainingPlan(images, labels), val, cfg, seed, reset=reset)
+
+
+def finetune_plan(
+    model: nn.Module,
+    plan: TrainingPlan,
+    val: Split | None,
+    cfg: RetrainConfig,
+    seed: int,
+    reset: nn.Module | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Train a copy of ``model`` as ``plan`` says (its images, weights, groups, augmentation).
+
+    Parameters are those of :func:`finetune`, with the training data given as a
+    :class:`~dnnsafety.retraining.mitigation.TrainingPlan`; ``model`` is left unchanged.
+    """
+    plan.validate()
     if cfg.from_scratch:
         if reset is None:
             raise ConfigError("finetune(from_scratch=True) needs a freshly built `reset` model.")
         new = copy_model(reset)
     else:
         new = copy_model(model)
-    images = torch.cat([train.images, bag_images]) if len(bag_labels) else train.images
-    labels = np.concatenate([train.labels, np.asarray(bag_labels, dtype=np.int64)])
     result = train_model(
         new,
-        images,
-        labels,
+        plan.images,
+        plan.labels,
         None if val is None else val.images,
         None if val is None else val.labels,
         cfg.train_config(),
         seed=seed,
+        weights=plan.weights,
+        groups=plan.groups,
+        dro_step=plan.dro_step,
+        augment=plan.augment,
     )
     new.eval()
     return new, result

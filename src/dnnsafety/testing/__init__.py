@@ -10,14 +10,16 @@ from dnnsafety.testing.checks import (
     check_model_restored,
     check_reducer,
     check_selector,
-    registry_cases,
 )
+from dnnsafety.testing.registries import registry_cases
+from dnnsafety.testing.retraining import check_mitigation
 
 __all__ = [
     "check_clusterer",
     "check_detector",
     "check_estimator_contract",
     "check_feature_source",
+    "check_mitigation",
     "check_model_restored",
     "check_reducer",
     "check_selector",

@@ -17,7 +17,7 @@ import copy
 import functools
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -54,7 +54,6 @@ __all__ = [
     "check_model_restored",
     "check_reducer",
     "check_selector",
-    "registry_cases",
 ]
 
 R = TypeVar("R")
@@ -380,28 +379,3 @@ def check_feature_source(source: type[FeatureSource] | FeatureSource) -> None:
 
 _SOURCE_NEEDS = frozenset({"model", "unlabeled", "image_shape"})
 """What a feature source may declare in ``requires`` (fields of ``FeatureContext``)."""
-
-
-# --------------------------------------------------------------------------- every registry
-
-
-def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
-    """``("<kind>:<name>", check, plug-in)`` for every entry of every plug-in registry.
-
-    Read when called, so plug-ins registered at run time are included.
-    """
-    from dnnsafety.clustering import CLUSTERERS, REDUCERS
-    from dnnsafety.detection import DETECTORS
-    from dnnsafety.features import FEATURE_SOURCES
-    from dnnsafety.selection import SELECTORS
-
-    checks: list[tuple[Any, Callable[[Any], None]]] = [
-        (CLUSTERERS, check_clusterer),
-        (REDUCERS, check_reducer),
-        (SELECTORS, check_selector),
-        (FEATURE_SOURCES, check_feature_source),
-        (DETECTORS, check_detector),
-    ]
-    for registry, check in checks:
-        for name in registry.names():
-            yield f"{registry.kind}:{name}", check, registry.get(name)

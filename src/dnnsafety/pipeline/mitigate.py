@@ -1,0 +1,163 @@
+"""Fine-tuning runs of the retraining strategies without new labels, for ``compare``.
+
+:func:`cached_mitigation_run` builds what the mitigation ``requires``
+(:func:`mitigation_context`), asks it for a :class:`~dnnsafety.retraining.mitigation.TrainingPlan`,
+fine-tunes a copy of the model on it and scores it on the test split as every strategy is
+scored; a finished run is saved under ``retraining/runs/`` with a fingerprint and reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from dnnsafety.exceptions import ConfigError
+from dnnsafety.retraining.finetune import TestScore, finetune_plan, score_run
+from dnnsafety.retraining.mitigation import CONTEXT_FIELDS, MitigationContext, TrainingPlan
+from dnnsafety.retraining.mitigations import MITIGATIONS
+from dnnsafety.runs import fingerprint, write_json
+from dnnsafety.selection import SELECTORS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dnnsafety.config import RetrainConfig
+    from dnnsafety.data.dataset import Dataset, Split
+    from dnnsafety.pipeline.run import Pipeline
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR = "retraining/runs"
+
+
+class RetrainSession(Protocol):
+    """What these runs read of :class:`dnnsafety.pipeline.retrain.RetrainSession`."""
+
+    pipeline: Pipeline
+    config: RetrainConfig
+    dataset: Dataset
+    samples: pd.DataFrame
+    test: Split
+
+    @property
+    def original_correct(self) -> np.ndarray: ...
+
+    @property
+    def test_clusters(self) -> Mapping[str, int]: ...
+
+
+def is_mitigation(strategy: str) -> bool:
+    """Whether ``strategy`` is a retraining strategy without new labels (:data:`MITIGATIONS`)
+    rather than a selector."""
+    return strategy in MITIGATIONS and strategy not in SELECTORS
+
+
+def check_strategy(strategy: str) -> None:
+    """Raise :class:`ConfigError` naming every strategy when ``strategy`` is neither a selector
+    nor a mitigation."""
+    if strategy not in SELECTORS and strategy not in MITIGATIONS:
+        known = ", ".join([*SELECTORS.names(), *MITIGATIONS.names()])
+        raise ConfigError(f"Unknown strategy {strategy!r}. Choose one of: {known}.")
+
+
+def mitigation_context(session: RetrainSession, strategy: str) -> MitigationContext:
+    """What the mitigation ``strategy`` is given: exactly the fields its ``requires`` lists
+    (:data:`~dnnsafety.retraining.mitigation.CONTEXT_FIELDS`)."""
+    needs = frozenset(MITIGATIONS.get(strategy).requires)
+    unknown = sorted(needs - set(CONTEXT_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"The {strategy} mitigation requires {', '.join(map(repr, unknown))}, which "
+            f"nothing builds; a mitigation may require: {', '.join(CONTEXT_FIELDS)}."
+        )
+    extra: dict[str, np.ndarray] = {}
+    if "train_features" in needs:
+        from dnnsafety.pipeline.spaces import train_features
+
+        extra["train_features"] = train_features(session.pipeline)
+    if "train_probs" in needs:
+        extra["train_probs"] = train_probs(session)
+    return MitigationContext(
+        model=session.pipeline.model(),
+        train=session.dataset["train"],
+        val=session.dataset.splits.get("val"),
+        **extra,
+    )
+
+
+def train_probs(session: RetrainSession) -> np.ndarray:
+    """The original model's softmax outputs on the training split, ``(N_train, C)``."""
+    train = session.samples[session.samples["split"] == "train"].set_index("sample_id")
+    cols = [f"prob.{k}" for k in range(session.dataset.num_classes)]
+    ids = session.dataset["train"].ids.astype(str)
+    if set(cols) <= set(train.columns) and train.index.isin(ids).sum() == len(ids):
+        return train.loc[ids, cols].to_numpy(dtype=np.float32)
+    from dnnsafety.models.training import predict
+
+    out = predict(session.pipeline.model(), session.dataset["train"].images, desc="predict train")
+    return np.asarray(out.probs, dtype=np.float32)
+
+
+def mitigate(
+    session: RetrainSession, strategy: str, seed: int
+) -> tuple[torch.nn.Module, TestScore, dict[str, Any], TrainingPlan]:
+    """Fine-tune as the mitigation ``strategy`` plans, and score on the test split."""
+    t0 = time.perf_counter()
+    mitigation = MITIGATIONS.create(strategy, session.config.params.get(strategy, {}))
+    plan = mitigation.plan(mitigation_context(session, strategy), random_state=seed)
+    reset = None
+    if session.config.from_scratch:
+        torch.manual_seed(seed)
+        reset = session.pipeline.fresh_model()
+    model, result = finetune_plan(
+        session.pipeline.model(),
+        plan,
+        session.dataset.splits.get("val"),
+        session.config,
+        seed,
+        reset=reset,
+    )
+    score = score_run(model, session.test, session.original_correct, session.test_clusters)
+    info = {"best_epoch": result.best_epoch, "seconds": time.perf_counter() - t0}
+    return model, score, info, plan
+
+
+def cached_mitigation_run(
+    pipeline: Pipeline, session: RetrainSession, name: str, seed: int, step: str
+) -> dict[str, Any]:
+    """One fine-tuning run of the mitigation ``name``, reused when saved by an earlier run."""
+    settings = pipeline.config.section("retrain")
+    key = fingerprint(
+        pipeline.eval_key,
+        settings,
+        name,
+        settings.get("params", {}).get(name, {}),
+        seed,
+        "mitigation-run-v1",
+    )
+    path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("key") == key:
+            log.info("%s: reused, saved by an earlier run", step)
+            return dict(saved["run"])
+    log.info("%s: training with the %s mitigation (no new labels)", step, name)
+    _, score, info, plan = mitigate(session, name, seed)
+    extra = len(plan.labels) - len(session.dataset["train"])
+    log.info("%s: done in %.0fs, test accuracy %.1f%%", step, info["seconds"], score.overall * 100)
+    run = {
+        "seed": seed,
+        "cost": int(MITIGATIONS.get(name).cost),
+        **score.to_dict(),
+        **info,
+        "extra_images": int(max(extra, 0)),
+        "plan": dict(plan.info),
+    }
+    write_json(path, {"key": key, "run": run})
+    return run

@@ -1,0 +1,45 @@
+"""Every plug-in registry with the contract check its entries must pass.
+
+:func:`registry_cases` is what ``tests/contract/test_registries.py`` runs; a registry added to the
+package adds one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dnnsafety.testing.checks import (
+    check_clusterer,
+    check_detector,
+    check_feature_source,
+    check_reducer,
+    check_selector,
+)
+from dnnsafety.testing.retraining import check_mitigation
+
+__all__ = ["registry_cases"]
+
+
+def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
+    """``("<kind>:<name>", check, plug-in)`` for every entry of every plug-in registry.
+
+    Read when called, so plug-ins registered at run time are included.
+    """
+    from dnnsafety.clustering import CLUSTERERS, REDUCERS
+    from dnnsafety.detection import DETECTORS
+    from dnnsafety.features import FEATURE_SOURCES
+    from dnnsafety.retraining.mitigations import MITIGATIONS
+    from dnnsafety.selection import SELECTORS
+
+    checks: list[tuple[Any, Callable[[Any], None]]] = [
+        (CLUSTERERS, check_clusterer),
+        (REDUCERS, check_reducer),
+        (SELECTORS, check_selector),
+        (FEATURE_SOURCES, check_feature_source),
+        (MITIGATIONS, check_mitigation),
+        (DETECTORS, check_detector),
+    ]
+    for registry, check in checks:
+        for name in registry.names():
+            yield f"{registry.kind}:{name}", check, registry.get(name)
