@@ -33,6 +33,7 @@ def test_every_registry_is_covered() -> None:
         "feature source",
         "mitigation",
         "detector",
+        "attack",
     }
     names = {case for case, _, _ in CASES}
     assert {
@@ -42,4 +43,6 @@ def test_every_registry_is_covered() -> None:
         "feature source:backbone",
         "detector:knn",
         "detector:msp",
+        "attack:pgd",
+        "mitigation:adversarial",
     } <= names

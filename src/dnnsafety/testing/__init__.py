@@ -2,6 +2,7 @@
 ``check_estimator``): run them on your own clusterer, reducer, selector, feature source or
 detector."""
 
+from dnnsafety.testing.attacks import check_attack
 from dnnsafety.testing.checks import (
     check_clusterer,
     check_detector,
@@ -15,6 +16,7 @@ from dnnsafety.testing.registries import registry_cases
 from dnnsafety.testing.retraining import check_mitigation
 
 __all__ = [
+    "check_attack",
     "check_clusterer",
     "check_detector",
     "check_estimator_contract",

@@ -11,5 +11,6 @@ from dnnsafety.retraining.mitigation import (
     MitigationContext,
     TrainingPlan,
 )
+from dnnsafety.retraining.mitigations import adversarial as adversarial
 
 __all__ = ["MITIGATIONS", "Mitigation", "MitigationContext", "TrainingPlan"]
