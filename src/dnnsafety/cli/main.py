@@ -40,6 +40,7 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 def _register() -> None:
     from dnnsafety.cli import (
         analyze,
+        attack,
         compare,
         datasets,
         demo,
@@ -54,6 +55,7 @@ def _register() -> None:
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
     for module in modules:
         cli.add_command(module.command)
+    cli.add_command(attack.command)
 
 
 _register()
