@@ -37,6 +37,9 @@ def test_attack_writes_inputs_curve_detection_and_a_derived_run(tmp_path, capsys
     assert (data["adversarial_pred"][flipped] != data["clean_pred"][flipped]).all()
     for key in ("robustness", "roc", "examples"):
         assert (run / record.files[key]).stat().st_size > 1000
+    assert main(["--quiet", "report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert "Adversarial inputs" in html and "detector" in html and "data:image/png" in html
     # a second attack is added, the first kept
     assert main(["--quiet", "attack", str(run), "--attack", "cw", "--n", "20",
                  "--param", "steps=20", "--detectors", "none"]) == 0  # fmt: skip

@@ -111,7 +111,8 @@ class FeatureSqueezingDetector(Detector):
     model
         The classifier (``N x C x H x W`` in ``[0, 1]`` -> logits); left unchanged.
     bits
-        Bit depth of the first squeezer (Xu et al.: 1 for MNIST, 5 for CIFAR-10); 0 = none.
+        Bit depth of the first squeezer; 0 = none. ``None``: Xu et al.'s choices, 1 bit for
+        greyscale images (their MNIST setting) and 5 bits for colour ones (CIFAR-10).
     median_size
         Side of the median filter (Xu et al.: 2); 0 = none.
     batch_size
@@ -119,10 +120,10 @@ class FeatureSqueezingDetector(Detector):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"images"})
-    _test_params: ClassVar[dict[str, Any]] = {"model": _toy_model()}
+    _test_params: ClassVar[dict[str, Any]] = {"model": _toy_model(), "bits": 5}
 
     def __init__(
-        self, model: nn.Module | None = None, bits: int = 5, median_size: int = 2,
+        self, model: nn.Module | None = None, bits: int | None = None, median_size: int = 2,
         batch_size: int = 256,
     ) -> None:  # fmt: skip
         self.model = model
@@ -132,7 +133,8 @@ class FeatureSqueezingDetector(Detector):
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None, **fit_params: Any) -> None:
         _check_model(self, self.model)
-        bits = check_int_param(self, "bits", self.bits, 0)
+        default = 1 if x.shape[1] == 1 else 5
+        bits = default if self.bits is None else check_int_param(self, "bits", self.bits, 0)
         size = check_int_param(self, "median_size", self.median_size, 0)
         check_int_param(self, "batch_size", self.batch_size, 1)
         if bits == 0 and size < 2:

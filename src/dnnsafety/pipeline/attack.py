@@ -340,7 +340,7 @@ def derive_run(pipe: Pipeline, attack: str, out: Path, train_limit: int = FIT_LI
     )
     target = RunDir(out)
     with atomic_path(target / "data.npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
     cfg = dataclasses.replace(pipe.config)
     cfg.data = dataclasses.replace(
         cfg.data, name="npz", path=str((target / "data.npz").resolve()), image_size=0
