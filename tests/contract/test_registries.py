@@ -34,6 +34,7 @@ def test_every_registry_is_covered() -> None:
         "detector",
         "corruption",
         "mitigation",
+        "attack",
     }
     names = {case for case, _, _ in CASES}
     assert {
@@ -46,4 +47,6 @@ def test_every_registry_is_covered() -> None:
         "corruption:fog",
         "corruption:dropped_patches",
         "mitigation:augmix",
+        "attack:pgd",
+        "mitigation:adversarial",
     } <= names

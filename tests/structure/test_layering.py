@@ -26,6 +26,8 @@ STAGE_PACKAGES = (
     "failures",
     "robustness",
     "bias",
+    "detection",
+    "adversarial",
 )
 """Packages of the pipeline's stages: they know nothing of run folders or the orchestrator."""
 

@@ -40,6 +40,7 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 def _register() -> None:
     from dnnsafety.cli import (
         analyze,
+        attack,
         bias,
         compare,
         datasets,
@@ -55,8 +56,8 @@ def _register() -> None:
     )
 
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
-    # the detection, bias and robustness stages after the original loop's commands
-    for module in (*modules, detect, bias, robustness):
+    # the detection, adversarial, bias and robustness stages after the original loop's commands
+    for module in (*modules, detect, attack, bias, robustness):
         cli.add_command(module.command)
 
 

@@ -2,21 +2,23 @@
 
 The README offers four kinds of model; they do not all support every command:
 
-==============  =========  ==========  =========  ===================================
-kind            white-box  fine-tune   fresh       retrained model saved as
-==============  =========  ==========  =========  ===================================
-``zoo``         yes        yes         yes        state dict (``model.pt``)
-``import``      yes        yes         yes        state dict (``model.pt``)
-``torchscript`` if rebuilt yes         no         TorchScript (``model.ts``) + state dict
-``export``      no         yes         no         state dict (``model.pt``)
-``onnx``        no         no          no         -
-==============  =========  ==========  =========  ===================================
+==============  =========  ==========  =========  ===================================  ==========
+kind            white-box  fine-tune   fresh       retrained model saved as             attack
+==============  =========  ==========  =========  ===================================  ==========
+``zoo``         yes        yes         yes        state dict (``model.pt``)            all
+``import``      yes        yes         yes        state dict (``model.pt``)            all
+``torchscript`` if rebuilt yes         no         TorchScript (``model.ts``) + state   all
+``export``      no         yes         no         state dict (``model.pt``)            all
+``onnx``        no         no          no         -                                    ``square``
+==============  =========  ==========  =========  ===================================  ==========
 
 *white-box*: the model's layers can be hooked (LRP heatmaps, ``--features heatmaps`` and
 ``activations``, the ``dsa`` strategy). A TorchScript model has it when it could be rebuilt as
 an eager module (:mod:`dnnsafety.models.script`). *fresh*: a freshly initialised copy can be
 built (``train``, ``retrain.from_scratch``). ``evaluate``, ``report`` and the black-box
-analysis work with every kind.
+analysis work with every kind. *attack*: the attacks ``dnnsafety attack`` can run; the
+gradient attacks (FGSM, PGD, CW, DeepFool) differentiate the model, which onnxruntime cannot,
+so an ONNX model gets the black-box ``square`` attack only (need ``gradients``).
 
 :func:`check_command` is the one place that says whether a command can run; the CLI commands
 (through :meth:`dnnsafety.pipeline.Pipeline.check_supported`) call it first.
@@ -55,6 +57,7 @@ COMMAND_NEEDS: dict[str, tuple[str, ...]] = {
     "retrain": ("fine_tune",),
     "compare": ("fine_tune",),
     "report": (),
+    "attack": (),
     "demo": ("fresh", "fine_tune", "white_box"),
 }
 """What each command needs whatever its options (options add more: :func:`command_needs`)."""
@@ -87,6 +90,8 @@ class ModelSupport:
         Why ``white_box`` is false (empty otherwise).
     train_reason
         Why ``fine_tune`` is false (empty otherwise).
+    gradients
+        The model can be differentiated (gradient attacks, adversarial fine-tuning).
     """
 
     kind: str
@@ -96,6 +101,7 @@ class ModelSupport:
     saves_as: str = ""
     reason: str = ""
     train_reason: str = ""
+    gradients: bool = True
 
     @property
     def shown(self) -> str:
@@ -134,7 +140,9 @@ def model_support(
         return support
     if kind == "onnx":
         why = "it runs in onnxruntime, without PyTorch layers or gradients"
-        return ModelSupport(kind, False, False, False, reason=why, train_reason=why)
+        return ModelSupport(
+            kind, False, False, False, reason=why, train_reason=why, gradients=False
+        )
     if kind == "torchscript":
         eager = model is not None and not contains_script_module(model)
         why = "" if eager else f"it could not be rebuilt as an eager module: {reason or 'unknown'}"
@@ -169,6 +177,13 @@ def check_command(support: ModelSupport, command: str, needs: Iterable[str]) -> 
     """Raise :class:`ConfigError` (one line naming the alternative) when ``support`` lacks a
     need of ``command``."""
     for need in needs:
+        if need == "gradients" and not support.gradients:
+            raise ConfigError(
+                f"`dnnsafety {command}` with this attack differentiates the model, and this "
+                f"{support.shown} model has no gradients ({support.reason}). Use the black-box "
+                "attack instead (--attack square), or give the model as --model-factory "
+                "module:callable + --weights state_dict.pt."
+            )
         if need == "white_box" and not support.white_box:
             instead = (
                 "the black-box analysis (--features backbone)"

@@ -2,6 +2,7 @@
 ``check_estimator``): run them on your own clusterer, reducer, selector, feature source or
 detector."""
 
+from dnnsafety.testing.attacks import check_attack
 from dnnsafety.testing.checks import (
     check_clusterer,
     check_detector,
@@ -16,6 +17,7 @@ from dnnsafety.testing.retraining import check_mitigation
 from dnnsafety.testing.robustness_checks import check_corruption
 
 __all__ = [
+    "check_attack",
     "check_clusterer",
     "check_corruption",
     "check_detector",

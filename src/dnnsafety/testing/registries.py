@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from dnnsafety.testing.attacks import check_attack
 from dnnsafety.testing.checks import (
     check_clusterer,
     check_feature_source,
@@ -27,6 +28,7 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
 
     Read when called, so plug-ins registered at run time are included.
     """
+    from dnnsafety.adversarial import ATTACKS
     from dnnsafety.clustering import CLUSTERERS, REDUCERS
     from dnnsafety.detection import DETECTORS
     from dnnsafety.features import FEATURE_SOURCES
@@ -42,6 +44,7 @@ def registry_cases() -> Iterator[tuple[str, Callable[[Any], None], Any]]:
         (MITIGATIONS, check_mitigation),
         (DETECTORS, check_detector),
         (CORRUPTIONS, check_corruption),
+        (ATTACKS, check_attack),
     ]
     for registry, check in checks:
         for name in registry.names():

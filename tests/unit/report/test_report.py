@@ -215,6 +215,7 @@ def test_sections_are_registered_in_page_order() -> None:
         "map",
         "detection",
         "bias",
+        "adversarial",
         "retraining",
         "retrained",
         "robustness",

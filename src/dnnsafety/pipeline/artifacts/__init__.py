@@ -17,6 +17,7 @@ report shows what it can of a damaged record, and :meth:`Clusters.labels` /
 :meth:`Clusters.sizes` check the records before computing with them.
 """
 
+from dnnsafety.pipeline.artifacts.adversarial import Adversarial, AttackRecord
 from dnnsafety.pipeline.artifacts.base import (
     KNOWN_VERSIONS,
     SCHEMA_VERSION,
@@ -35,7 +36,9 @@ from dnnsafety.pipeline.artifacts.robustness import Robustness
 __all__ = [
     "KNOWN_VERSIONS",
     "SCHEMA_VERSION",
+    "Adversarial",
     "ArtifactError",
+    "AttackRecord",
     "BiasReport",
     "Clusters",
     "Comparison",

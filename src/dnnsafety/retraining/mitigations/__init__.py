@@ -11,7 +11,16 @@ from dnnsafety.retraining.mitigation import (
     MitigationContext,
     TrainingPlan,
 )
-from dnnsafety.retraining.mitigations import augmix
-from dnnsafety.retraining.mitigations import bias as bias  # the bias mitigations
 
-__all__ = ["MITIGATIONS", "Mitigation", "MitigationContext", "TrainingPlan", "augmix"]
+# one module per family of strategies; importing it registers them
+from dnnsafety.retraining.mitigations import adversarial, augmix, bias
+
+__all__ = [
+    "MITIGATIONS",
+    "Mitigation",
+    "MitigationContext",
+    "TrainingPlan",
+    "adversarial",
+    "augmix",
+    "bias",
+]

@@ -1,0 +1,37 @@
+"""Adversarial inputs (METHOD.md §7): attacks, robust accuracy and label-free detectors.
+
+* :mod:`~dnnsafety.adversarial.attacks` - FGSM, PGD, CW-L2, DeepFool and Square from
+  torchattacks / ART behind one contract, in the :data:`ATTACKS` registry; robust accuracy
+  per budget.
+* :mod:`~dnnsafety.adversarial.detectors` - label-free detectors registered in
+  :data:`dnnsafety.detection.DETECTORS`: feature squeezing (``squeeze``), MagNet
+  (``magnet``) and LRP relevance statistics (``lrp``).
+"""
+
+from dnnsafety.adversarial.attacks import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    has_gradients,
+    perturbation_norm,
+    robust_accuracy,
+    within_budget,
+)
+from dnnsafety.adversarial.detectors import (
+    FeatureSqueezingDetector,
+    LRPStatisticsDetector,
+    MagNetDetector,
+)
+
+__all__ = [
+    "ATTACKS",
+    "Attack",
+    "AttackResult",
+    "FeatureSqueezingDetector",
+    "LRPStatisticsDetector",
+    "MagNetDetector",
+    "has_gradients",
+    "perturbation_norm",
+    "robust_accuracy",
+    "within_budget",
+]

@@ -1,0 +1,101 @@
+"""Adversarial fine-tuning (METHOD.md §7): a share of every batch replaced by PGD examples.
+
+Madry et al. ("Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018)
+train on PGD examples of the training inputs; mixing clean and adversarial inputs in each
+batch (Goodfellow et al., ICLR 2015: half and half) keeps most of the clean accuracy. The
+examples are made against the model being fine-tuned, at every batch, with the registered
+``pgd`` attack (torchattacks, :mod:`dnnsafety.adversarial.attacks`) in eval mode; no new
+label is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dnnsafety._validation import check_float_param, check_int_param
+from dnnsafety.adversarial.attacks import ATTACKS
+from dnnsafety.retraining.mitigation import (
+    MITIGATIONS,
+    Mitigation,
+    MitigationContext,
+    TrainingPlan,
+)
+
+__all__ = ["AdversarialFineTuning", "PGDMixing"]
+
+
+class PGDMixing:
+    """Batch augmentation: replace ``share`` of each batch by PGD examples of those rows.
+
+    Parameters
+    ----------
+    eps
+        L-infinity budget of the examples (pixel units of ``[0, 1]``).
+    share
+        Share of each batch replaced (rounded; at least one row when > 0).
+    steps
+        PGD steps (step size ``eps / 4``, random start).
+    """
+
+    def __init__(self, eps: float, share: float, steps: int) -> None:
+        self.eps = eps
+        self.share = share
+        self.attack = ATTACKS.create("pgd", {"steps": steps})
+
+    def __call__(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The batch with ``share`` of its rows (drawn with ``generator``) made adversarial."""
+        k = round(self.share * len(x))
+        if k == 0 and self.share > 0 and len(x):
+            k = 1
+        if k == 0:
+            return x, y
+        rows = torch.randperm(len(x), generator=generator)[:k]
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        adv, _ = self.attack.attack(model, x[rows], y[rows].cpu().numpy(), self.eps, seed)
+        out = x.clone()
+        out[rows] = adv.to(device=x.device, dtype=x.dtype)
+        return out, y
+
+
+@MITIGATIONS.register(
+    "adversarial",
+    help="Adversarial fine-tuning (Madry et al. 2018): a share of each batch replaced by PGD "
+    "examples",
+)
+class AdversarialFineTuning(Mitigation):
+    """Fine-tune on the training split with a share of every batch replaced by PGD examples.
+
+    Parameters
+    ----------
+    eps
+        L-infinity budget of the PGD examples, pixel units of ``[0, 1]`` (default 8/255).
+    share
+        Share of each training batch replaced by its PGD examples (default 0.5).
+    steps
+        PGD steps per example (step size ``eps / 4``, random start).
+    """
+
+    _test_params: ClassVar[dict[str, Any]] = {"steps": 1}
+
+    def __init__(self, eps: float = 8 / 255, share: float = 0.5, steps: int = 5) -> None:
+        self.eps = eps
+        self.share = share
+        self.steps = steps
+
+    def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
+        eps = check_float_param(self, "eps", self.eps, 0.0, 1.0, open_low=True)
+        share = check_float_param(self, "share", self.share, 0.0, 1.0)
+        steps = check_int_param(self, "steps", self.steps)
+        train = context.train
+        return TrainingPlan(
+            train.images,
+            np.asarray(train.labels, dtype=np.int64),
+            augment=PGDMixing(eps, share, steps),
+            info={"eps": eps, "share": share, "pgd_steps": steps},
+        )
