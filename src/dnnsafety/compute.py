@@ -223,7 +223,7 @@ class DaskExecutor(Executor):
         client = self.client
         if client is not None:
             [handle] = client.scatter([shared], broadcast=True, hash=False)
-            futures = client.map(fn, list(chunks), shared=handle, pure=False)
+            futures = client.map(fn, list(chunks), [handle] * len(chunks), pure=False)
             try:
                 return list(client.gather(futures))
             finally:

@@ -15,9 +15,9 @@ from dnnsafety.compute import (
 from dnnsafety.exceptions import ConfigError
 
 
-def _square_sum(chunk, shared):
+def _square_sum(chunk, extra):  # any name: the shared object comes as the second argument
     start, stop = chunk
-    return int(np.sum(np.arange(start, stop) ** 2)) + shared["offset"]
+    return int(np.sum(np.arange(start, stop) ** 2)) + extra["offset"]
 
 
 def _seeded(chunk, shared):

@@ -151,9 +151,9 @@ def supported_strategies() -> list[str]:
 def _check_chunks(chunk_size: int, *multiples: int | None) -> None:
     for m in multiples:
         if m and chunk_size % m:
-            log.warning(
-                "chunk size %d is not a multiple of the batch size %d: the values may differ "
-                "from the in-memory path in the last bits",
+            log.debug(
+                "chunk size %d is not a multiple of the batch size %d: the batches differ from "
+                "the in-memory path's (the values agree unless the kernels depend on the batch)",
                 chunk_size,
                 m,
             )

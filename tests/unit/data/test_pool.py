@@ -132,7 +132,7 @@ def test_an_image_folder_is_listed_then_decoded_per_slice(tmp_path):
     assert np.array_equal(rows[0:1].numpy()[0] * 255, pixels[1].astype(np.float32))
     Image.fromarray(np.zeros((5, 5, 3), dtype=np.uint8)).save(pool / "d.png")
     rows = open_pool(tmp_path / "data").images
-    with pytest.raises(InvalidInputError, match="d.png is 5x5"):
+    with pytest.raises(InvalidInputError, match=r"d\.png is 5x5"):
         rows[0:4]
 
 
