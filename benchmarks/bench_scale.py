@@ -71,8 +71,8 @@ def process_peaks() -> Any:
             stop.wait(0.05)
 
     thread = threading.Thread(target=sample, daemon=True)
+    box: dict[str, Any] = {"before": me.memory_info().rss / 2**20}
     thread.start()
-    box: dict[str, Any] = {}
     t0 = time.perf_counter()
     try:
         yield box
@@ -168,6 +168,7 @@ def main() -> None:
                             "scheduler": "local",
                             "seconds": round(cost["seconds"], 1),
                             "ms per image": round(1000 * cost["seconds"] / n, 3),
+                            "MB before": round(cost["before"]),
                             "peak MB (process)": round(main_mb),
                             "store GB": round(size_gb, 2),
                             "render s": round(render),
@@ -218,6 +219,7 @@ def main() -> None:
                                 "workers": workers,
                                 "seconds": round(cost["seconds"], 1),
                                 "speed-up": round(times[1] / cost["seconds"], 2),
+                                "MB before (client)": round(cost["before"]),
                                 "peak MB (client)": round(main_mb),
                                 "peak MB (largest worker)": round(worker_mb),
                                 "load avg (1 min)": round(os.getloadavg()[0], 1),
