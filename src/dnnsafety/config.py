@@ -232,6 +232,21 @@ class RetrainConfig:
 
 
 @dataclass
+class ComputeConfig:
+    """Where pool-scale steps run (METHOD.md §11; :mod:`dnnsafety.compute`).
+
+    ``scheduler`` is ``local`` (this process), a Dask scheduler (``threads``, ``processes``,
+    ``synchronous``) or the address of a ``distributed`` scheduler (``tcp://host:8786``).
+    ``workers`` is the number of local Dask threads or processes (0: one per core).
+    ``chunk_size`` is the number of pool images per task; it does not change the results.
+    """
+
+    scheduler: str = "local"
+    workers: int = 0
+    chunk_size: int = 8192
+
+
+@dataclass
 class RunConfig:
     """Everything that determines a run's results."""
 
@@ -241,6 +256,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:  # torch stays unimported for modules that only need the other names
     import torch
 
-__all__ = ["FeatureRows", "ImageRows", "JSONValue", "SampleIds"]
+__all__ = ["FeatureRows", "ImageRows", "JSONValue", "LazyImages", "SampleIds"]
 
 
 @runtime_checkable
@@ -29,8 +29,22 @@ class FeatureRows(Protocol):
     def __getitem__(self, index: slice, /) -> Any: ...
 
 
-ImageRows: TypeAlias = "torch.Tensor | np.ndarray"
-"""A batch of images, ``N x C x H x W`` floats in ``[0, 1]`` (tensor or array)."""
+@runtime_checkable
+class LazyImages(Protocol):
+    """Images read a row slice at a time: ``rows[a:b]`` is an ``N x C x H x W`` float32
+    tensor in ``[0, 1]``; only those rows are read (pool stores, ``.npz``, image folders:
+    :mod:`dnnsafety.data.pool`)."""
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> torch.Tensor: ...
+
+
+ImageRows: TypeAlias = "torch.Tensor | np.ndarray | LazyImages"
+"""Images, ``N x C x H x W`` floats in ``[0, 1]``: a tensor, an array, or rows read lazily."""
 
 SampleIds: TypeAlias = np.ndarray | list[str]
 """Sample ids (strings), one per row, in row order."""

@@ -28,8 +28,25 @@ from dnnsafety.selection import SELECTORS
 )
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for random strategies.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
+@click.option(
+    "--pool-store",
+    type=click.Path(exists=True, path_type=Path),
+    help="Select from this pool instead of the run's: a pool store (.zarr), an .npz with "
+    "x_pool, or an image folder; read chunk by chunk (docs/scale.md).",
+)
+@click.option(
+    "--scheduler",
+    help="Where --pool-store chunks run: local, threads, processes or tcp://host:port "
+    "(default: compute.scheduler).",
+)
 def command(
-    run_dir: Path, strategy: str | None, budget: int | None, seed: int | None, settings: Any
+    run_dir: Path,
+    strategy: str | None,
+    budget: int | None,
+    seed: int | None,
+    settings: Any,
+    pool_store: Path | None = None,
+    scheduler: str | None = None,
 ) -> None:
     """Select the unlabeled pool images to label for retraining RUN_DIR's model.
 
@@ -51,9 +68,13 @@ def command(
             pipe.analyze()
         else:
             pipe.evaluate()
+        use_seed = config.seed if seed is None else seed
+        if pool_store is not None:
+            csv_path = _select_from_store(pipe, name, pool_store, budget, use_seed, scheduler)
+            click.echo(f"Label the selected images in {csv_path} (images beside it).")
+            return
         session = RetrainSession(pipe)
         n = session.budget(budget)
-        use_seed = config.seed if seed is None else seed
         selection = session.select(name, n, use_seed)
         pool = pipe.dataset["pool"]
         pos = {sid: i for i, sid in enumerate(pool.ids.astype(str).tolist())}
@@ -73,3 +94,38 @@ def command(
         f"Label them in {csv_path} (images beside it), then run:\n"
         f"  dnnsafety retrain {run_dir} --strategy {name} --labels {csv_path}"
     )
+
+
+def _select_from_store(
+    pipe: Pipeline,
+    name: str,
+    path: Path,
+    budget: int | None,
+    seed: int,
+    scheduler: str | None,
+) -> Path:
+    """``select --pool-store``: the chunked path (pipeline/scale.py) over a lazily read pool."""
+    import math
+
+    from dnnsafety.compute import make_executor
+    from dnnsafety.data.pool import open_pool
+    from dnnsafety.pipeline.labels import export_selection
+    from dnnsafety.pipeline.retrain import DEFAULT_BUDGET_SHARE
+    from dnnsafety.pipeline.scale import select_from_pool
+
+    pool = open_pool(path)
+    compute = pipe.config.compute
+    n = budget or pipe.config.retrain.budget or math.ceil(DEFAULT_BUDGET_SHARE * len(pool))
+    n = min(n, len(pool))
+    with make_executor(scheduler or compute.scheduler, compute.workers) as executor:
+        selection, rows = select_from_pool(pipe, name, pool, n, seed, executor)
+        used = executor.scheduler
+    meta = {"budget": n, "seed": seed, "pool": str(path), "scheduler": used}
+    csv_path = export_selection(
+        pipe.run, name, selection, pool.images.take(rows), pipe.dataset.class_names, meta
+    )
+    click.echo(
+        f"Selected {len(selection)} of {len(pool)} images of {path} with {name} "
+        f"(scheduler: {used})."
+    )
+    return csv_path

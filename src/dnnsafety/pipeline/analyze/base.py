@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from dnnsafety.config import AnalysisConfig, RunConfig
     from dnnsafety.data.dataset import Dataset
+    from dnnsafety.features.chunks import ChunkFeatures
     from dnnsafety.runs import RunDir
 
 ANALYSIS_DIR = "analysis"
@@ -75,6 +76,24 @@ class AnalysisSpace:
     pool_ids: list[str]
     pool_features: Any
     method: str
+
+
+@dataclass(frozen=True)
+class ChunkedSpace:
+    """Clustered error inputs, and how to compute a pool chunk's features in their space.
+
+    Attributes
+    ----------
+    error_ids, error_features, labels
+        As in :class:`AnalysisSpace` (``M x D`` features, cluster ids with ``-1`` for noise).
+    features
+        The per-chunk feature step (:class:`~dnnsafety.features.chunks.ChunkFeatures`).
+    """
+
+    error_ids: list[str]
+    error_features: Any
+    labels: np.ndarray
+    features: ChunkFeatures
 
 
 class Analysis(ABC):
@@ -131,6 +150,22 @@ class Analysis(ABC):
     @abstractmethod
     def describe(data: dict[str, Any]) -> str:
         """How the clusters of ``data`` were found, in a few words (for the CLI summary)."""
+
+    def chunked_space(self, ctx: RunContext, data: dict[str, Any]) -> ChunkedSpace:
+        """The clustered errors of ``data`` and the per-chunk feature step of their space, for
+        selection over a pool read chunk by chunk (:mod:`dnnsafety.pipeline.scale`).
+
+        Raises
+        ------
+        ConfigError
+            The analysis has no chunked feature step.
+        """
+        from dnnsafety.exceptions import ConfigError
+
+        raise ConfigError(
+            f"The {self.name} analysis cannot measure a chunked pool in its feature space; "
+            "use a ranking strategy (entropy) or a hudd/safe analysis."
+        )
 
 
 ANALYSES: Registry[type[Analysis]] = Registry("analysis")

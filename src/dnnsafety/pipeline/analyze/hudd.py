@@ -38,6 +38,7 @@ from dnnsafety.pipeline.analyze.base import (
     LAYERS_FILE,
     Analysis,
     AnalysisSpace,
+    ChunkedSpace,
     RunContext,
     cluster_labels,
 )
@@ -234,6 +235,26 @@ class HuddAnalysis(Analysis):
     @staticmethod
     def describe(data: dict[str, Any]) -> str:
         return f"layer {data['layer']}, {data['settings']['ruleset']} LRP rules"
+
+    def chunked_space(self, ctx: RunContext, data: dict[str, Any]) -> ChunkedSpace:
+        """The errors' stored heatmaps at the selected layer; pool chunks get theirs from
+        :class:`~dnnsafety.features.chunks.LayerHeatmaps` (same layer, rules and batches)."""
+        from dnnsafety.features.chunks import LayerHeatmaps
+
+        layer = _selected_layer(data)
+        errors = HeatmapStore.open(ctx.run / ANALYSIS_DIR / "heatmaps")
+        error_ids = [str(s) for s in errors.ids]
+        sample = ctx.dataset[data["split"]].images[:1]
+        features = LayerHeatmaps(
+            ctx.model(),
+            layer,
+            sample,
+            data["settings"]["ruleset"],
+            ctx.config.analysis.batch_size,
+        )
+        return ChunkedSpace(
+            error_ids, np.asarray(errors.flat(layer)), cluster_labels(data, error_ids), features
+        )
 
 
 def _selected_layer(data: dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ from dnnsafety.pipeline.analyze.base import (
     CLUSTERS_FILE,
     Analysis,
     AnalysisSpace,
+    ChunkedSpace,
     RunContext,
     cluster_labels,
     rows_of,
@@ -323,6 +324,20 @@ class SafeAnalysis(Analysis):
         return (
             f"{data['features']} features -> {data['reduce']} -> {data['cluster']}; "
             f"{data['n_noise']} errors in no cluster (noise)"
+        )
+
+    def chunked_space(self, ctx: RunContext, data: dict[str, Any]) -> ChunkedSpace:
+        """The errors' feature-source vectors; pool chunks go through the same fitted source."""
+        from dnnsafety.features.chunks import SourceEmbeddings
+
+        errors = error_inputs(ctx.run.read_samples(), data["split"])
+        error_ids = errors["sample_id"].astype(str).tolist()
+        split = ctx.dataset[data["split"]]
+        feats = _source_features(ctx, split.images[rows_of(split, error_ids)], error_ids)
+        cfg = ctx.config.analysis
+        source = fit_source(cfg, ctx.model(), ctx.dataset, ctx.run, ctx.config.seed)
+        return ChunkedSpace(
+            error_ids, feats, cluster_labels(data, error_ids), SourceEmbeddings(source)
         )
 
 

@@ -1,0 +1,88 @@
+"""The executor seam: results in chunk order on every scheduler, shared data sent once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dnnsafety.compute import (
+    DaskExecutor,
+    LocalExecutor,
+    chunk_bounds,
+    chunk_seed,
+    make_executor,
+)
+from dnnsafety.exceptions import ConfigError
+
+
+def _square_sum(chunk, extra):  # any name: the shared object comes as the second argument
+    start, stop = chunk
+    return int(np.sum(np.arange(start, stop) ** 2)) + extra["offset"]
+
+
+def _seeded(chunk, shared):
+    index, _ = chunk
+    return np.random.default_rng(chunk_seed(shared, index)).random(3)
+
+
+def test_chunk_bounds_cover_the_rows_once():
+    assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert chunk_bounds(0, 4) == []
+    with pytest.raises(ConfigError, match="chunk size"):
+        chunk_bounds(10, 0)
+
+
+def test_chunk_seeds_differ_per_chunk_and_repeat_per_seed():
+    assert chunk_seed(1, 0) == chunk_seed(1, 0)
+    assert len({chunk_seed(1, i) for i in range(50)}) == 50
+    assert chunk_seed(1, 3) != chunk_seed(2, 3)
+
+
+@pytest.mark.parametrize("scheduler", ["local", "synchronous", "threads"])
+def test_every_scheduler_returns_results_in_chunk_order(scheduler):
+    chunks = chunk_bounds(1000, 37)
+    expected = [_square_sum(c, {"offset": 5}) for c in chunks]
+    with make_executor(scheduler, workers=2) as executor:
+        got = executor.map(_square_sum, chunks, shared={"offset": 5})
+    assert got == expected
+    assert executor.scheduler == scheduler
+
+
+def test_seeded_tasks_agree_between_schedulers():
+    chunks = [(i, None) for i in range(8)]
+    local = LocalExecutor().map(_seeded, chunks, shared=7)
+    with make_executor("threads", 2) as executor:
+        threaded = executor.map(_seeded, chunks, shared=7)
+    assert all(np.array_equal(a, b) for a, b in zip(local, threaded, strict=True))
+    assert not np.array_equal(local[0], local[1])
+
+
+def test_bad_schedulers_are_refused_with_the_choices():
+    with pytest.raises(ConfigError, match="local, threads, processes"):
+        make_executor("gpu")
+    with pytest.raises(ConfigError, match="workers"):
+        make_executor("threads", workers=-1)
+    assert isinstance(make_executor(""), LocalExecutor)
+
+
+def test_an_unreachable_cluster_says_how_to_start_one():
+    executor = DaskExecutor("tcp://127.0.0.1:1", timeout=1)
+    with pytest.raises(ConfigError, match="dask scheduler"):
+        executor.map(_square_sum, [(0, 1)], shared={"offset": 0})
+
+
+def test_a_local_cluster_runs_the_chunks_and_keeps_the_order():
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        executor = DaskExecutor("", client=client)
+        chunks = chunk_bounds(500, 64)
+        got = executor.map(_square_sum, chunks, shared={"offset": 1})
+        assert got == [_square_sum(c, {"offset": 1}) for c in chunks]
+        assert executor.scheduler.startswith("inproc://")
+        executor.close()  # a client passed in stays open
+        assert client.status == "running"
