@@ -48,6 +48,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     is compared with random and entropy selection at the same labelling budget. Everything
     ends up in report.html.
     """
+    from dnnsafety.pipeline.detect import detect
     from dnnsafety.pipeline.retrain import compare
     from dnnsafety.report import render_report
 
@@ -60,6 +61,7 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
         pipe.train()
         pipe.evaluate()
         pipe.analyze()
+        detect(pipe)  # the default out-of-distribution monitor
         compare(pipe, list(DEMO_STRATEGIES), seeds=1)
     print_metrics(out)
     print_clusters(out)

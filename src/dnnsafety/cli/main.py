@@ -44,6 +44,7 @@ def _register() -> None:
         compare,
         datasets,
         demo,
+        detect,
         env,
         evaluate,
         report,
@@ -53,7 +54,7 @@ def _register() -> None:
     )
 
     modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
-    for module in modules:
+    for module in (*modules, detect):
         cli.add_command(module.command)
     cli.add_command(attack.command)
 

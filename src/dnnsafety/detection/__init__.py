@@ -27,6 +27,8 @@ from dnnsafety.detection.logits import (
     entropy_score,
     max_softmax_uncertainty,
 )
+from dnnsafety.detection.metrics import auroc, detection_metrics, fpr_at_tpr
+from dnnsafety.detection.persist import load_detector, save_detector
 from dnnsafety.detection.surprise import DSADetector, dsa_scores
 from dnnsafety.detection.unsupervised import (
     HDBSCANDetector,
@@ -58,12 +60,17 @@ __all__ = [
     "RelativeMahalanobisDetector",
     "SoftmaxDetector",
     "ViMDetector",
+    "auroc",
     "check_head",
     "conformal_p_values",
     "conformal_threshold",
     "deepgini_score",
+    "detection_metrics",
     "dsa_scores",
     "entropy_score",
+    "fpr_at_tpr",
     "knn_distances",
+    "load_detector",
     "max_softmax_uncertainty",
+    "save_detector",
 ]

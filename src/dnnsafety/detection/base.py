@@ -208,17 +208,28 @@ class Detector(FittedStateMixin, BaseEstimator):
         InvalidInputError
             If ``x_cal`` is empty (use a validation split: ``data.val_fraction``).
         """
-        scores = self.decision_function(x_cal)
-        if scores.size == 0:
+        return self.calibrate_scores(self.decision_function(x_cal))
+
+    def calibrate_scores(self, scores: object) -> Self:
+        """:meth:`calibrate` from the calibration inputs' scores, already computed.
+
+        Raises
+        ------
+        InvalidInputError
+            If there are no scores or some are not finite.
+        """
+        self._require_fitted("calibrate_scores(scores)")
+        arr = np.asarray(scores, dtype=np.float64).reshape(-1)
+        if arr.size == 0:
             raise InvalidInputError(
                 "The calibration split is empty: hold out in-distribution inputs (e.g. a "
                 "validation split, config data.val_fraction > 0) to calibrate on."
             )
-        if not np.isfinite(scores).all():
+        if not np.isfinite(arr).all():
             raise InvalidInputError(
                 f"{type(self).__name__} gave non-finite scores on calibration inputs."
             )
-        self.calibration_scores_ = np.sort(scores)
+        self.calibration_scores_ = np.sort(arr)
         return self
 
     def fit_calibrate(

@@ -3,7 +3,7 @@ deep kNN and ViM. Computed in float64 (kNN's similarity search in float32).
 
 ``mahalanobis``
     Class-conditional Gaussians with one shared covariance (Lee et al., NeurIPS 2018):
-    score ``min_c (z - mu_c)^T Sigma^+ (z - mu_c)``.
+    score ``min_c (z - mu_c)^T Sigma^-1 (z - mu_c)``.
 ``relative-mahalanobis``
     Minus the class-agnostic Mahalanobis distance (Ren et al., 2021):
     score ``min_c [MD_c(z) - MD_0(z)]``.
@@ -39,10 +39,17 @@ _BLOCK_BYTES = 64 * 2**20
 
 
 def _precision(centred: np.ndarray) -> np.ndarray:
-    """Pseudo-inverse of the covariance ``centred^T centred / N`` (rank-deficient features,
-    e.g. dead ReLU units, are handled by the pseudo-inverse)."""
-    cov = centred.T @ centred / len(centred)
-    return np.asarray(np.linalg.pinv(cov, hermitian=True))
+    """Inverse of the covariance ``centred^T centred / N`` with a ridge of ``1e-6`` on the
+    unnormalised scatter matrix (pytorch-ood's and Lee et al.'s convention): a feature that
+    never varies in training (a dead ReLU unit) gets a large precision, so an input that
+    activates it is far."""
+    scatter = centred.T @ centred
+    scatter[np.diag_indices_from(scatter)] += 1e-6
+    try:
+        inverse = np.linalg.inv(scatter)
+    except np.linalg.LinAlgError:  # pragma: no cover - the ridge makes it invertible
+        inverse = np.linalg.pinv(scatter, hermitian=True)
+    return np.asarray(inverse * len(centred))
 
 
 def _class_means(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +87,7 @@ class MahalanobisDetector(Detector):
     means_
         ``(K, D)`` class means.
     precision_
-        ``(D, D)`` pseudo-inverse of the shared (within-class) covariance.
+        ``(D, D)`` inverse of the shared (within-class) covariance (ridge 1e-6).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"features", "labels"})
@@ -113,7 +120,7 @@ class RelativeMahalanobisDetector(MahalanobisDetector):
     background_mean_
         ``(D,)`` mean of all training features.
     background_precision_
-        ``(D, D)`` pseudo-inverse of their covariance.
+        ``(D, D)`` inverse of their covariance (ridge 1e-6).
     """
 
     background_mean_: np.ndarray

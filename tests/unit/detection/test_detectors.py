@@ -63,7 +63,7 @@ def test_logit_detectors_rank_as_pytorch_ood() -> None:
 
 
 def test_feature_detectors_rank_as_pytorch_ood() -> None:
-    from pytorch_ood.detector import RMD, ViM, KNN, Mahalanobis
+    from pytorch_ood.detector import KNN, RMD, Mahalanobis, ViM
 
     x, y, test, weight, bias = _features()
     zx, zt = torch.from_numpy(x).float(), torch.from_numpy(test).float()
@@ -140,7 +140,7 @@ def test_false_alarm_rate_is_held_over_random_calibration_splits() -> None:
 
 
 def test_planted_ood_cluster_is_flagged_and_id_rate_is_bounded() -> None:
-    x, y, test, weight, bias = _features(n=600)
+    x, y, _test, weight, bias = _features(n=600)
     ood = x[:100] * -1.5 + 7.0
     for name in ("knn", "mahalanobis", "vim"):
         det = DETECTORS.create(name)
@@ -177,3 +177,19 @@ def test_the_contract_check_catches_a_detector_blind_to_outliers() -> None:
     Blind.name = "blind"
     with pytest.raises(AssertionError, match="outliers"):
         check_detector(Blind(k=3))
+
+
+@pytest.mark.parametrize("name", [n for n in DETECTORS.names() if n != "autoencoder"])
+def test_saved_detectors_score_as_before(tmp_path, name: str) -> None:
+    from dnnsafety.detection import load_detector, save_detector
+    from dnnsafety.testing.detectors import planted_detection_data
+
+    cls = DETECTORS.get(name)
+    det = cls(**cls._test_params)
+    x, y, out, kwargs = planted_detection_data(det.requires)
+    det.fit(x, y if "labels" in det.requires else None, **kwargs).calibrate(x)
+    save_detector(det, tmp_path / "det")
+    again = load_detector(tmp_path / "det")
+    assert type(again) is type(det)
+    assert np.allclose(again.decision_function(out), det.decision_function(out))
+    assert np.array_equal(again.p_values(x), det.p_values(x))

@@ -213,6 +213,7 @@ def test_sections_are_registered_in_page_order() -> None:
         "clusters",
         "layers",
         "map",
+        "detection",
         "retraining",
         "retrained",
     ]

@@ -29,6 +29,7 @@ from dnnsafety.pipeline.artifacts.base import (
 )
 from dnnsafety.pipeline.artifacts.clusters import Clusters, LayerSummary, LayerTable
 from dnnsafety.pipeline.artifacts.comparison import Comparison, StrategyResult
+from dnnsafety.pipeline.artifacts.detection import Detection
 
 __all__ = [
     "KNOWN_VERSIONS",
@@ -38,6 +39,7 @@ __all__ = [
     "AttackRecord",
     "Clusters",
     "Comparison",
+    "Detection",
     "JSONObject",
     "LayerSummary",
     "LayerTable",
