@@ -111,7 +111,9 @@ def _ranking_task(chunk: tuple[int, int], job: PoolJob) -> tuple[np.ndarray, np.
     model = _model(job)
     assert model is not None
     probs = _softmax(model, job.images[start:stop], job.predict_batch)
-    return chunk_top_k(job.scorer.score(probs), start, job.k)
+    # the ranking selectors score a pool view; the chunk's row numbers stand in for its ids
+    view = PoolView(np.arange(start, stop).astype(str).astype(object), probs)
+    return chunk_top_k(job.scorer.score(view), start, job.k)
 
 
 def _distance_task(chunk: tuple[int, int], job: PoolJob) -> tuple[np.ndarray, np.ndarray | None]:

@@ -179,7 +179,14 @@ def test_the_contract_check_catches_a_detector_blind_to_outliers() -> None:
         check_detector(Blind(k=3))
 
 
-@pytest.mark.parametrize("name", [n for n in DETECTORS.names() if n != "autoencoder"])
+# detectors built around the model (requires "images": feature squeezing, the LRP statistics)
+# hold it as a parameter and are refused by save_detector (see the test below)
+SAVABLE = [
+    n for n in DETECTORS.names() if n != "autoencoder" and "images" not in DETECTORS.get(n).requires
+]
+
+
+@pytest.mark.parametrize("name", SAVABLE)
 def test_saved_detectors_score_as_before(tmp_path, name: str) -> None:
     from dnnsafety.detection import load_detector, save_detector
     from dnnsafety.testing.detectors import planted_detection_data
@@ -193,3 +200,17 @@ def test_saved_detectors_score_as_before(tmp_path, name: str) -> None:
     assert type(again) is type(det)
     assert np.allclose(again.decision_function(out), det.decision_function(out))
     assert np.array_equal(again.p_values(x), det.p_values(x))
+
+
+def test_a_detector_holding_a_model_is_refused_by_save(tmp_path) -> None:
+    import torch
+
+    from dnnsafety.adversarial.detectors import FeatureSqueezingDetector
+    from dnnsafety.detection import save_detector
+    from dnnsafety.exceptions import InvalidInputError
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    det = FeatureSqueezingDetector(model=model).fit(torch.rand(20, 1, 4, 4).numpy())
+    with pytest.raises(InvalidInputError, match="without pickle"):
+        save_detector(det, tmp_path / "det")
