@@ -48,9 +48,14 @@ class Predicate:
             return f"{self.column} = {_fmt(self.low)}"
         end = "]" if self.closed else ")"
         out = f"{self.column} in [{_fmt(self.low)}, {_fmt(self.high)}{end}"
-        if self.excluded is not None and self.low is not None and self.high is not None:
-            if self.low <= self.excluded <= self.high:
-                out += f", ≠ {_fmt(self.excluded)}"
+        inside = (
+            self.excluded is not None
+            and self.low is not None
+            and self.high is not None
+            and self.low <= self.excluded <= self.high
+        )
+        if inside:
+            out += f", ≠ {_fmt(self.excluded)}"
         return out
 
     def to_json(self) -> dict[str, JSONValue]:
