@@ -49,4 +49,5 @@ def test_every_registry_is_covered() -> None:
         "mitigation:augmix",
         "attack:pgd",
         "mitigation:adversarial",
+        "mitigation:jtt",
     } <= names

@@ -30,14 +30,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Predicate:
-    """One condition of a slice: ``column`` in ``[low, high)`` (``]`` when ``closed``) for a
-    binned numeric column, or ``column == value`` otherwise."""
+    """One condition of a slice: ``column`` in ``[low, high)`` (``]`` when ``closed``; never
+    ``excluded``, the column's most common value when it has a bin of its own) for a binned
+    numeric column, or ``column == value`` otherwise."""
 
     column: str
     low: float | None = None
     high: float | None = None
     closed: bool = False
     value: str | None = None
+    excluded: float | None = None
 
     def describe(self) -> str:
         if self.value is not None:
@@ -45,7 +47,16 @@ class Predicate:
         if self.low == self.high:
             return f"{self.column} = {_fmt(self.low)}"
         end = "]" if self.closed else ")"
-        return f"{self.column} in [{_fmt(self.low)}, {_fmt(self.high)}{end}"
+        out = f"{self.column} in [{_fmt(self.low)}, {_fmt(self.high)}{end}"
+        inside = (
+            self.excluded is not None
+            and self.low is not None
+            and self.high is not None
+            and self.low <= self.excluded <= self.high
+        )
+        if inside:
+            out += f", ≠ {_fmt(self.excluded)}"
+        return out
 
     def to_json(self) -> dict[str, JSONValue]:
         out: dict[str, JSONValue] = {"column": self.column}
@@ -53,6 +64,8 @@ class Predicate:
             out["value"] = self.value
         else:
             out.update(low=self.low, high=self.high, closed=self.closed)
+            if self.excluded is not None:
+                out["excluded"] = self.excluded
         return out
 
 
@@ -132,11 +145,14 @@ def _bin_numeric(
     col: str, x: np.ndarray, n_bins: int, preds: dict[tuple[str, str], Predicate]
 ) -> np.ndarray:
     """Bin codes of one numeric column: a value holding more than ``1 / n_bins`` of the rows
-    (``occlusion = 0``: no occluder) is its own bin, the rest is cut at its quantiles."""
+    (``occlusion = 0``: no occluder) is its own bin, the rest is cut at its quantiles into
+    bins of about ``1 / n_bins`` of the rows each (fewer bins when the rest is small: tiny bins
+    lose against SliceLine's size term)."""
     codes = np.full(len(x), "missing", dtype=object)
     finite = ~np.isnan(x)
     values, counts = np.unique(x[finite], return_counts=True)
     rest = finite.copy()
+    mode: float | None = None
     if len(values) and counts.max() > finite.sum() / n_bins:
         mode = float(values[counts.argmax()])
         codes[finite & (x == mode)] = "mode"
@@ -144,14 +160,18 @@ def _bin_numeric(
         rest &= x != mode
     if not rest.any():
         return codes
-    edges = np.unique(np.quantile(x[rest], np.linspace(0, 1, n_bins + 1)))
+    # the rest gets bins of about the size the column's bins would have without the mode
+    bins = max(1, min(n_bins, round(rest.sum() * n_bins / max(finite.sum(), 1))))
+    edges = np.unique(np.quantile(x[rest], np.linspace(0, 1, bins + 1)))
     if len(edges) == 1:
         edges = np.array([edges[0], edges[0]])
     idx = np.clip(np.searchsorted(edges[1:-1], x[rest], side="right"), 0, len(edges) - 2)
     codes[rest] = np.array([f"b{i}" for i in idx], dtype=object)
     for i in range(len(edges) - 1):
         last = i == len(edges) - 2
-        preds[(col, f"b{i}")] = Predicate(col, float(edges[i]), float(edges[i + 1]), last)
+        preds[(col, f"b{i}")] = Predicate(
+            col, float(edges[i]), float(edges[i + 1]), last, excluded=mode
+        )
     return codes
 
 
@@ -164,6 +184,7 @@ def find_slices(
     min_sup: int = 20,
     alpha: float = 0.95,
     n_bins: int = 8,
+    max_share: float = 0.5,
     level: float = 0.95,
 ) -> list[Slice]:
     """The top-``k`` metadata slices where the model errs, by SliceLine.
@@ -184,6 +205,10 @@ def find_slices(
         SliceLine's weight of the error term against the size term, in ``(0, 1]``.
     n_bins
         Quantile bins per numeric column.
+    max_share
+        Largest slice, as a share of the inputs: a slice holding most of the data (say
+        ``noise = 0``, everything but the noisy images) describes no group. Of SliceLine's 10
+        best slices in each round, the best one within this size is kept.
     level
         Confidence level of the Wilson intervals.
 
@@ -209,6 +234,8 @@ def find_slices(
         raise ConfigError(f"find_slices: n_bins must be an int >= 2. Got {n_bins!r}.")
     if not 0 < alpha <= 1:
         raise ConfigError(f"find_slices: alpha must be in (0, 1]. Got {alpha!r}.")
+    if not 0 < max_share <= 1:
+        raise ConfigError(f"find_slices: max_share must be in (0, 1]. Got {max_share!r}.")
     binned = bin_metadata(meta.reset_index(drop=True), n_bins)
     if binned.codes.shape[1] == 0 or not err.any() or len(err) < min_sup:
         return []
@@ -219,7 +246,9 @@ def find_slices(
     for _ in range(k):
         if remaining.sum() < min_sup or not err[remaining].any():
             break
-        found = _best_slice(x[remaining], err[remaining], alpha, max_l, min_sup)
+        found = _best_slice(
+            x[remaining], err[remaining], alpha, max_l, min_sup, max_share * len(err)
+        )
         if found is None:
             break
         row, score = found
@@ -238,23 +267,33 @@ def find_slices(
 
 
 def _best_slice(
-    x: np.ndarray, err: np.ndarray, alpha: float, max_l: int, min_sup: int
+    x: np.ndarray, err: np.ndarray, alpha: float, max_l: int, min_sup: int, max_size: float
 ) -> tuple[np.ndarray, float] | None:
-    """SliceLine's best slice of ``x`` (its row of values, ``None`` = any) and its score."""
+    """SliceLine's best slice of ``x`` with at most ``max_size`` members (its row of values,
+    ``None`` = any) and its score."""
     from sliceline.slicefinder import Slicefinder
 
-    finder = Slicefinder(alpha=alpha, k=1, max_l=max_l, min_sup=min_sup, verbose=False)
+    finder = Slicefinder(alpha=alpha, k=10, max_l=max_l, min_sup=min_sup, verbose=False)
     try:
         finder.fit(x, err.astype(np.float64))
     except (ValueError, IndexError) as exc:  # sliceline fails when nothing beats the average
         log.info("SliceLine found no slice (%s)", exc)
         return None
     top = np.asarray(finder.top_slices_, dtype=object)
-    if top.ndim != 2 or len(top) == 0 or all(v is None for v in top[0]):
+    if top.ndim != 2:
         return None
     stats = list(getattr(finder, "top_slices_statistics_", []) or [])
-    score = float(stats[0].get("slice_score", math.nan)) if stats else math.nan
-    return top[0], score
+    for j, row in enumerate(top):
+        if all(v is None for v in row):
+            continue
+        member = np.ones(len(x), dtype=bool)
+        for c, v in enumerate(row):
+            if v is not None:
+                member &= x[:, c] == v
+        if member.sum() <= max_size:
+            score = float(stats[j].get("slice_score", math.nan)) if j < len(stats) else math.nan
+            return row, score
+    return None
 
 
 def slice_members(meta: pd.DataFrame, found: Slice) -> np.ndarray:
@@ -271,6 +310,8 @@ def slice_members(meta: pd.DataFrame, found: Slice) -> np.ndarray:
         x = values.to_numpy(dtype=np.float64)
         assert p.low is not None and p.high is not None
         mask &= (x >= p.low) & ((x <= p.high) if p.closed else (x < p.high))
+        if p.excluded is not None:
+            mask &= x != p.excluded
     return mask
 
 

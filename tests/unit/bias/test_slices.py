@@ -46,8 +46,14 @@ def test_the_planted_slice_is_found_first_as_a_readable_rule():
 def test_point_mass_is_its_own_bin_and_nothing_to_find_gives_nothing():
     meta, _, _ = _planted()
     errors = (meta["occlusion"] == 0).to_numpy()
-    found = find_slices(meta, errors, k=1, max_l=1)
+    found = find_slices(meta, errors, k=1, max_l=1, max_share=1.0)
     assert found and found[0].rule == "occlusion = 0" and found[0].error_rate == 1.0
+    # 80% of the inputs is no group: by default such a slice is not returned
+    assert all(s.support <= len(meta) / 2 for s in find_slices(meta, errors, max_l=1))
+    # the other occlusion values form one bin that excludes the point mass
+    found = find_slices(meta, ~errors, k=1, max_l=1, n_bins=4)
+    assert found[0].rule.startswith("occlusion in [0.2") and found[0].error_rate == 1.0
+    assert slice_members(meta, found[0]).sum() == found[0].support == (~errors).sum()
     assert find_slices(meta, np.zeros(len(meta), bool)) == []
     assert find_slices(pd.DataFrame({"c": np.ones(50)}), np.ones(50, bool)) == []
 
