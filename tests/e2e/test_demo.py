@@ -27,6 +27,9 @@ def demo_run(tmp_path_factory):
 def test_demo_runs_every_stage_and_prints_the_report_path(demo_run, capsys):
     stages = json.loads((demo_run / "stages.json").read_text())
     assert {"train", "evaluate", "analyze"} <= set(stages)
+    # the detection, bias and robustness stages ran and wrote their artifacts
+    for name in ("detection.json", "bias.json", "robustness.json"):
+        assert (demo_run / name).is_file(), name
     comparison = json.loads((demo_run / "comparison.json").read_text())
     assert set(comparison["strategies"]) == {"closest", "random", "entropy"}
     assert (demo_run / "report.html").is_file()
@@ -41,7 +44,17 @@ def test_demo_report_in_chromium(demo_run, driver: Any, tmp_path):  # noqa: F811
     driver.get((demo_run / "report.html").as_uri())
     assert _severe(driver) == []
     ids = [s.get_attribute("id") for s in driver.find_elements(By.CSS_SELECTOR, "section.part")]
-    assert ids == ["summary", "performance", "clusters", "layers", "map", "retraining"]
+    assert ids == [
+        "summary",
+        "performance",
+        "clusters",
+        "layers",
+        "map",
+        "detection",
+        "bias",
+        "retraining",
+        "robustness",
+    ]
     cards = driver.find_elements(By.CSS_SELECTOR, "article.card.cluster")
     assert len(cards) == len(json.loads((demo_run / "clusters.json").read_text())["clusters"])
     assert driver.find_elements(By.CSS_SELECTOR, "#map svg circle")
