@@ -13,6 +13,7 @@ from dnnsafety.selection.closest import (
     natural_quotas,
     scale_quotas,
 )
+from dnnsafety.selection.hybrid import ClusterMarginSelector, HybridSelector
 from dnnsafety.selection.selectors import (
     SELECTORS,
     ClusterSpace,
@@ -36,12 +37,14 @@ from dnnsafety.selection.uncertainty import (
 __all__ = [
     "SELECTORS",
     "ClosestSelector",
+    "ClusterMarginSelector",
     "ClusterSpace",
     "ContrastiveClosestSelector",
     "DSASelector",
     "DeepGiniSelector",
     "EntropySelector",
     "FeatureRows",
+    "HybridSelector",
     "MaxSoftmaxSelector",
     "MispredictedSelector",
     "Oracle",
