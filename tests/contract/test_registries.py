@@ -26,7 +26,7 @@ def test_registered_plugin_passes_its_contract(check: Callable[[Any], None], plu
 
 def test_every_registry_is_covered() -> None:
     kinds = {case.split(":")[0] for case, _, _ in CASES}
-    assert kinds == {"clusterer", "reducer", "selector", "feature source"}
+    assert kinds == {"clusterer", "reducer", "selector", "feature source", "mitigation"}
     names = {case for case, _, _ in CASES}
     assert {
         "clusterer:dbscan",

@@ -405,3 +405,28 @@ class ClusterMarginSelector(Selector):
         }
         chosen = np.asarray(rows, dtype=np.int64)
         return Selection(ids=pool.ids[chosen], cost=len(chosen), scores=-margin[chosen], info=info)
+
+
+@SELECTORS.register(
+    "hybrid-uncertainty",
+    help="hybrid with quotas weighted by each root cause's neighbourhood uncertainty",
+)
+class UncertaintyQuotaHybridSelector(HybridSelector):
+    """:class:`HybridSelector` with ``quota="uncertainty"`` (quotas proportional to cluster
+    size times the mean uncertainty of its neighbourhood). Same parameters otherwise."""
+
+    def __init__(
+        self,
+        *,
+        f: float = 2.0,
+        neighbourhood: float = 4.0,
+        uncertainty: str = "entropy",
+        batch_size: int | None = None,
+    ) -> None:
+        super().__init__(
+            f=f,
+            neighbourhood=neighbourhood,
+            uncertainty=uncertainty,
+            quota="uncertainty",
+            batch_size=batch_size,
+        )

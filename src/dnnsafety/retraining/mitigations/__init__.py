@@ -13,3 +13,5 @@ from dnnsafety.retraining.mitigation import (
 )
 
 __all__ = ["MITIGATIONS", "Mitigation", "MitigationContext", "TrainingPlan"]
+
+from dnnsafety.retraining.mitigations import generated  # noqa: F401  (registers "generated")
