@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from dnnsafety.explain.rules import Rule
@@ -39,8 +40,12 @@ class RootCause:
     medoid
         ``(D,)`` features of its medoid in the analysis space, or ``None``.
     radius
-        Largest distance of a member to the medoid (membership ``d / radius <= 1``), or
-        ``None``.
+        Median distance of a member to the medoid (membership ``d / radius <= 1``: as near as
+        the nearer half of the members), or ``None``.
+    members
+        The members' metadata (one row per member; the simulator's parameter columns), or
+        ``None``: generation draws the parameters a rule leaves free from the members the
+        rule covers.
     """
 
     id: int
@@ -48,6 +53,7 @@ class RootCause:
     rules: tuple[Rule, ...] = ()
     medoid: np.ndarray | None = None
     radius: float | None = None
+    members: pd.DataFrame | None = None
 
     def membership(self, features: np.ndarray) -> np.ndarray:
         """``(N,)`` distance of each feature row to the medoid over the radius (SEDE's

@@ -178,11 +178,18 @@ class HybridSelector(Selector):
         uncertainty).
     batch_size
         Pool rows compared at a time (``None``: automatic); the result does not depend on it.
+    balance
+        Whether the bag is balanced per cluster as HUDD's (``Selection.cluster`` and
+        ``Selection.distance`` set as for ClosestU). Off by default: the quotas already share
+        the labels among the root causes, and balancing on top gives every cluster the same
+        share of the bag whatever its size (on signs with 11 HUDD clusters, the largest cause,
+        night with 31% of the errors, got 1/11 of the bag; measured in docs/retraining.md).
+        Without it, each chosen input is in the bag once (topped up like the baselines') and
+        its cluster is in ``Selection.info["assigned"]``.
 
     Notes
     -----
-    Deterministic (``seeded = False``). ``Selection.cluster`` and ``Selection.distance`` are
-    set as for ClosestU, so HUDD's balancing applies to the bag.
+    Deterministic (``seeded = False``).
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"probs", "space"})
@@ -195,12 +202,14 @@ class HybridSelector(Selector):
         uncertainty: str = "entropy",
         quota: str = "size",
         batch_size: int | None = None,
+        balance: bool = False,
     ) -> None:
         self.f = f
         self.neighbourhood = neighbourhood
         self.uncertainty = uncertainty
         self.quota = quota
         self.batch_size = batch_size
+        self.balance = balance
 
     def _select(
         self,
@@ -299,6 +308,11 @@ class HybridSelector(Selector):
             "quotas": {str(c): int(q) for c, q in zip(ids, quotas, strict=True)},
             "neighbourhood_sizes": {str(c): len(cell) for c, cell in zip(ids, cells, strict=True)},
             "filled_outside_quotas": filled,
+            "balance": bool(self.balance),
+            "assigned": {
+                str(c): int(n)
+                for c, n in zip(ids, np.bincount(position, minlength=len(ids)), strict=True)
+            },
         }
         if mean_u is not None:
             info["neighbourhood_uncertainty"] = {
@@ -307,8 +321,8 @@ class HybridSelector(Selector):
         return Selection(
             ids=pool.ids[rows],
             cost=len(rows),
-            cluster=ids[position],
-            distance=dist[rows, position],
+            cluster=ids[position] if self.balance else None,
+            distance=dist[rows, position] if self.balance else None,
             scores=score[rows],
             info=info,
         )
@@ -422,6 +436,7 @@ class UncertaintyQuotaHybridSelector(HybridSelector):
         neighbourhood: float = 4.0,
         uncertainty: str = "entropy",
         batch_size: int | None = None,
+        balance: bool = False,
     ) -> None:
         super().__init__(
             f=f,
@@ -429,4 +444,5 @@ class UncertaintyQuotaHybridSelector(HybridSelector):
             uncertainty=uncertainty,
             quota="uncertainty",
             batch_size=batch_size,
+            balance=balance,
         )

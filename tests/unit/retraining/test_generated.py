@@ -95,3 +95,17 @@ def test_nsga2_search_finds_the_parameters_whose_renders_fall_inside_a_cluster()
     assert plan.info["generated"] == 10 and "0" in plan.info["searched"]
     new = plan.images[len(train.labels) :]
     assert (cause.membership(features(new)) <= 2.0).mean() > 0.5
+
+
+def test_parameters_a_rule_leaves_free_come_from_the_members_it_covers():
+    sim = SignsSimulator()
+    rng = np.random.default_rng(0)
+    members = sim.sample(40, rng)
+    members["cast_b"] = np.r_[np.full(20, 0.5), np.full(20, 1.0)]
+    members["brightness"] = np.r_[np.full(20, 0.1), np.full(20, 1.0)]  # night: dark and blue-less
+    rule = Rule((Condition("cast_b", None, 0.74),), 1.0, 1.0, 20, 20)
+    rows = sample_in_rule(sim, rule, 100, rng, members.drop(columns=["label", "scenario"]))
+    assert rows["brightness"].eq(0.1).all()  # from the covered members, not daylight
+    assert rows["cast_b"].between(0.35, 0.74).all()
+    nominal = sample_in_rule(sim, rule, 100, rng)
+    assert nominal["brightness"].min() >= 0.7

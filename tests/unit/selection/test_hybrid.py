@@ -53,7 +53,11 @@ def test_hybrid_fills_each_quota_with_the_uncertain_inputs_of_its_cluster():
     # HUDD quotas 40:20:20 scaled to 16 -> 8, 4, 4
     assert sel.info["quotas"] == {"0": 8, "1": 4, "2": 4}
     assert np.bincount(truth[rows], minlength=3).tolist() == [8, 4, 4]
-    assert (sel.cluster == truth[rows]).all()
+    assert sel.info["assigned"] == {"0": 8, "1": 4, "2": 4} and sel.cluster is None
+    balanced = SELECTORS.create("hybrid", {"neighbourhood": 8.0, "balance": True}).select(
+        pool, 16, clusters=space
+    )
+    assert (balanced.cluster == truth[rows]).all() and balanced.ids.tolist() == sel.ids.tolist()
     # every chosen input is one of the uncertain ones (rank >= 20), not the nearest
     assert (rank[rows] >= 20).all()
     closest = SELECTORS.create("closest").select(pool, 16, clusters=space)

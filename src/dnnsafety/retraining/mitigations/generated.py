@@ -8,9 +8,13 @@ scenarios. No label is spent (``cost = 0``).
 1. **Allocation.** ``n_images`` are shared among the clusters in proportion to their rules'
    coverage (cluster members covered by the rules used), largest remainder; inside a cluster,
    among its rules in proportion to each rule's support.
-2. **Sampling inside a rule.** Parameters are drawn from the simulator's default (nominal)
-   distribution, then every parameter the rule constrains is drawn uniformly inside the
-   rule's interval (clipped to the simulator's bounds).
+2. **Sampling inside a rule.** The parameters the rule leaves free are those of cluster
+   members the rule covers (drawn with replacement; the simulator's default distribution
+   when the members' metadata is unknown), then every parameter the rule constrains is drawn
+   uniformly inside the rule's interval (clipped to the simulator's bounds). A rule only
+   separates a cluster from the *other errors*: ``cast_b <= 0.74`` singles out the night
+   errors on signs, but renders with that cast under daylight are not night images; the
+   members' other parameters (low brightness, noise) make them so.
 3. **Weak rules: search.** When a cluster's best rule is weak (F1 below ``weak_f1``, or no
    rule of precision ``>= min_precision``) and the analysis feature space is available, the
    parameters are searched with NSGA-II (pymoo) on two objectives: membership = distance of
@@ -60,11 +64,19 @@ def allocate(total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def sample_in_rule(
-    simulator: Simulator, rule: Rule, n: int, rng: np.random.Generator
+    simulator: Simulator,
+    rule: Rule,
+    n: int,
+    rng: np.random.Generator,
+    members: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """``n`` parameter rows of the simulator's default distribution with every parameter the
-    rule constrains drawn uniformly inside its interval (clipped to the simulator's bounds;
-    conditions on parameters the simulator does not have are ignored).
+    """``n`` parameter rows inside ``rule``.
+
+    Parameters the rule leaves free come from the rows of ``members`` the rule covers (drawn
+    with replacement), or from the simulator's default distribution without ``members`` (or
+    when the rule covers none of them); every parameter the rule constrains is drawn
+    uniformly inside its interval, clipped to the simulator's bounds (conditions on
+    parameters the simulator does not have are ignored). Labels are the simulator's.
 
     Raises
     ------
@@ -72,6 +84,14 @@ def sample_in_rule(
         If a condition's interval lies outside the parameter's bounds.
     """
     rows = simulator.sample(n, rng)
+    if members is not None and len(members) and n:
+        known = tuple(c for c in rule.conditions if c.parameter in members.columns)
+        covered = members[Rule(known, 0.0, 0.0, 0, 0).holds(members)]
+        if len(covered):
+            picked = covered.iloc[rng.integers(0, len(covered), size=n)]
+            for col in rows.columns:
+                if col not in ("label", "scenario") and col in picked.columns:
+                    rows[col] = picked[col].to_numpy()
     space = simulator.parameter_space
     for cond in rule.conditions:
         if cond.parameter not in space:
@@ -263,7 +283,7 @@ class GeneratedMitigation(Mitigation):
             split = allocate(int(k), np.array([r.support for r in rules], dtype=float))
             for rule, m in zip(rules, split, strict=True):
                 if m:
-                    frames.append(sample_in_rule(sim, rule, int(m), rng))
+                    frames.append(sample_in_rule(sim, rule, int(m), rng, cause.members))
             per_cluster[str(cause.id)] = int(k)
             used[str(cause.id)] = [r.text() for r in rules]
         params = pd.concat(frames, ignore_index=True)
