@@ -174,8 +174,9 @@ class HybridSelector(Selector):
     uncertainty
         ``"entropy"``, ``"deepgini"`` or ``"margin"`` (``1 - max p``).
     quota
-        ``"size"`` (HUDD's quotas) or ``"uncertainty"`` (weighted by each neighbourhood's mean
-        uncertainty).
+        ``"uncertainty"`` (HUDD's quotas weighted by each neighbourhood's mean uncertainty; the
+        default, chosen on the signs benchmark, docs/retraining.md) or ``"size"`` (HUDD's
+        quotas as they are).
     batch_size
         Pool rows compared at a time (``None``: automatic); the result does not depend on it.
     balance
@@ -200,7 +201,7 @@ class HybridSelector(Selector):
         f: float = 2.0,
         neighbourhood: float = 4.0,
         uncertainty: str = "entropy",
-        quota: str = "size",
+        quota: str = "uncertainty",
         batch_size: int | None = None,
         balance: bool = False,
     ) -> None:
@@ -422,12 +423,12 @@ class ClusterMarginSelector(Selector):
 
 
 @SELECTORS.register(
-    "hybrid-uncertainty",
-    help="hybrid with quotas weighted by each root cause's neighbourhood uncertainty",
+    "hybrid-size",
+    help="hybrid with HUDD's quotas (proportional to cluster size) instead of uncertainty-weighted",
 )
-class UncertaintyQuotaHybridSelector(HybridSelector):
-    """:class:`HybridSelector` with ``quota="uncertainty"`` (quotas proportional to cluster
-    size times the mean uncertainty of its neighbourhood). Same parameters otherwise."""
+class SizeQuotaHybridSelector(HybridSelector):
+    """:class:`HybridSelector` with ``quota="size"`` (HUDD's quotas, proportional to cluster
+    size, scaled to the budget). Same parameters otherwise."""
 
     def __init__(
         self,
@@ -442,7 +443,7 @@ class UncertaintyQuotaHybridSelector(HybridSelector):
             f=f,
             neighbourhood=neighbourhood,
             uncertainty=uncertainty,
-            quota="uncertainty",
+            quota="size",
             batch_size=batch_size,
             balance=balance,
         )

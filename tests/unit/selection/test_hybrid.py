@@ -48,13 +48,13 @@ def _planted(seed: int = 0) -> tuple[PoolView, ClusterSpace, np.ndarray, np.ndar
 
 def test_hybrid_fills_each_quota_with_the_uncertain_inputs_of_its_cluster():
     pool, space, truth, rank = _planted()
-    sel = SELECTORS.create("hybrid", {"neighbourhood": 8.0}).select(pool, 16, clusters=space)
+    sel = SELECTORS.create("hybrid-size", {"neighbourhood": 8.0}).select(pool, 16, clusters=space)
     rows = np.searchsorted(pool.ids, sel.ids)
     # HUDD quotas 40:20:20 scaled to 16 -> 8, 4, 4
     assert sel.info["quotas"] == {"0": 8, "1": 4, "2": 4}
     assert np.bincount(truth[rows], minlength=3).tolist() == [8, 4, 4]
     assert sel.info["assigned"] == {"0": 8, "1": 4, "2": 4} and sel.cluster is None
-    balanced = SELECTORS.create("hybrid", {"neighbourhood": 8.0, "balance": True}).select(
+    balanced = SELECTORS.create("hybrid-size", {"neighbourhood": 8.0, "balance": True}).select(
         pool, 16, clusters=space
     )
     assert (balanced.cluster == truth[rows]).all() and balanced.ids.tolist() == sel.ids.tolist()
@@ -70,13 +70,13 @@ def test_hybrid_fills_each_quota_with_the_uncertain_inputs_of_its_cluster():
 def test_hybrid_neighbourhood_limits_how_far_it_looks():
     pool, space, _, rank = _planted()
     # a neighbourhood of one quota is ClosestU-like: the nearest (confident) inputs only
-    sel = SELECTORS.create("hybrid", {"neighbourhood": 1.0}).select(pool, 16, clusters=space)
+    sel = SELECTORS.create("hybrid-size", {"neighbourhood": 1.0}).select(pool, 16, clusters=space)
     assert (rank[np.searchsorted(pool.ids, sel.ids)] < 20).all()
 
 
 def test_uncertainty_quota_moves_labels_to_uncertain_root_causes():
     pool, space, truth, _ = _planted()
-    sel = SELECTORS.create("hybrid", {"quota": "uncertainty", "neighbourhood": 8.0}).select(
+    sel = SELECTORS.create("hybrid", {"neighbourhood": 8.0}).select(
         pool, 16, clusters=space
     )
     counts = np.bincount(truth[np.searchsorted(pool.ids, sel.ids)], minlength=3)
