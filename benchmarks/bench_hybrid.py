@@ -4,8 +4,9 @@ Field-like setup of ``bench_retraining.py`` (original model trained with a cosin
 rate, each rare scenario 2% of the unlabeled pool, 300 labels), at a reduced size so that it
 runs on 2 shared CPU cores: the sizes are in every table. For each dataset: the HUDD
 (white-box) analysis of the test errors, then ``compare`` with the label-based strategies
-(``hybrid``, ``hybrid-size``, ``cluster-margin``, HUDD's ``closest``, ``entropy``, ``deepgini``) and, on signs,
-the ``generated`` mitigation (simulator renders inside each root cause's rules, no labels).
+(``hybrid``, ``hybrid-size``, ``cluster-margin``, HUDD's ``closest``, ``entropy``,
+``deepgini``) and, on signs, the ``generated`` mitigation (simulator renders inside each
+root cause's rules, no labels).
 
 Tables (``benchmarks/results/``):
 
@@ -16,7 +17,8 @@ Tables (``benchmarks/results/``):
   with precision, recall and support.
 
 Reproduce: .venv/bin/python benchmarks/bench_hybrid.py [--datasets signs,fashion-mnist]
-    [--seeds 5] [--epochs 5] [--strategies ...] [--threads 1]
+    [--seeds 5] [--epochs 5] [--strategies ...] [--threads 1] [--no-generated]
+(the tables in docs/retraining.md: --seeds 3, see docs/benchmarks.md for the exact lines)
 """
 
 from __future__ import annotations

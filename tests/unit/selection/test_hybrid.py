@@ -76,9 +76,7 @@ def test_hybrid_neighbourhood_limits_how_far_it_looks():
 
 def test_uncertainty_quota_moves_labels_to_uncertain_root_causes():
     pool, space, truth, _ = _planted()
-    sel = SELECTORS.create("hybrid", {"neighbourhood": 8.0}).select(
-        pool, 16, clusters=space
-    )
+    sel = SELECTORS.create("hybrid", {"neighbourhood": 8.0}).select(pool, 16, clusters=space)
     counts = np.bincount(truth[np.searchsorted(pool.ids, sel.ids)], minlength=3)
     assert counts.sum() == 16
     u = sel.info["neighbourhood_uncertainty"]
