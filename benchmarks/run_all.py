@@ -48,6 +48,26 @@ RUNS = [
         *(str(HERE / "out" / "signs-retrain-safe_pool0.02_cosine"), "--budget", "300"),
     ],
     ["bench_selection_scale.py", "--pool", "100000", "--budget", "3000"],
+    ["bench_hybrid.py", "--datasets", "signs", "--seeds", "1"],
+    [
+        "bench_hybrid.py",
+        "--datasets",
+        "signs",
+        "--seeds",
+        "3",
+        "--strategies",
+        "hybrid,hybrid-size,closest,entropy,deepgini",
+    ],
+    [
+        "bench_hybrid.py",
+        "--datasets",
+        "fashion-mnist",
+        "--seeds",
+        "3",
+        "--strategies",
+        "hybrid,closest,entropy,deepgini",
+        "--no-generated",
+    ],
 ]
 
 

@@ -72,6 +72,21 @@ def _cluster(cid: int, members: list[str], sheet: str) -> dict[str, Any]:
             }
         ],
         "contact_sheet": sheet,
+        "rules": [
+            {
+                "text": "fog > 0.62 and brightness <= 0.4",
+                "conditions": [
+                    {"parameter": "fog", "low": 0.62, "high": None},
+                    {"parameter": "brightness", "low": None, "high": 0.4},
+                ],
+                "precision": 0.91,
+                "recall": 0.84,
+                "f1": 0.87,
+                "support": len(members) - 1,
+                "covered": len(members),
+                "method": "tree",
+            }
+        ],
     }
 
 
@@ -145,6 +160,8 @@ def _full_files(run: Path) -> None:
             "summary": {
                 "overall": summary(overall),
                 "per_scenario": {"nominal": summary(0.95), "fog": summary(fog)},
+                "worst_scenario": summary(fog - 0.1111),
+                "mean_scenario": summary((0.95 + fog) / 2),
                 "per_cluster": {"0": summary(0.7321), "1": summary(0.4)},
             },
             "versus": {},

@@ -50,4 +50,5 @@ def test_every_registry_is_covered() -> None:
         "attack:pgd",
         "mitigation:adversarial",
         "mitigation:jtt",
+        "mitigation:generated",
     } <= names

@@ -65,6 +65,12 @@ def print_clusters(run_dir: Path, limit: int = 12) -> None:
             f"{confusion_line(c)}"
         )
         click.echo(line + (f"; {', '.join(distinct)}" if distinct else ""))
+        best = next(iter(c.get("rules") or []), None)
+        if isinstance(best, dict) and "text" in best:
+            click.echo(
+                f"        rule: {best['text']}: precision {best['precision']:.2f}, "
+                f"recall {best['recall']:.2f} (support {best['support']})"
+            )
     if len(clusters) > limit:
         click.echo(f"  ... and {len(clusters) - limit} more")
     click.echo(f"\nWrote {run_dir / 'clusters.json'} and {run_dir / 'analysis'}/")
@@ -101,6 +107,7 @@ def print_comparison(run_dir: Path) -> None:
     show_rare = any(s != UNKNOWN_SCENARIO for s in data["scenarios"])
     w = max(14, *(len(n) + 2 for n in data["strategies"]))
     head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}" + (f"{'rare':>18}" * show_rare)
+    head += f"{'worst scenario':>18}{'mean scenario':>18}" * show_rare
     head += "".join(f"{s[:12]:>14}" for s in scen)
     from dnnsafety.report.sections.retraining import (
         MIN_RUNS_FOR_STATISTICS,
@@ -126,6 +133,9 @@ def print_comparison(run_dir: Path) -> None:
     click.echo(
         f"{'original':<{w}}{0:>7}{_pct(orig['overall']):>18}"
         + (f"{_pct(orig.get('rare')):>18}" if show_rare else "")
+        + "".join(
+            f"{_pct(orig.get(k)):>18}" for k in ("worst_scenario", "mean_scenario") * show_rare
+        )
         + "".join(f"{_pct(orig['per_scenario'][s]):>14}" for s in scen)
     )
     rows = list(data["strategies"].items())
@@ -144,8 +154,13 @@ def print_comparison(run_dir: Path) -> None:
         click.echo(
             f"{name:<{w}}{entry['cost']:>7}{cell(summ['overall'])}"
             + (cell(summ["rare"]) if show_rare else "")
+            + "".join(
+                cell(summ.get(k) or {"mean": None, "low": None, "high": None})
+                for k in ("worst_scenario", "mean_scenario") * show_rare
+            )
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
+    _print_cluster_accuracy(data, rows, w)
     from dnnsafety.pipeline.retrain import cluster_strategies
 
     if not stats:
@@ -166,6 +181,27 @@ def print_comparison(run_dir: Path) -> None:
             where = "rare-scenario" if metric == "rare" else "overall"
             click.echo(f"{ours} vs others on {where} accuracy: " + "; ".join(parts))
     click.echo(f"\nWrote {run_dir / 'comparison.json'}")
+
+
+def _print_cluster_accuracy(data: dict[str, Any], rows: list[tuple[str, Any]], width: int) -> None:
+    """Accuracy on each root-cause cluster's test errors (0 for the original model), per
+    strategy: which causes a strategy fixes."""
+    ids = [str(c) for c in data.get("clusters") or []]
+    if not ids:
+        return
+    shown = ids[:12]
+    click.echo(
+        "\nAccuracy on the test errors of each root-cause cluster (original model: 0%)"
+        + (f", first {len(shown)} of {len(ids)} clusters" if len(shown) < len(ids) else "")
+        + ":"
+    )
+    click.echo(f"{'strategy':<{width}}" + "".join(f"{'#' + c:>8}" for c in shown))
+    for name, entry in rows:
+        per = entry["summary"].get("per_cluster") or {}
+        click.echo(
+            f"{name:<{width}}"
+            + "".join(f"{_pct((per.get(c) or {}).get('mean')):>8}" for c in shown)
+        )
 
 
 def _pct(value: float | None) -> str:

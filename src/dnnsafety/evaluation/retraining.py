@@ -41,8 +41,9 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def add_versus(strategies: dict[str, Any]) -> None:
     """Add ``versus`` to every strategy entry: A12 and Mann-Whitney p against every other, on
-    rare-scenario accuracy (on overall accuracy when the test set has no rare one) and on
-    overall accuracy."""
+    rare-scenario accuracy (on overall accuracy when the test set has no rare one), on
+    overall accuracy and, where every run has it, on worst-scenario accuracy (``a12_worst``,
+    ``p_value_worst``)."""
     for name, entry in strategies.items():
         entry["versus"] = {}
         for other, o_entry in strategies.items():
@@ -65,6 +66,13 @@ def add_versus(strategies: dict[str, Any]) -> None:
                 "a12_overall": vargha_delaney_a12(xo, yo),
                 "p_value_overall": mann_whitney(xo, yo),
             }
+            if _finite(entry["runs"], "worst_scenario") and _finite(
+                o_entry["runs"], "worst_scenario"
+            ):  # worst-group accuracy: does the strategy fix every root cause?
+                xw = [r["worst_scenario"] for r in entry["runs"]]
+                yw = [r["worst_scenario"] for r in o_entry["runs"]]
+                entry["versus"][other]["a12_worst"] = vargha_delaney_a12(xw, yw)
+                entry["versus"][other]["p_value_worst"] = mann_whitney(xw, yw)
 
 
 def _finite(runs: list[dict[str, Any]], key: str) -> bool:

@@ -1,4 +1,5 @@
-"""Per-cluster summaries: members, medoid, representatives, labels and metadata statistics.
+"""Per-cluster summaries: members, medoid, representatives, labels, metadata statistics and
+interval rules over the metadata (:mod:`dnnsafety.explain.rules`).
 
 The metadata check is HUDD's RQ1 criterion (METHOD.md §5): a cluster "captures a cause" when
 some parameter's variance inside it is below half of that parameter's variance over all
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dnnsafety.explain.rules import cluster_rules
 
 VARIANCE_RATIO_THRESHOLD = 0.5
 DISTINCT_SHIFT = 1.0
@@ -166,6 +169,7 @@ def describe_clusters(
     meta_cols = [c for c in errors.columns if c.startswith("meta.")]
     meta = errors[meta_cols].rename(columns=lambda c: c[5:]) if meta_cols else None
     ids = errors["sample_id"].astype(str).to_numpy()
+    rules = cluster_rules(meta, labels) if meta is not None and n else {}
     out = []
     for cid in range(int(labels.max()) + 1 if n else 0):
         members = np.flatnonzero(labels == cid)
@@ -203,5 +207,6 @@ def describe_clusters(
             entry["captures_cause"] = bool(low)
             entry["shared_parameters"] = [p for _, p in low]
             entry["distinctive_parameters"] = distinctive_parameters(meta, members, ratios)
+            entry["rules"] = [rule.to_dict() for rule in rules.get(cid, [])]
         out.append(entry)
     return out

@@ -76,13 +76,17 @@ def mitigation_context(session: RetrainSession, strategy: str) -> MitigationCont
             f"The {strategy} mitigation requires {', '.join(map(repr, unknown))}, which "
             f"nothing builds; a mitigation may require: {', '.join(CONTEXT_FIELDS)}."
         )
-    extra: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {}
     if "train_features" in needs:
         from dnnsafety.pipeline.spaces import train_features
 
         extra["train_features"] = train_features(session.pipeline)
     if "train_probs" in needs:
         extra["train_probs"] = train_probs(session)
+    if "clusters" in needs:
+        from dnnsafety.pipeline.rootcauses import root_causes
+
+        extra["clusters"] = root_causes(session.pipeline)
     return MitigationContext(
         model=session.pipeline.model(),
         train=session.dataset["train"],
@@ -140,6 +144,8 @@ def cached_mitigation_run(
         settings.get("params", {}).get(name, {}),
         seed,
         "mitigation-run-v1",
+        # a strategy that reads the root-cause clusters depends on the analysis too
+        *([pipeline.analysis_key] if "clusters" in MITIGATIONS.get(name).requires else []),
     )
     path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
     if path.is_file():

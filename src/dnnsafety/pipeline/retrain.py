@@ -14,6 +14,7 @@ after Ctrl-C or a crash continues with the runs still missing.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import math
@@ -197,7 +198,8 @@ class RetrainSession:
         if "space" in requirements(strategy):
             from dnnsafety.pipeline.spaces import load_clusters
 
-            params["f"] = self.config.quota_factor
+            if "f" in inspect.signature(cls).parameters:  # a quota factor (not Cluster-Margin)
+                params["f"] = self.config.quota_factor
             sizes = load_clusters(self.pipeline).sizes()
             if not any(n >= 2 for n in sizes):
                 raise ConfigError(

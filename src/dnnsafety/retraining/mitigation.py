@@ -28,6 +28,7 @@ from dnnsafety.data.dataset import Split
 from dnnsafety.exceptions import InvalidInputError
 from dnnsafety.models.training import BatchAugment
 from dnnsafety.registry import Registry
+from dnnsafety.retraining.rootcauses import RootCauses
 from dnnsafety.types import JSONValue
 
 __all__ = [
@@ -49,6 +50,9 @@ CONTEXT_FIELDS: dict[str, str] = {
     "train_features": "features of the training split, (N_train, D): backbone embeddings for "
     "black-box models, penultimate activations for white-box ones",
     "train_probs": "the original model's softmax outputs on the training split, (N_train, C)",
+    "clusters": "the root-cause clusters (RootCauses): each one's metadata rules, medoid and "
+    "radius in the analysis feature space, that space's feature function, and the dataset's "
+    "simulator",
 }
 """What a mitigation may list in ``requires``, and what the orchestrator builds for it."""
 
@@ -69,6 +73,9 @@ class MitigationContext:
         ``(N_train, D)`` float32 features of ``train`` in row order (``"train_features"``).
     train_probs
         ``(N_train, C)`` float32 softmax outputs of ``model`` on ``train`` (``"train_probs"``).
+    clusters
+        The root-cause clusters with their rules and the simulator
+        (:class:`~dnnsafety.retraining.rootcauses.RootCauses`, ``"clusters"``).
     """
 
     model: nn.Module
@@ -76,6 +83,7 @@ class MitigationContext:
     val: Split | None = None
     train_features: np.ndarray | None = None
     train_probs: np.ndarray | None = None
+    clusters: RootCauses | None = None
 
 
 @dataclass(eq=False)

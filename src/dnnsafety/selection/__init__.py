@@ -13,6 +13,7 @@ from dnnsafety.selection.closest import (
     natural_quotas,
     scale_quotas,
 )
+from dnnsafety.selection.hybrid import ClusterMarginSelector, HybridSelector
 from dnnsafety.selection.selectors import (
     SELECTORS,
     ClusterSpace,
@@ -37,6 +38,7 @@ from dnnsafety.selection.uncertainty import (
 __all__ = [
     "SELECTORS",
     "ClosestSelector",
+    "ClusterMarginSelector",
     "ClusterSpace",
     "ContrastiveClosestSelector",
     "DSASelector",
@@ -44,6 +46,7 @@ __all__ = [
     "DetectorSelector",
     "EntropySelector",
     "FeatureRows",
+    "HybridSelector",
     "MaxSoftmaxSelector",
     "MispredictedSelector",
     "Oracle",

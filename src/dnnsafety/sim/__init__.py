@@ -21,6 +21,12 @@ from dnnsafety.sim.scenarios import (
     ScenarioConfig,
     sample_parameters,
 )
+from dnnsafety.sim.simulator import (
+    SIMULATORS,
+    SignsSimulator,
+    Simulator,
+    signs_parameter_space,
+)
 from dnnsafety.sim.templates import (
     LOOK_ALIKE_PAIRS,
     SIGN_CLASSES,
@@ -39,10 +45,14 @@ __all__ = [
     "SCENARIO_NAMES",
     "SIGN_CLASSES",
     "SIGN_RADIUS",
+    "SIMULATORS",
     "Scenario",
     "ScenarioConfig",
+    "SignsSimulator",
+    "Simulator",
     "render_signs",
     "sample_parameters",
     "sign_template_image",
     "sign_templates",
+    "signs_parameter_space",
 ]

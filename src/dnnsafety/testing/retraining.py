@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -22,7 +23,7 @@ from dnnsafety.testing.checks import (
     check_model_restored,
 )
 
-__all__ = ["check_mitigation", "toy_training_data"]
+__all__ = ["ToySimulator", "check_mitigation", "toy_root_causes", "toy_training_data"]
 
 
 def toy_training_data(n: int = 48, classes: int = 3, seed: int = 0) -> tuple[Any, nn.Module]:
@@ -49,6 +50,50 @@ def toy_training_data(n: int = 48, classes: int = 3, seed: int = 0) -> tuple[Any
     return split, model
 
 
+class ToySimulator:
+    """A simulator of :func:`toy_training_data`'s images: parameter ``brightness`` in
+    ``[0, 1]`` scales the class band, ``haze`` in ``[0, 0.5]`` is added everywhere."""
+
+    parameter_space: ClassVar[dict[str, tuple[float, float]]] = {
+        "brightness": (0.0, 1.0),
+        "haze": (0.0, 0.5),
+    }
+
+    def sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        """Nominal rows: bright, no haze, uniform labels."""
+        return pd.DataFrame(
+            {
+                "label": rng.integers(0, 3, size=n),
+                "brightness": rng.uniform(0.8, 1.0, size=n),
+                "haze": np.zeros(n),
+            }
+        )
+
+    def render(self, params: pd.DataFrame, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+        """``N x 1 x 8 x 8`` images and their labels."""
+        rng = np.random.default_rng(seed)
+        labels = params["label"].to_numpy(dtype=np.int64)
+        images = rng.random((len(params), 1, 8, 8)).astype(np.float32) * 0.3
+        bright = params["brightness"].to_numpy(dtype=np.float32)
+        for i, k in enumerate(labels):
+            images[i, 0, k * 2 : k * 2 + 2, :] += 0.6 * bright[i]
+        images += params["haze"].to_numpy(dtype=np.float32)[:, None, None, None]
+        return torch.from_numpy(np.clip(images, 0, 1)), labels
+
+
+def toy_root_causes() -> Any:
+    """Two root causes of the toy data: dark inputs (a rule on ``brightness``) and hazy ones
+    (a rule on ``haze``), with the :class:`ToySimulator`."""
+    from dnnsafety.explain.rules import Condition, Rule
+    from dnnsafety.retraining.rootcauses import RootCause, RootCauses
+
+    dark = Rule((Condition("brightness", None, 0.3),), 0.9, 0.8, 8, 9)
+    hazy = Rule((Condition("haze", 0.2, None),), 0.8, 0.9, 4, 5)
+    return RootCauses(
+        (RootCause(0, 10, (dark,)), RootCause(1, 5, (hazy,))), simulator=ToySimulator()
+    )
+
+
 def check_mitigation(mitigation: Any) -> None:
     """Contract of a retraining strategy without new labels
     (:class:`~dnnsafety.retraining.mitigation.Mitigation`).
@@ -73,6 +118,8 @@ def check_mitigation(mitigation: Any) -> None:
         extra["train_features"] = train.images.flatten(1).numpy()
     if "train_probs" in est.requires:
         extra["train_probs"] = predict(model, train.images).probs.astype(np.float32)
+    if "clusters" in est.requires:
+        extra["clusters"] = toy_root_causes()
     context = MitigationContext(model=model, train=train, val=None, **extra)
     plan = check_model_restored(model, est.plan, context, random_state=0)
     if not isinstance(plan, TrainingPlan):

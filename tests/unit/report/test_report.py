@@ -72,6 +72,9 @@ def test_full_run_has_every_section_and_its_numbers(full_page: str) -> None:
     assert "46.2%" in full_page  # 12 of 26 errors
     assert "3 errors left as noise" in full_page
     assert "fog high" in full_page  # distinctive parameter chip
+    # the cluster's metadata rule, and worst-scenario accuracy in the retraining table
+    assert "fog &gt; 0.62 and brightness &lt;= 0.4: precision 0.91, recall 0.84" in full_page
+    assert "worst scenario" in full_page and "73.5%" in full_page  # 0.8456 - 0.1111
     # two embedded representatives; the one outside the run folder is refused
     reps = [a for t, a in tags if t == "img" and (a.get("alt") or "").startswith(("medoid", "far"))]
     assert len(reps) == 2

@@ -136,6 +136,22 @@ def _chips(cluster: dict[str, Any]) -> list[str]:
     return chips
 
 
+def rule_lines(cluster: dict[str, Any], limit: int = 3) -> list[str]:
+    """The cluster's metadata rules (``clusters.json`` ``rules``, best first) as text:
+    ``fog > 0.62 and brightness <= 0.4: precision 0.91, recall 0.84 (support 57)``."""
+    lines = []
+    for rule in as_list(cluster.get("rules"))[:limit]:
+        if not isinstance(rule, dict) or "text" not in rule:
+            continue
+        precision, recall = as_float(rule.get("precision")), as_float(rule.get("recall"))
+        lines.append(
+            f"{rule['text']}: precision {'–' if precision is None else f'{precision:.2f}'}, "
+            f"recall {'–' if recall is None else f'{recall:.2f}'} "
+            f"(support {num(rule.get('support'))})"
+        )
+    return lines
+
+
 def _fixed(values: list[Any]) -> Callable[[Any], str]:
     """A formatter with as many decimals as the largest of ``values`` needs for 3 digits."""
     numbers = [abs(v) for v in map(as_float, values) if v is not None]
@@ -241,6 +257,7 @@ def cluster_card(run: RunData, cluster: dict[str, Any], n_errors: int | None) ->
         "pairs": pairs,
         "reps": _representatives(run, cluster),
         "chips": _chips(cluster),
+        "rules": rule_lines(cluster),
         "metadata": _metadata(cluster),
         "sheet": _sheet(run, cluster),
         "members": [str(m) for m in members] if isinstance(members, list) else [],

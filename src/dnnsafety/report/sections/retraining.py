@@ -28,6 +28,9 @@ from dnnsafety.report.sections import Context, register_section
 
 CHART_W, GROUP_H, BAR_GAP = 960, 230, 2
 SIGNIFICANCE = 0.05
+SCENARIO_SUMMARIES = ("worst_scenario", "mean_scenario")
+"""Figures over the ground-truth scenarios shown beside the rare-scenario accuracy: the
+worst-group accuracy and the accuracy averaged over scenarios."""
 MIN_RUNS_FOR_STATISTICS = 2
 """Runs per strategy below which confidence intervals, best-value marks and A12 / p-values
 are not shown: from one run per strategy they would be artefacts (an "interval" of one value,
@@ -94,11 +97,13 @@ def _main_table(data: dict[str, Any]) -> Table:
     show_rare = any(s != UNKNOWN_SCENARIO for s in _scenarios(data))
     scenarios = [s for s in _scenarios(data) if s != UNKNOWN_SCENARIO]
     original = as_dict(data.get("original"))
-    headers = ["strategy", "labels spent", "overall", "rare scenarios", *scenarios]
+    headers = ["strategy", "labels spent", "overall", "rare scenarios"]
+    headers += ["worst scenario", "mean over scenarios", *scenarios]
     headers += ["improved", "worsened", "time / run"]
     base: list[Cell] = [Cell("original model", italic=True), Cell("–", numeric=True)]
     base.append(_ci_cell({"mean": original.get("overall")})[0])
     base.append(_ci_cell({"mean": original.get("rare")})[0])
+    base += [_ci_cell({"mean": original.get(k)})[0] for k in SCENARIO_SUMMARIES]
     per_scenario = as_dict(original.get("per_scenario"))
     base += [_ci_cell({"mean": per_scenario.get(s)})[0] for s in scenarios]
     base += [Cell("–", numeric=True)] * 3
@@ -107,20 +112,20 @@ def _main_table(data: dict[str, Any]) -> Table:
         cells, means = _strategy_row(text(name), strategy, scenarios, stats)
         rows.append(cells)
         values.append(means)
-    ops = [min, max, max, *([max] * len(scenarios)), max, min]
+    ops = [min, max, max, max, max, *([max] * len(scenarios)), max, min]
     extra, css = [], ["sel"]
     control = as_dict(data.get("control"))
     if control.get("runs"):
         label = Cell("fine-tuned, no new labels", italic=True)
         extra.append(_strategy_row(label, control, scenarios, stats)[0])
         css.append("")
-    if not show_rare:  # drop the rare-scenarios column (cell 3, compared value 2)
-        headers.pop(3)
+    if not show_rare:  # drop the rare, worst and mean-scenario columns (cells 3-5, values 2-4)
+        del headers[3:6]
         for row in [base, *extra, *rows]:
-            row.pop(3)
+            del row[3:6]
         for means in values:
-            means.pop(2)
-        ops.pop(2)
+            del means[2:5]
+        del ops[2:5]
     if stats:
         _mark_best(rows, values, ops)
     return table(headers, [base, *extra, *rows], "", css + [""] * len(rows))
@@ -136,6 +141,10 @@ def _strategy_row(
     rare, rare_mean = _ci_cell(summary.get("rare"), stats)
     cells = [label, Cell(num(strategy.get("cost")), numeric=True), overall, rare]
     means: list[float | None] = [as_float(strategy.get("cost")), overall_mean, rare_mean]
+    for key in SCENARIO_SUMMARIES:  # worst-group accuracy, mean over scenarios
+        cell, mean = _ci_cell(summary.get(key), stats)
+        cells.append(cell)
+        means.append(mean)
     for scenario in scenarios:
         cell, mean = _ci_cell(as_dict(summary.get("per_scenario")).get(scenario), stats)
         cells.append(cell)

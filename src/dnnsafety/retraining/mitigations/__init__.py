@@ -13,7 +13,7 @@ from dnnsafety.retraining.mitigation import (
 )
 
 # one module per family of strategies; importing it registers them
-from dnnsafety.retraining.mitigations import adversarial, augmix, bias
+from dnnsafety.retraining.mitigations import adversarial, augmix, bias, generated
 
 __all__ = [
     "MITIGATIONS",
@@ -23,4 +23,5 @@ __all__ = [
     "adversarial",
     "augmix",
     "bias",
+    "generated",
 ]
