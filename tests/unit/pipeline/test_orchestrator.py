@@ -40,7 +40,13 @@ def test_every_selector_declares_what_it_requires(name):
 
 
 def test_requirements_decide_which_strategies_need_the_analysis():
-    assert cluster_strategies() == ["closest", "closest-contrast"]
+    assert cluster_strategies() == [
+        "closest",
+        "closest-contrast",
+        "cluster-margin",
+        "hybrid",
+        "hybrid-size",
+    ]
     assert needs_analysis(["random", "closest"])
     assert not needs_analysis(["random", "entropy", "dsa"])
     assert requirements("dsa") == {"probs", "activations"}
