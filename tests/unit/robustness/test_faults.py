@@ -51,7 +51,8 @@ def test_sign_and_top_exponent_bits_do_what_ieee754_says():
 def test_flip_bit_changes_one_weight_in_the_block_and_restores_it_even_on_error():
     model = _net()
     w = model.get_parameter("3.weight")
-    original = float(w.detach().view(-1)[7])
+    w = w.detach()
+    original = float(w.view(-1)[7])
 
     def inject() -> None:
         with flip_bit(model, "3.weight", 7, 30) as faulty:
