@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dnnsafety.exceptions import ConfigError
+from dnnsafety.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,13 @@ class Executor(ABC):
     scheduler: str = "local"
 
     @abstractmethod
-    def map(self, fn: Callable[[C, Any], R], chunks: Sequence[C], shared: Any = None) -> list[R]:
+    def map(
+        self,
+        fn: Callable[[C, Any], R],
+        chunks: Sequence[C],
+        shared: Any = None,
+        desc: str | None = None,
+    ) -> list[R]:
         """``[fn(chunk, shared) for chunk in chunks]``, run by this executor's scheduler.
 
         Parameters
@@ -113,6 +120,9 @@ class Executor(ABC):
             One object every task reads (a model, the cluster members' features, the path
             of the pool): sent once per worker, not once per chunk, where the scheduler
             allows it.
+        desc
+            A progress bar (:mod:`dnnsafety.progress`) counting finished chunks under this
+            name; ``None``: no bar.
 
         Returns
         -------
@@ -143,8 +153,28 @@ class LocalExecutor(Executor):
 
     scheduler = "local"
 
-    def map(self, fn: Callable[[C, Any], R], chunks: Sequence[C], shared: Any = None) -> list[R]:
-        return [fn(chunk, shared) for chunk in chunks]
+    def map(
+        self,
+        fn: Callable[[C, Any], R],
+        chunks: Sequence[C],
+        shared: Any = None,
+        desc: str | None = None,
+    ) -> list[R]:
+        with _chunk_bar(len(chunks), desc) as bar:
+            out = []
+            for chunk in chunks:
+                out.append(fn(chunk, shared))
+                bar.update(1)
+            return out
+
+
+def _chunk_bar(total: int, desc: str | None) -> Any:
+    """A progress bar over ``total`` chunks named ``desc`` (none when ``desc`` is None)."""
+    if desc is None:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=True)
+    return progress_bar(total=total, desc=desc, unit="chunk")
 
 
 def _import_dask(what: str) -> Any:
@@ -217,26 +247,45 @@ class DaskExecutor(Executor):
             self._own_client = True
         return self._client
 
-    def map(self, fn: Callable[[C, Any], R], chunks: Sequence[C], shared: Any = None) -> list[R]:
+    def map(
+        self,
+        fn: Callable[[C, Any], R],
+        chunks: Sequence[C],
+        shared: Any = None,
+        desc: str | None = None,
+    ) -> list[R]:
         if not chunks:
             return []
         client = self.client
-        if client is not None:
-            [handle] = client.scatter([shared], broadcast=True, hash=False)
-            futures = client.map(fn, list(chunks), [handle] * len(chunks), pure=False)
-            try:
-                return list(client.gather(futures))
-            finally:
-                for future in futures:
-                    future.release()
-                handle.release()
-        dask = _import_dask("dask")
-        shared_task = dask.delayed(shared, name=f"shared-{os.getpid()}-{id(shared)}")
-        tasks = [dask.delayed(fn, pure=False)(chunk, shared_task) for chunk in chunks]
-        options: dict[str, Any] = {"scheduler": self.scheduler}
-        if self.workers and self.scheduler != "synchronous":
-            options["num_workers"] = self.workers
-        return list(dask.compute(*tasks, **options))
+        with _chunk_bar(len(chunks), desc) as bar:
+            if client is not None:
+                distributed = _import_dask("distributed")
+                [handle] = client.scatter([shared], broadcast=True, hash=False)
+                futures = client.map(fn, list(chunks), [handle] * len(chunks), pure=False)
+                try:
+                    for _ in distributed.as_completed(futures):
+                        bar.update(1)
+                    return list(client.gather(futures))
+                finally:
+                    for future in futures:
+                        future.release()
+                    handle.release()
+            dask = _import_dask("dask")
+            from dask.callbacks import Callback
+
+            shared_task = dask.delayed(shared, name=f"shared-{os.getpid()}-{id(shared)}")
+            tasks = [dask.delayed(fn, pure=False)(chunk, shared_task) for chunk in chunks]
+            names = {task.key for task in tasks}
+            options: dict[str, Any] = {"scheduler": self.scheduler}
+            if self.workers and self.scheduler != "synchronous":
+                options["num_workers"] = self.workers
+
+            def finished(key: Any, *_: Any) -> None:
+                if key in names:
+                    bar.update(1)
+
+            with Callback(posttask=finished):
+                return list(dask.compute(*tasks, **options))
 
     def close(self) -> None:
         if self._client is not None and self._own_client:

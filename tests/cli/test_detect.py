@@ -101,3 +101,33 @@ def test_empty_validation_split_says_how_to_get_one(evaluated):
     pipe.__dict__["dataset"] = Dataset(ds.name, ds.class_names, no_val)
     with pytest.raises(InvalidInputError, match="val_fraction"):
         detect(pipe, "msp")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["local", "threads"])
+def test_a_pool_store_is_scored_chunk_by_chunk_with_the_saved_detector(
+    evaluated, tmp_path, scheduler
+):
+    from dnnsafety.config import load_config
+    from dnnsafety.pipeline import Pipeline
+    from dnnsafety.runs import RunDir
+
+    assert main(["--quiet", "detect", str(evaluated), "--detector", "knn"]) == 0
+    run = RunDir(evaluated, create=False)
+    test = Pipeline(run, load_config(evaluated / "config.toml")).dataset["test"]
+    archive = tmp_path / "pool.npz"
+    np.savez(archive, x_pool=test.images.numpy(), ids_pool=test.ids.astype(str))
+    out = tmp_path / "scores.csv"
+    args = ["--pool-store", str(archive), "--scheduler", scheduler, "--out", str(out)]
+    assert main(["--quiet", "detect", str(evaluated), *args, "--set", "compute.chunk_size=50"]) == 0
+    rows = pd.read_csv(out)
+    columns = ["sample_id", "prediction", "confidence", "score", "p_value", "flag"]
+    assert list(rows.columns) == columns
+    table = pd.read_parquet(evaluated / "samples.parquet").set_index("sample_id")
+    assert rows["sample_id"].astype(str).tolist() == test.ids.astype(str).tolist()
+    expected = table.loc[rows["sample_id"].astype(str), "knn_p"].to_numpy()
+    np.testing.assert_allclose(rows["p_value"], expected, atol=1e-6)
+    np.testing.assert_allclose(
+        rows["score"], table.loc[rows["sample_id"].astype(str), "knn_score"], rtol=1e-4
+    )
+    assert (rows["flag"] == (rows["p_value"] <= 0.05)).all()

@@ -9,6 +9,7 @@ import pytest
 from dnnsafety.cli.main import main
 from dnnsafety.config import DataConfig
 from dnnsafety.data.builtin import load_dataset
+from dnnsafety.data.dataset import reveal_labels
 from dnnsafety.data.pool import PoolStoreWriter, open_pool_store
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--set", "train.batch_size=64"]
@@ -52,3 +53,32 @@ def test_datasets_writes_a_simulated_pool_store(tmp_path, capsys):
     assert main(argv) == 2  # exists: one clear line, no traceback
     assert "exists" in capsys.readouterr().err
     assert main(["datasets", "--write-pool", "signs"]) == 2
+
+
+@pytest.mark.slow
+def test_retrain_takes_the_labelled_images_from_the_store_they_were_selected_from(tmp_path):
+    run = tmp_path / "run"
+    assert main(["--quiet", "train", "--out", str(run), *FAST]) == 0
+    pool = load_dataset(DataConfig(name="digits"), seed=0)["pool"]
+    ids = [f"store-{i}" for i in range(len(pool))]  # ids the run's own pool does not have
+    truth = dict(zip(ids, reveal_labels(pool, pool.ids.tolist()).values(), strict=True))
+    writer = PoolStoreWriter(
+        tmp_path / "pool.zarr", len(pool), pool.image_shape, dtype="float32", chunk_rows=64
+    )
+    writer.write(0, pool.images, ids)
+    writer.finish()
+    scale = ["--pool-store", str(tmp_path / "pool.zarr")]
+    assert (
+        main(["--quiet", "select", str(run), "--strategy", "entropy", "--budget", "12", *scale])
+        == 0
+    )
+    chosen = _ids(run, "entropy")["ids"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("sample_id,label\n" + "".join(f"{s},{truth[s]}\n" for s in chosen))
+    args = ["--quiet", "retrain", str(run), "--strategy", "entropy", "--labels", str(labels)]
+    assert main(args) == 0
+    result = json.loads((run / "retrained" / "entropy" / "result.json").read_text())
+    assert result["labelled"] == 12 and result["runs"][0]["bag_size"] >= 12
+
+    (tmp_path / "pool.zarr").rename(tmp_path / "moved.zarr")
+    assert main(args) == 2  # the store is gone: one clear line

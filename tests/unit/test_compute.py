@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,39 @@ def test_every_scheduler_returns_results_in_chunk_order(scheduler):
     assert executor.scheduler == scheduler
 
 
+class _CountingBar:
+    """Stands in for a progress bar: records its name, total and updates."""
+
+    made: ClassVar[list[_CountingBar]] = []
+
+    def __init__(self, total=None, desc="", unit="it"):
+        self.total, self.desc, self.unit, self.n = total, desc, unit, 0
+        _CountingBar.made.append(self)
+
+    def update(self, k=1):
+        self.n += k
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("scheduler", ["local", "synchronous", "threads"])
+def test_a_named_map_counts_every_finished_chunk_on_a_progress_bar(scheduler, monkeypatch):
+    import dnnsafety.compute as compute
+
+    _CountingBar.made.clear()
+    monkeypatch.setattr(compute, "progress_bar", _CountingBar)
+    chunks = chunk_bounds(100, 9)
+    with make_executor(scheduler, workers=2) as executor:
+        executor.map(_square_sum, chunks, shared={"offset": 0}, desc="score pool")
+        executor.map(_square_sum, chunks, shared={"offset": 0})  # no name: no bar
+    [bar] = _CountingBar.made
+    assert (bar.desc, bar.total, bar.n, bar.unit) == ("score pool", len(chunks), 12, "chunk")
+
+
 def test_seeded_tasks_agree_between_schedulers():
     chunks = [(i, None) for i in range(8)]
     local = LocalExecutor().map(_seeded, chunks, shared=7)
@@ -81,7 +116,7 @@ def test_a_local_cluster_runs_the_chunks_and_keeps_the_order():
     ):
         executor = DaskExecutor("", client=client)
         chunks = chunk_bounds(500, 64)
-        got = executor.map(_square_sum, chunks, shared={"offset": 1})
+        got = executor.map(_square_sum, chunks, shared={"offset": 1}, desc="chunks")
         assert got == [_square_sum(c, {"offset": 1}) for c in chunks]
         assert executor.scheduler.startswith("inproc://")
         executor.close()  # a client passed in stays open

@@ -39,9 +39,21 @@ from dnnsafety.runs import RunDir
     help="Deployment: score this folder of new images with the saved detector instead.",
 )
 @click.option(
+    "--pool-store",
+    type=click.Path(exists=True, path_type=Path),
+    help="Scale: score this pool (a pool store .zarr, an .npz with x_pool, or an image "
+    "folder) chunk by chunk with the saved detector (docs/scale.md).",
+)
+@click.option(
+    "--scheduler",
+    help="Where --pool-store chunks run: local, threads, processes or tcp://host:port "
+    "(default: compute.scheduler).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="CSV for --data-path (default: RUN_DIR/detection/predictions.csv).",
+    help="CSV for --data-path (default: RUN_DIR/detection/predictions.csv) or --pool-store "
+    "(default: RUN_DIR/detection/pool_scores.csv).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
@@ -51,6 +63,8 @@ def command(
     features: str | None,
     alpha: float,
     data_path: Path | None,
+    pool_store: Path | None,
+    scheduler: str | None,
     out: Path | None,
     batch_size: int,
     settings: Any,
@@ -61,7 +75,8 @@ def command(
     samples.parquet and writes detection.json (false-alarm rate, AUROC / FPR@95 per scenario,
     misclassification AUROC) and the fitted detector under detection/. With --data-path,
     scores a folder of new images with that saved detector and writes a CSV (path,
-    prediction, confidence, score, p_value, flag).
+    prediction, confidence, score, p_value, flag); with --pool-store, a pool of any size,
+    chunk by chunk on --scheduler (sample_id, prediction, confidence, score, p_value, flag).
     """
     from dnnsafety.pipeline.detect import DEFAULT_DETECTOR, DETECTION_DIR, detect, score_folder
 
@@ -73,6 +88,19 @@ def command(
             target = out or run / DETECTION_DIR / "predictions.csv"
             n, flagged = score_folder(pipe, data_path, target, batch_size=batch_size)
             click.echo(f"Scored {n} images: {flagged} flagged. Wrote {target}")
+            return
+        if pool_store is not None:
+            from dnnsafety.compute import make_executor
+            from dnnsafety.data.pool import open_pool
+            from dnnsafety.pipeline.detect_pool import score_pool
+
+            target = out or run / DETECTION_DIR / "pool_scores.csv"
+            compute = pipe.config.compute
+            with make_executor(scheduler or compute.scheduler, compute.workers) as executor:
+                n, flagged = score_pool(
+                    pipe, open_pool(pool_store), target, executor, batch_size=batch_size
+                )
+            click.echo(f"Scored {n} pool images: {flagged} flagged. Wrote {target}")
             return
         result = detect(pipe, detector or DEFAULT_DETECTOR, features=features, alpha=alpha)
     fa = result.false_alarm.get("val_half") or {}

@@ -40,7 +40,7 @@ def command(
     model.ts, TorchScript, when the run's model is TorchScript) and result.json (test
     accuracy overall, per scenario and per cluster, before and after, for every run).
     """
-    from dnnsafety.pipeline.retrain import retrain_with_labels
+    from dnnsafety.pipeline.retrain_labels import retrain_with_labels
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))

@@ -120,7 +120,7 @@ def _select_from_store(
     with make_executor(scheduler or compute.scheduler, compute.workers) as executor:
         selection, rows = select_from_pool(pipe, name, pool, n, seed, executor)
         used = executor.scheduler
-    meta = {"budget": n, "seed": seed, "pool": str(path), "scheduler": used}
+    meta = {"budget": n, "seed": seed, "pool": str(Path(path).resolve()), "scheduler": used}
     csv_path = export_selection(
         pipe.run, name, selection, pool.images.take(rows), pipe.dataset.class_names, meta
     )

@@ -20,7 +20,6 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 
 from dnnsafety.data.dataset import reveal_labels
 from dnnsafety.evaluation.retraining import add_versus, summarize_runs
-from dnnsafety.exceptions import ConfigError
+from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.pipeline.artifacts import Comparison, StrategyResult, write_artifact
 from dnnsafety.pipeline.mitigate import cached_mitigation_run, check_strategy, is_mitigation
 from dnnsafety.retraining.balance import bag_for
@@ -38,6 +37,7 @@ from dnnsafety.runs import fingerprint, write_json
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView, ReferenceSet, Selection
 
 if TYPE_CHECKING:
+    from dnnsafety.data.pool import PoolSource
     from dnnsafety.pipeline.run import Pipeline
 
 log = logging.getLogger(__name__)
@@ -220,12 +220,15 @@ class RetrainSession:
         seed: int,
         size: int = 0,
         labels: Mapping[str, int] | None = None,
+        pool: PoolSource | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
         """Images and labels of the retraining bag of ``selection``.
 
         The bag is balanced for selections with clusters (re-drawn per ``seed``); a bag
         smaller than ``size`` is topped up by drawing from its own inputs uniformly with
-        replacement, so every strategy retrains on the same number of extra images.
+        replacement, so every strategy retrains on the same number of extra images. The
+        images come from the run's pool split, or from ``pool`` (a lazily read pool store,
+        ``.npz`` or folder: only the bag's rows are read) when the selection was made there.
         """
         rng = np.random.default_rng(seed)
         if not len(selection.ids):  # the no-new-data control
@@ -237,6 +240,16 @@ class RetrainSession:
             y = self.oracle(ids)
         else:
             y = np.array([labels[str(s)] for s in ids], dtype=np.int64)
+        if pool is not None:
+            where = {sid: i for i, sid in enumerate(np.asarray(pool.ids).astype(str).tolist())}
+            missing = [str(s) for s in ids if str(s) not in where]
+            if missing:
+                raise InvalidInputError(
+                    f"The pool {pool.path} has no images with ids {', '.join(missing[:5])}; "
+                    "pass the pool the selection was made from."
+                )
+            rows = np.array([where[str(s)] for s in ids], dtype=np.int64)
+            return torch.as_tensor(pool.images.take(rows)), y
         pos = {sid: i for i, sid in enumerate(self.pool.ids.astype(str).tolist())}
         idx = torch.tensor([pos[str(s)] for s in ids], dtype=torch.long)
         return self.pool.images[idx], y
@@ -434,61 +447,3 @@ def _record_selections(pipeline: Pipeline, selections: Mapping[str, list[Selecti
         )
     frame = pd.DataFrame(columns)
     pipeline.run.add_columns(frame)
-
-
-def retrain_with_labels(
-    pipeline: Pipeline, strategy: str, labels_file: Path, seeds: int = 1
-) -> dict[str, Any]:
-    """Retrain on a selection labelled by hand (``dnnsafety select`` + the filled-in CSV).
-
-    Writes the first run's model (``retrained/<strategy>/model.pt``, and ``model.ts`` for a
-    TorchScript model: :mod:`dnnsafety.retraining.export`) and ``result.json``; returns the
-    result with its path.
-    """
-    from dnnsafety.pipeline.labels import load_selection, pool_size, selection_classes
-    from dnnsafety.retraining.labels import read_labels
-
-    if seeds < 1:
-        raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {seeds}.")
-    pipeline.check_supported("retrain", quick=True)  # the model's kind: no loading
-    # then the labels file: a bad one fails in a moment, before the dataset is loaded
-    selection, _ = load_selection(pipeline.run, strategy)
-    classes = selection_classes(pipeline.run, strategy)
-    ids = [str(s) for s in selection.ids]
-    labels = read_labels(labels_file, ids, classes, max_rows=pool_size(pipeline.run))
-    pipeline.check_supported("retrain")
-    if tuple(pipeline.dataset.class_names) != classes:
-        raise ConfigError(
-            f"The classes changed since `dnnsafety select` (then: {', '.join(classes)}); run "
-            f"`dnnsafety select {pipeline.run.path} --strategy {strategy}` again."
-        )
-    session = RetrainSession(pipeline)
-    folder = pipeline.run / "retrained" / strategy
-    runs = []
-    files: list[Path] = []
-    for i in range(seeds):
-        seed = pipeline.config.seed + i
-        images, y = session.bag(selection, seed, labels=labels)
-        model, score, info = session.retrain(images, y, seed)
-        if i == 0:
-            from dnnsafety.retraining.export import save_retrained
-
-            files = save_retrained(
-                model,
-                folder,
-                strategy,
-                pipeline.support,
-                pipeline.config.model.weights,
-                session.test.images[:64],
-            )
-        runs.append({"seed": seed, **score.to_dict(), **info, "bag_size": len(y)})
-    result = {
-        "strategy": strategy,
-        "labels_file": str(labels_file),
-        "labelled": len(labels),
-        "original": session.original_score().to_dict(),
-        "runs": runs,
-        "model_files": [p.name for p in files],
-    }
-    write_json(folder / "result.json", result)
-    return {**result, "path": str(folder)}

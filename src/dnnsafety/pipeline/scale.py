@@ -253,7 +253,7 @@ def chunked_select(
         job = PoolJob(
             images, model, scorer=selector, k=budget, predict_batch=predict_batch, threads=threads
         )
-        parts = executor.map(_ranking_task, chunks, shared=job)
+        parts = executor.map(_ranking_task, chunks, shared=job, desc=f"{strategy}: score pool")
         scores, rows = merge_top_k(parts, budget)
         return ranking_selection(strategy, ids, scores, rows, budget), rows
     if clusters is None or features is None:
@@ -282,7 +282,7 @@ def chunked_select(
         query_batch=query_batch,
         threads=threads,
     )
-    results = executor.map(_distance_task, chunks, shared=job)
+    results = executor.map(_distance_task, chunks, shared=job, desc=f"{strategy}: pool distances")
     dist = np.concatenate([r[0] for r in results])
     d_ok = np.concatenate([r[1] for r in results]) if contrast else None
     f = float(selector.get_params().get("f", 2.0))

@@ -138,7 +138,9 @@ def write_signs_pool(
     )
     job = _SignsJob(str(path), n, int(seed), size, config, max(6, len(str(n - 1))))
     chunks = [(i, a, min(a + task, n)) for i, a in enumerate(range(0, n, task))]
-    written = (executor or LocalExecutor()).map(_render_chunk, chunks, shared=job)
+    written = (executor or LocalExecutor()).map(
+        _render_chunk, chunks, shared=job, desc="render pool"
+    )
     if sum(written) != n:  # pragma: no cover - every task returns its row count
         raise ConfigError(f"Wrote {sum(written)} of {n} rows.")
     return writer.finish()
