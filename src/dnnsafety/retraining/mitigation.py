@@ -107,6 +107,10 @@ class TrainingPlan:
         Step size of the group DRO weights (``eta_q``; Sagawa et al. use 0.01).
     augment
         A :data:`BatchAugment` applied to every training batch, or ``None``.
+    consistency
+        Weight of a Jensen-Shannon consistency loss between each clean batch and the views
+        ``augment`` appends after it (AugMix, Hendrycks et al. ICLR 2020: 12); 0: none
+        (:class:`~dnnsafety.models.objective.Objective`).
     info
         Figures reported with the run in ``comparison.json`` (e.g. ``{"generated": 1000}``).
     """
@@ -118,6 +122,7 @@ class TrainingPlan:
     dro_step: float = 0.01
     augment: BatchAugment | None = None
     info: dict[str, JSONValue] = field(default_factory=dict)
+    consistency: float = 0.0
 
     def validate(self) -> None:
         """Check shapes and values.
@@ -126,7 +131,8 @@ class TrainingPlan:
         ------
         InvalidInputError
             If the labels, weights or groups do not have one entry per image, a weight is
-            negative or not finite, or all weights are 0.
+            negative or not finite, or all weights are 0, or a consistency loss is asked
+            without an augmentation.
         """
         n = len(self.images)
         if self.images.ndim != 4 or n == 0:
@@ -147,6 +153,10 @@ class TrainingPlan:
             w = np.asarray(self.weights, dtype=np.float64)
             if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
                 raise InvalidInputError("Training weights must be finite, >= 0 and not all 0.")
+        if not (np.isfinite(self.consistency) and self.consistency >= 0):
+            raise InvalidInputError(f"The consistency weight must be >= 0. Got {self.consistency}.")
+        if self.consistency > 0 and self.augment is None:
+            raise InvalidInputError("A consistency loss needs an augment that adds views.")
         if not self.dro_step > 0:
             raise InvalidInputError(f"The group DRO step must be > 0. Got {self.dro_step}.")
 
