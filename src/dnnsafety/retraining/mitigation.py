@@ -44,7 +44,8 @@ __all__ = [
 # ``B x C x H x W`` float32 in [0, 1], ``y`` is ``(B,)`` int64; the model is the one being trained
 # (training mode is restored after the call, so an augmentation may run it in eval mode, e.g. an
 # attack). The returned batch may have another size (clean + augmented copies) unless the plan
-# also has weights or groups.
+# also has weights or groups; with a ``consistency`` weight it is the clean batch followed by its
+# views, and weights or groups then apply to the clean rows.
 
 CONTEXT_FIELDS: dict[str, str] = {
     "train_features": "features of the training split, (N_train, D): backbone embeddings for "
