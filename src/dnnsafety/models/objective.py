@@ -7,6 +7,12 @@ weighted mean ``sum(w_i l_i) / sum(w_i)`` over the batch (reweighting, Just Trai
 Group Shifts", ICLR 2020, Algorithm 1): each batch updates the group weights
 ``q_g <- q_g exp(eta * loss_g)`` (renormalised to sum 1) for the groups it holds and returns
 ``sum_g q_g loss_g``, so the worst groups get the most weight.
+
+With a ``consistency`` weight ``lambda > 0`` the batch holds the clean rows followed by ``k - 1``
+augmented views of them (in the same order); the loss is the cross-entropy above on the clean
+rows plus ``lambda`` times the Jensen-Shannon divergence among the ``k`` predictive
+distributions of each input (:func:`jensen_shannon`), the consistency loss of AugMix (Hendrycks
+et al., "AugMix", ICLR 2020; ``lambda = 12``, ``k = 3``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,41 @@ import torch
 from torch import nn
 
 from dnnsafety.exceptions import ConfigError
+
+__all__ = ["Objective", "jensen_shannon"]
+
+
+def jensen_shannon(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean generalised Jensen-Shannon divergence among ``k`` predictive distributions.
+
+    ``JS(p_1, ..., p_k) = (1/k) sum_i KL(p_i || M)`` with ``M = (1/k) sum_i p_i`` and
+    ``p_i = softmax(logits_i)``, averaged over the batch, in nats; ``M`` is clamped to
+    ``[1e-7, 1]`` before its log, as in AugMix's reference code.
+
+    Parameters
+    ----------
+    logits
+        ``k >= 2`` tensors ``(B, C)``: the same ``B`` inputs seen ``k`` ways.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar in ``[0, log k]``.
+
+    Raises
+    ------
+    ConfigError
+        If fewer than two tensors are given or their shapes differ.
+    """
+    if len(logits) < 2 or any(z.shape != logits[0].shape for z in logits):
+        raise ConfigError(
+            "The Jensen-Shannon consistency loss needs >= 2 logit tensors of one shape; got "
+            f"{[tuple(z.shape) for z in logits]}."
+        )
+    probs = [torch.softmax(z, dim=1) for z in logits]
+    mixture = torch.clamp(torch.stack(probs).mean(dim=0), 1e-7, 1.0).log()
+    kl = [nn.functional.kl_div(mixture, p, reduction="batchmean") for p in probs]
+    return torch.stack(kl).mean()
 
 
 class Objective:
@@ -31,11 +72,15 @@ class Objective:
         ``(n,)`` integer group ids, or ``None``. Exclusive with ``weights``.
     dro_step
         Step size ``eta`` of the group weights (> 0).
+    consistency
+        Weight ``lambda >= 0`` of the Jensen-Shannon consistency loss between the clean rows
+        of a batch and its augmented views; 0: none.
 
     Raises
     ------
     ConfigError
-        If both ``weights`` and ``groups`` are given, or their length is not ``n``.
+        If both ``weights`` and ``groups`` are given, their length is not ``n``, or
+        ``consistency`` is negative or not finite.
     """
 
     def __init__(
@@ -44,6 +89,7 @@ class Objective:
         weights: np.ndarray | None = None,
         groups: np.ndarray | None = None,
         dro_step: float = 0.01,
+        consistency: float = 0.0,
     ) -> None:
         if weights is not None and groups is not None:
             raise ConfigError("Give per-sample weights or groups for group DRO, not both.")
@@ -59,6 +105,9 @@ class Objective:
             n_groups = int(inverse.max()) + 1 if len(inverse) else 0
             self.q = torch.full((n_groups,), 1.0 / max(n_groups, 1))
         self.dro_step = float(dro_step)
+        if not (np.isfinite(consistency) and consistency >= 0):
+            raise ConfigError(f"The consistency weight must be >= 0. Got {consistency!r}.")
+        self.consistency = float(consistency)
         self._ce = nn.CrossEntropyLoss(reduction="none")
 
     @property
@@ -78,14 +127,34 @@ class Objective:
         y
             ``(B,)`` int64 labels.
         idx
-            ``(B,)`` training indices of the rows; needed with weights or groups.
+            ``(B,)`` training indices of the rows; needed with weights or groups. With a
+            consistency weight, ``logits`` and ``y`` hold ``k * B`` rows (the ``B`` clean
+            rows, then ``k - 1`` views of them), and ``idx`` is needed to tell ``B``.
 
         Raises
         ------
         ConfigError
             If weights or groups are set and ``idx`` is missing or of another length (e.g.
-            an augmentation changed the batch size).
+            an augmentation changed the batch size), or with a consistency weight if the
+            batch is not ``k >= 2`` blocks of ``len(idx)`` rows.
         """
+        if self.consistency > 0:
+            b = 0 if idx is None else len(idx)
+            if b == 0 or len(logits) % b or len(logits) < 2 * b:
+                raise ConfigError(
+                    "The consistency loss needs the clean batch followed by >= 1 augmented "
+                    f"view of it (k * B rows for B training indices); got {len(logits)} rows "
+                    f"for {b} indices."
+                )
+            blocks = torch.split(logits, b)
+            return self._cross_entropy(blocks[0], y[:b], idx) + self.consistency * (
+                jensen_shannon(blocks)
+            )
+        return self._cross_entropy(logits, y, idx)
+
+    def _cross_entropy(
+        self, logits: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None
+    ) -> torch.Tensor:
         losses = self._ce(logits, y)
         if not self.per_sample:
             return losses.mean()

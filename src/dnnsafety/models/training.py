@@ -161,6 +161,7 @@ def train_model(
     groups: np.ndarray | None = None,
     dro_step: float = 0.01,
     augment: BatchAugment | None = None,
+    consistency: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best epoch's weights.
 
@@ -188,6 +189,10 @@ def train_model(
     augment
         ``(model, x, y, generator) -> (x, y)`` applied to every training batch (AugMix,
         adversarial examples, ...), or ``None``.
+    consistency
+        Weight of the Jensen-Shannon consistency loss between every clean batch and the views
+        ``augment`` appends to it (AugMix: 12; :class:`~dnnsafety.models.objective.Objective`);
+        0: none. Needs an ``augment`` that returns the clean batch followed by its views.
 
     Notes
     -----
@@ -201,7 +206,9 @@ def train_model(
         torch.set_num_threads(cfg.threads)
     labels_t = torch.as_tensor(train_labels, dtype=torch.long)
     optimizer = _optimizer(model, cfg)
-    loss_fn = Objective(len(labels_t), weights, groups, dro_step)
+    if consistency > 0 and augment is None:
+        raise ConfigError("A consistency loss needs an augmentation that adds views of a batch.")
+    loss_fn = Objective(len(labels_t), weights, groups, dro_step, consistency)
     history: list[EpochStats] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     start_epoch = 0

@@ -135,6 +135,7 @@ def finetune_plan(
         groups=plan.groups,
         dro_step=plan.dro_step,
         augment=plan.augment,
+        consistency=plan.consistency,
     )
     new.eval()
     return new, result

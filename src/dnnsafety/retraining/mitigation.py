@@ -44,7 +44,8 @@ __all__ = [
 # ``B x C x H x W`` float32 in [0, 1], ``y`` is ``(B,)`` int64; the model is the one being trained
 # (training mode is restored after the call, so an augmentation may run it in eval mode, e.g. an
 # attack). The returned batch may have another size (clean + augmented copies) unless the plan
-# also has weights or groups.
+# also has weights or groups; with a ``consistency`` weight it is the clean batch followed by its
+# views, and weights or groups then apply to the clean rows.
 
 CONTEXT_FIELDS: dict[str, str] = {
     "train_features": "features of the training split, (N_train, D): backbone embeddings for "
@@ -107,6 +108,10 @@ class TrainingPlan:
         Step size of the group DRO weights (``eta_q``; Sagawa et al. use 0.01).
     augment
         A :data:`BatchAugment` applied to every training batch, or ``None``.
+    consistency
+        Weight of a Jensen-Shannon consistency loss between each clean batch and the views
+        ``augment`` appends after it (AugMix, Hendrycks et al. ICLR 2020: 12); 0: none
+        (:class:`~dnnsafety.models.objective.Objective`).
     info
         Figures reported with the run in ``comparison.json`` (e.g. ``{"generated": 1000}``).
     """
@@ -118,6 +123,7 @@ class TrainingPlan:
     dro_step: float = 0.01
     augment: BatchAugment | None = None
     info: dict[str, JSONValue] = field(default_factory=dict)
+    consistency: float = 0.0
 
     def validate(self) -> None:
         """Check shapes and values.
@@ -126,7 +132,8 @@ class TrainingPlan:
         ------
         InvalidInputError
             If the labels, weights or groups do not have one entry per image, a weight is
-            negative or not finite, or all weights are 0.
+            negative or not finite, or all weights are 0, or a consistency loss is asked
+            without an augmentation.
         """
         n = len(self.images)
         if self.images.ndim != 4 or n == 0:
@@ -147,6 +154,10 @@ class TrainingPlan:
             w = np.asarray(self.weights, dtype=np.float64)
             if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
                 raise InvalidInputError("Training weights must be finite, >= 0 and not all 0.")
+        if not (np.isfinite(self.consistency) and self.consistency >= 0):
+            raise InvalidInputError(f"The consistency weight must be >= 0. Got {self.consistency}.")
+        if self.consistency > 0 and self.augment is None:
+            raise InvalidInputError("A consistency loss needs an augment that adds views.")
         if not self.dro_step > 0:
             raise InvalidInputError(f"The group DRO step must be > 0. Got {self.dro_step}.")
 

@@ -4,5 +4,6 @@
 * :mod:`.faults` - fault injection as context managers that restore the model.
 * :mod:`.ranger` - Ranger activation clipping (Chen et al., DSN 2021) as a model wrapper.
 * :mod:`.sweep` - accuracy per corruption x severity, mCE, missing-rate curves, SDC campaigns.
-* :mod:`.augmix` - AugMix-style augmentation fine-tuning (Hendrycks et al., ICLR 2020).
+* :mod:`.augmix` - AugMix fine-tuning with its consistency loss (Hendrycks et al., ICLR 2020);
+  :mod:`.augmix_ops` - its augmentation operations.
 """

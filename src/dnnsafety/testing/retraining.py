@@ -145,5 +145,6 @@ def check_mitigation(mitigation: Any) -> None:
         groups=plan.groups,
         dro_step=plan.dro_step,
         augment=plan.augment,
+        consistency=plan.consistency,
     )
     json.dumps(plan.info)

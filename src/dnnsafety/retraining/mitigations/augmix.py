@@ -1,11 +1,12 @@
-"""AugMix-style augmentation fine-tuning: a retraining strategy against corruptions that
-needs no new labels (Hendrycks et al., ICLR 2020; :mod:`dnnsafety.robustness.augmix`)."""
+"""AugMix fine-tuning: a retraining strategy against corruptions that needs no new labels
+(Hendrycks et al., ICLR 2020; :mod:`dnnsafety.robustness.augmix`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
 
+from dnnsafety._validation import check_float_param
 from dnnsafety.retraining.mitigation import (
     MITIGATIONS,
     Mitigation,
@@ -13,29 +14,32 @@ from dnnsafety.retraining.mitigation import (
     TrainingPlan,
     plain_plan,
 )
-from dnnsafety.robustness.augmix import DEFAULT_TRAIN_FAMILIES, AugMix
-from dnnsafety.robustness.corruptions import names_of
+from dnnsafety.robustness.augmix import PAPER_OPERATIONS, AugMix, check_operations
 
 __all__ = ["AugMixMitigation"]
 
 
 @MITIGATIONS.register(
-    "augmix", help="AugMix: fine-tune on mixed chains of corruptions (noise, blur by default)"
+    "augmix",
+    help="AugMix: fine-tune on mixed augmentation chains with a Jensen-Shannon consistency loss",
 )
 class AugMixMitigation(Mitigation):
-    """Fine-tune on every training batch plus one AugMix view of it.
+    """Fine-tune on every training batch plus two AugMix views of it, with AugMix's
+    Jensen-Shannon consistency loss (weight ``consistency``, paper: 12).
 
-    The views mix ``width`` chains of 1 to ``max_depth`` corruptions drawn from
-    ``operations`` (names or families of the corruption registry) at severities 1 to
-    ``max_severity``; judge the result on corruption families left out of ``operations``
-    (``dnnsafety robustness --reference``).
+    The views mix ``width`` chains of 1 to ``max_depth`` operations drawn from ``operations``
+    (AugMix's: autocontrast, equalize, posterize, solarize, rotate, shear, translate; no
+    ImageNet-C corruption) at levels ``U(0.1, severity)``; judge the result on the corruptions
+    (``dnnsafety robustness --reference``), none of which it trained on.
 
     Parameters
     ----------
     operations
-        Corruption names or families the chains draw from.
-    width, max_depth, max_severity, alpha
+        AugMix operation names (default: the paper's nine).
+    width, max_depth, severity, alpha
         As in :func:`dnnsafety.robustness.augmix.augmix_images`.
+    consistency
+        Weight of the consistency loss; 0: one view per image and plain cross-entropy.
 
     Raises
     ------
@@ -43,27 +47,32 @@ class AugMixMitigation(Mitigation):
         From :meth:`plan`, on an unknown operation or a bad parameter.
     """
 
-    _test_params: ClassVar[dict[str, object]] = {"operations": ("gaussian_noise", "defocus_blur")}
+    _test_params: ClassVar[dict[str, object]] = {"operations": ("rotate", "equalize")}
 
     def __init__(
         self,
-        operations: Sequence[str] = DEFAULT_TRAIN_FAMILIES,
+        operations: Sequence[str] = PAPER_OPERATIONS,
         width: int = 3,
         max_depth: int = 3,
-        max_severity: int = 3,
+        severity: float = 3.0,
         alpha: float = 1.0,
+        consistency: float = 12.0,
     ) -> None:
         self.operations = operations
         self.width = width
         self.max_depth = max_depth
-        self.max_severity = max_severity
+        self.severity = severity
         self.alpha = alpha
+        self.consistency = consistency
 
     def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
+        weight = check_float_param(self, "consistency", self.consistency, 0.0, 1e6)
+        ops = check_operations(self.operations)
         augment = AugMix(
-            tuple(self.operations), self.width, self.max_depth, self.max_severity, self.alpha
+            ops, self.width, self.max_depth, self.severity, self.alpha, 2 if weight > 0 else 1
         )
         plan = plain_plan(context.train)
         plan.augment = augment
-        plan.info = {"augment": "augmix", "operations": names_of(list(self.operations))}
+        plan.consistency = weight
+        plan.info = {"augment": "augmix", "operations": list(ops), "consistency": weight}
         return plan
