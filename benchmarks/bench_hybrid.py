@@ -251,6 +251,7 @@ def run_dataset(run: Pipeline, dataset: str, args: argparse.Namespace) -> None:
         rows,
         notes,
     )
+    selection_table(run, dataset, [n for n in strategies if n in picked], command, suffix)
     cluster_rows = []
     for name, entry in [("original model", {"summary": None}), *entries]:
         row: dict[str, Any] = {"strategy": name}
@@ -425,6 +426,49 @@ def _best_box(x: pd.DataFrame, target: np.ndarray, parameter: str, n_q: int = 60
         if score[i, j] > best[0]:
             best = (float(score[i, j]), (first[i], second[j]))
     return _score(best[1], x, target, "box") if best[1] else None
+
+
+def selection_table(
+    run: Pipeline, dataset: str, names: list[str], command: str, suffix: str
+) -> None:
+    """What each strategy labels (first seed): pool images per scenario, and how many of them
+    the original model gets wrong (from the held-back pool labels)."""
+    from dnnsafety.pipeline.retrain import RetrainSession
+
+    session = RetrainSession(run)
+    ids = session.pool.ids.astype(str)
+    scen = np.asarray(session.pool.scenarios, dtype=str)
+    wrong = session.pool_probs.argmax(axis=1) != session.oracle(ids)
+    pool = run.run.read_samples()
+    pool = pool[pool["split"] == "pool"].set_index("sample_id").loc[ids]
+    scenarios = sorted(set(scen))
+    rows: list[dict[str, Any]] = [
+        {
+            "strategy": "pool (all)",
+            **{s: f"{(scen == s).sum()} ({(wrong & (scen == s)).sum()})" for s in scenarios},
+            "wrong in all": int(wrong.sum()),
+        }
+    ]
+    for name in names:
+        chosen = pool[f"selected.{name}"].notna().to_numpy()
+        rows.append(
+            {
+                "strategy": name,
+                **{
+                    s: f"{(chosen & (scen == s)).sum()} ({(chosen & wrong & (scen == s)).sum()})"
+                    for s in scenarios
+                },
+                "wrong in all": int((chosen & wrong).sum()),
+            }
+        )
+    write_table(
+        f"hybrid_{dataset}_selections{suffix}",
+        f"What each strategy labels on {dataset} (first seed's selection)",
+        command,
+        rows,
+        "Pool images labelled per ground-truth scenario, in brackets those the original model "
+        "classifies wrongly (held-back pool labels); first row: the whole pool.",
+    )
 
 
 def _rare_picked(run: Pipeline) -> dict[str, int]:
