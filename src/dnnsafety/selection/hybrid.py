@@ -265,7 +265,8 @@ class HybridSelector(Selector):
                 f"Got {self.quota!r}."
             )
         batch_size = check_batch_size(self.batch_size, self.name)
-        score = uncertainty_score(need_probs(pool, self.name), self.uncertainty)
+        probs = need_probs(pool, self.name)
+        score = uncertainty_score(probs, self.uncertainty)
         assert clusters is not None and pool.features is not None  # requires "space"
         ids, sizes = eligible_clusters(clusters.labels)
         if len(ids) == 0:
@@ -293,9 +294,7 @@ class HybridSelector(Selector):
         if self.quota in ("uncertainty", "errors"):
             natural = natural_quotas(sizes, f)
             # "uncertainty": mean score; "errors": expected errors, sum of 1 - max p
-            per_input = (
-                score if self.quota == "uncertainty" else max_softmax_uncertainty(pool.probs)
-            )
+            per_input = score if self.quota == "uncertainty" else max_softmax_uncertainty(probs)
             reduce = np.mean if self.quota == "uncertainty" else np.sum
             mean_u = np.array(
                 [
