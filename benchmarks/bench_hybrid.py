@@ -11,14 +11,23 @@ root cause's rules, no labels).
 Tables (``benchmarks/results/``):
 
 * ``hybrid_<dataset>``: overall, pooled rare-scenario and worst-scenario accuracy, the mean over
-  scenarios, per scenario; A12 / p of the recommended strategy against entropy and DeepGini on
-  rare and worst-scenario accuracy.
-* ``hybrid_rules_signs``: every root-cause cluster's best rule (decision tree and RIPPER),
-  with precision, recall and support.
+  scenarios, per scenario; A12 / p of every strategy against entropy and DeepGini on rare and
+  worst-scenario accuracy.
+* ``hybrid_<dataset>_clusters``: accuracy on each root-cause cluster's test errors.
+* ``hybrid_<dataset>_selections``: pool images each strategy labels per scenario, and how many
+  of them the original model gets wrong.
+* ``hybrid_rules_signs`` (``--rules-only``): every root-cause cluster's best rule (decision
+  tree and RIPPER), with precision, recall, support and the cluster's purity;
+  ``hybrid_rules_signs_sweep``: depth, RIPPER's rule cap and an exhaustive two-interval search
+  for the night and fog clusters.
+
+Selector variants measured beside the library's (``register_variants``): ``hybrid-errors``,
+``hybrid-errors-n1``, ``hybrid-floor<k>``, ``cluster-margin-emb``.
 
 Reproduce: .venv/bin/python benchmarks/bench_hybrid.py [--datasets signs,fashion-mnist]
-    [--seeds 5] [--epochs 5] [--strategies ...] [--threads 1] [--no-generated]
-(the tables in docs/retraining.md: --seeds 3, see docs/benchmarks.md for the exact lines)
+    [--seeds 5] [--epochs 5] [--strategies ...] [--threads 1] [--no-generated] [--no-control]
+    [--bag-size N] [--tag SUFFIX] [--rules-only]
+(the exact lines of every table: docs/benchmarks.md)
 """
 
 from __future__ import annotations
