@@ -15,7 +15,10 @@ most uncertain and none on the others. The two selectors here mix both.
        weighted by the mean uncertainty of the cluster's neighbourhood (``quota="uncertainty"``:
        ``U_c`` proportional to ``|c| * mean u`` over its ``neighbourhood * |c|`` nearest
        candidates, so a root cause whose pool images the model already gets right gets
-       fewer labels).
+       fewer labels), or proportional to the neighbourhood's expected errors
+       (``quota="errors"``: the sum of ``1 - max p`` over the same candidates), or a
+       ``floor`` of labels for every cluster with the rest of the budget spent by global
+       uncertainty (``quota="floor"``).
     4. Each cluster takes the ``U_c`` most uncertain inputs of its neighbourhood (uncertainty
        = entropy, DeepGini impurity or ``1 - max p``). Budget a cluster cannot use (a
        neighbourhood smaller than its quota) goes to the most uncertain remaining inputs of
@@ -73,7 +76,7 @@ UNCERTAINTIES = {
 }
 """Uncertainty scores the hybrid ranks by (higher = more uncertain)."""
 
-QUOTA_RULES = ("size", "uncertainty")
+QUOTA_RULES = ("size", "uncertainty", "errors", "floor")
 
 
 def uncertainty_score(probs: np.ndarray, kind: str) -> np.ndarray:
@@ -114,9 +117,11 @@ def hybrid_quotas(
     rule
         ``"size"``: HUDD's quotas scaled to the budget; ``"uncertainty"``: natural quotas
         multiplied by ``neighbourhood_uncertainty`` (mean uncertainty of each cluster's
-        nearest pool candidates) before scaling.
+        nearest pool candidates) before scaling; ``"errors"``: proportional to
+        ``neighbourhood_uncertainty`` alone (the expected errors of each cluster's
+        candidates, ``sum(1 - max p)``), whatever the cluster's size.
     neighbourhood_uncertainty
-        ``(K,)`` non-negative, required by ``"uncertainty"``.
+        ``(K,)`` non-negative, required by ``"uncertainty"`` and ``"errors"``.
 
     Returns
     -------
@@ -126,13 +131,19 @@ def hybrid_quotas(
     natural = natural_quotas(sizes, f)
     if rule == "size":
         return scale_quotas(natural, budget)
-    if rule != "uncertainty":
+    if rule not in QUOTA_RULES:
         raise ConfigError(
             f"The 'quota' parameter must be one of {', '.join(QUOTA_RULES)}. Got {rule!r}."
         )
+    if rule not in ("uncertainty", "errors"):  # "floor" is not a proportional rule
+        raise ConfigError(
+            f"hybrid_quotas computes the size, uncertainty and errors quotas. Got {rule!r}."
+        )
     if neighbourhood_uncertainty is None:
-        raise InvalidInputError("quota='uncertainty' needs each neighbourhood's uncertainty.")
-    weight = natural * np.maximum(np.asarray(neighbourhood_uncertainty, dtype=np.float64), 0)
+        raise InvalidInputError(f"quota={rule!r} needs each neighbourhood's uncertainty.")
+    u = np.maximum(np.asarray(neighbourhood_uncertainty, dtype=np.float64), 0)
+    # "uncertainty": |c| times the mean uncertainty; "errors": the expected errors themselves
+    weight = natural * u if rule == "uncertainty" else u
     if not np.isfinite(weight).all() or weight.sum() <= 0:
         return scale_quotas(natural, budget)
     # scale_quotas takes ints: keep 6 significant digits of the weights
@@ -151,6 +162,14 @@ def _check_positive(value: object, name: str, selector: str) -> float:
             f"The {name!r} parameter of {selector} must be a number > 0. Got {value!r}."
         )
     return float(value)
+
+
+def _check_floor(value: object, selector: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"The 'floor' parameter of {selector} must be an int >= 0. Got {value!r}."
+        )
+    return value
 
 
 @SELECTORS.register(
@@ -175,8 +194,10 @@ class HybridSelector(Selector):
         ``"entropy"``, ``"deepgini"`` or ``"margin"`` (``1 - max p``).
     quota
         ``"uncertainty"`` (HUDD's quotas weighted by each neighbourhood's mean uncertainty; the
-        default, chosen on the signs benchmark, docs/retraining.md) or ``"size"`` (HUDD's
-        quotas as they are).
+        default, chosen on the signs benchmark, docs/retraining.md), ``"size"`` (HUDD's
+        quotas as they are), ``"errors"`` (proportional to each neighbourhood's expected
+        errors, ``sum(1 - max p)``) or ``"floor"`` (``floor`` labels per root cause, the rest
+        by global uncertainty).
     batch_size
         Pool rows compared at a time (``None``: automatic); the result does not depend on it.
     balance
@@ -187,6 +208,10 @@ class HybridSelector(Selector):
         night with 31% of the errors, got 1/11 of the bag; measured in docs/retraining.md).
         Without it, each chosen input is in the bag once (topped up like the baselines') and
         its cluster is in ``Selection.info["assigned"]``.
+    floor
+        With ``quota="floor"``: labels every root cause gets (at most ``budget // K``), the
+        most uncertain of its ``neighbourhood * floor`` nearest inputs; the rest of the budget
+        goes to the most uncertain remaining pool inputs, wherever they are. An int >= 0.
 
     Notes
     -----
@@ -202,6 +227,7 @@ class HybridSelector(Selector):
         neighbourhood: float = 4.0,
         uncertainty: str = "entropy",
         quota: str = "uncertainty",
+        floor: int = 10,
         batch_size: int | None = None,
         balance: bool = False,
     ) -> None:
@@ -209,6 +235,7 @@ class HybridSelector(Selector):
         self.neighbourhood = neighbourhood
         self.uncertainty = uncertainty
         self.quota = quota
+        self.floor = floor
         self.batch_size = batch_size
         self.balance = balance
 
@@ -238,7 +265,8 @@ class HybridSelector(Selector):
                 f"Got {self.quota!r}."
             )
         batch_size = check_batch_size(self.batch_size, self.name)
-        score = uncertainty_score(need_probs(pool, self.name), self.uncertainty)
+        probs = need_probs(pool, self.name)
+        score = uncertainty_score(probs, self.uncertainty)
         assert clusters is not None and pool.features is not None  # requires "space"
         ids, sizes = eligible_clusters(clusters.labels)
         if len(ids) == 0:
@@ -263,15 +291,25 @@ class HybridSelector(Selector):
             for k in range(len(ids))
         ]
         mean_u = None
-        if self.quota == "uncertainty":
+        if self.quota in ("uncertainty", "errors"):
             natural = natural_quotas(sizes, f)
+            # "uncertainty": mean score; "errors": expected errors, sum of 1 - max p
+            per_input = score if self.quota == "uncertainty" else max_softmax_uncertainty(probs)
+            reduce = np.mean if self.quota == "uncertainty" else np.sum
             mean_u = np.array(
                 [
-                    score[cell[: max(1, math.ceil(factor * q))]].mean() if len(cell) else 0.0
+                    float(reduce(per_input[cell[: max(1, math.ceil(factor * q))]]))
+                    if len(cell)
+                    else 0.0
                     for cell, q in zip(cells, natural, strict=True)
                 ]
             )
-        quotas = hybrid_quotas(sizes, budget, f, self.quota, mean_u)
+        if self.quota == "floor":
+            floor = _check_floor(self.floor, self.name)
+            quotas = np.minimum(floor, budget // len(ids)).astype(np.int64)
+            quotas = np.broadcast_to(quotas, (len(ids),)).copy()
+        else:
+            quotas = hybrid_quotas(sizes, budget, f, self.quota, mean_u)
         chosen: list[int] = []
         cluster_of: list[int] = []
         spare: list[np.ndarray] = []
@@ -286,6 +324,8 @@ class HybridSelector(Selector):
         filled = 0
         if unused > 0:  # a neighbourhood smaller than its quota: the rest by uncertainty
             rest = np.concatenate(spare) if spare else np.zeros(0, dtype=np.int64)
+            if self.quota == "floor":  # the budget above the floors: by global uncertainty
+                rest = np.zeros(0, dtype=np.int64)
             taken = np.zeros(len(pool), dtype=bool)
             taken[chosen] = True
             others = np.flatnonzero(~taken & ~np.isin(np.arange(len(pool)), rest))
@@ -304,6 +344,7 @@ class HybridSelector(Selector):
                 "neighbourhood": factor,
                 "uncertainty": self.uncertainty,
                 "quota": self.quota,
+                **({"floor": int(self.floor)} if self.quota == "floor" else {}),
             },
             "cluster_sizes": {str(c): int(s) for c, s in zip(ids, sizes, strict=True)},
             "quotas": {str(c): int(q) for c, q in zip(ids, quotas, strict=True)},

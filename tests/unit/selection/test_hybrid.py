@@ -138,3 +138,46 @@ def test_cluster_margin_spreads_labels_over_duplicated_low_margin_inputs():
     )
     assert sorted(group[np.searchsorted(pool.ids, other.ids)].tolist()) == [0, 1, 2, 3, 4]
     assert other.ids.tolist() != sel.ids.tolist()  # a random member of each cluster
+
+
+def test_error_quota_follows_expected_errors_of_each_neighbourhood():
+    pool, space, truth, _ = _planted()
+    sel = SELECTORS.create("hybrid", {"neighbourhood": 8.0, "quota": "errors"}).select(
+        pool, 16, clusters=space
+    )
+    # expected errors = sum of 1 - max p over each cluster's candidates, by hand
+    maxp = 1 - pool.probs.max(axis=1)
+    by_hand = [maxp[truth == k].sum() for k in range(3)]
+    np.testing.assert_allclose(
+        [sel.info["neighbourhood_uncertainty"][str(k)] for k in range(3)], by_hand, rtol=1e-9
+    )
+    expected = hybrid_quotas(np.array([20, 10, 10]), 16, 2.0, "errors", np.array(by_hand))
+    assert sel.info["quotas"] == {str(k): int(q) for k, q in enumerate(expected)}
+    # cluster 0 is the largest but its pool images are the surest: fewest labels
+    assert sel.info["quotas"]["0"] < sel.info["quotas"]["2"]
+    # errors ignore cluster size: equal expected errors give equal quotas
+    assert hybrid_quotas(np.array([50, 2]), 10, 2.0, "errors", np.array([3.0, 3.0])).tolist() == [
+        5,
+        5,
+    ]
+
+
+def test_floor_quota_gives_every_root_cause_its_floor_and_the_rest_to_entropy():
+    pool, space, truth, rank = _planted()
+    sel = SELECTORS.create("hybrid", {"neighbourhood": 20.0, "quota": "floor", "floor": 2}).select(
+        pool, 16, clusters=space
+    )
+    rows = np.searchsorted(pool.ids, sel.ids)
+    counts = np.bincount(truth[rows], minlength=3)
+    assert sel.info["quotas"] == {"0": 2, "1": 2, "2": 2}
+    assert sel.info["filled_outside_quotas"] == 10
+    # entropy alone spends all 16 on cluster 2; the floor keeps 2 for each other root cause
+    assert counts.tolist() == [2, 2, 12] and (rank[rows] >= 20).all()
+    assert sel.info["params"]["floor"] == 2
+    # a floor above budget / K is cut to it
+    big = SELECTORS.create("hybrid", {"quota": "floor", "floor": 50}).select(
+        pool, 9, clusters=space
+    )
+    assert big.info["quotas"] == {"0": 3, "1": 3, "2": 3}
+    with pytest.raises(ConfigError):
+        SELECTORS.create("hybrid", {"quota": "floor", "floor": -1}).select(pool, 9, clusters=space)
