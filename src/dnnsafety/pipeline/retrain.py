@@ -207,6 +207,7 @@ class RetrainSession:
                     "for (no errors, or all noise); try another --cluster, or a baseline "
                     "strategy such as entropy."
                 )
+        params.update(selector_params(strategy, self.config.params))
         view, clusters = self.pool_view(strategy)
         selection = cls(**params).select(
             view, budget, clusters=clusters, oracle=self.oracle, random_state=seed
@@ -392,6 +393,26 @@ def compare(
     )
     write_artifact(pipeline.run, comparison)
     return comparison.to_json()
+
+
+def selector_params(strategy: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``[retrain.params.<strategy>]`` parameters of a selector, checked against its
+    constructor (``--set 'retrain.params.hybrid={quota = "floor", floor = 10}'``).
+
+    Raises
+    ------
+    ConfigError
+        A parameter the selector does not take (the message lists those it takes).
+    """
+    given = dict(params.get(strategy) or {})
+    accepted = set(inspect.signature(SELECTORS.get(strategy)).parameters)
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"retrain.params.{strategy} sets {', '.join(unknown)}, which the {strategy} "
+            f"selector does not take; it takes: {', '.join(sorted(accepted)) or 'nothing'}."
+        )
+    return given
 
 
 def _cached_run(

@@ -320,7 +320,7 @@ def select_from_pool(
         An unsupported strategy; no analysis for a cluster strategy.
     """
     from dnnsafety.pipeline.analyze import analysis_of
-    from dnnsafety.pipeline.retrain import requirements
+    from dnnsafety.pipeline.retrain import requirements, selector_params
     from dnnsafety.pipeline.spaces import correct_reference, load_clusters
 
     expected = tuple(pipeline.dataset.image_shape)
@@ -330,12 +330,12 @@ def select_from_pool(
             f"the run's model takes {'x'.join(map(str, expected))}."
         )
     needs = requirements(strategy)
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = dict(selector_params(strategy, pipeline.config.retrain.params))
     clusters = None
     features = None
     if "space" in needs:
         data = load_clusters(pipeline).to_json()
-        params["f"] = pipeline.config.retrain.quota_factor
+        params.setdefault("f", pipeline.config.retrain.quota_factor)
         space = analysis_of(data).chunked_space(pipeline, data)
         correct = correct_reference(pipeline) if "correct" in needs else None
         clusters = ClusterSpace(space.error_features, space.labels, correct=correct)

@@ -1,0 +1,19 @@
+"""``[retrain.params.<selector>]`` reaches the selector, checked against its constructor."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnnsafety.exceptions import ConfigError
+from dnnsafety.pipeline.retrain import selector_params
+
+
+def test_a_selectors_parameters_pass_through_unchanged():
+    params = {"hybrid": {"quota": "floor", "floor": 10}, "jtt": {"lambda_up": 20}}
+    assert selector_params("hybrid", params) == {"quota": "floor", "floor": 10}
+    assert selector_params("entropy", params) == {}
+
+
+def test_a_parameter_the_selector_does_not_take_is_named_with_the_ones_it_takes():
+    with pytest.raises(ConfigError, match=r"retrain.params.hybrid sets flor.*takes: .*floor"):
+        selector_params("hybrid", {"hybrid": {"flor": 10}})
