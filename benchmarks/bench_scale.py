@@ -168,72 +168,9 @@ def main() -> None:
     rows: list[dict] = []
     speed: list[dict] = []
     same: list[dict] = []
-    try:
-        for n in sizes:
-            path = args.work / f"pool_{n}.zarr"
-            t0 = time.perf_counter()
-            with make_executor("threads", 2) as ex:
-                write_signs_pool(path, n, seed=7, chunk_rows=4096, executor=ex, overwrite=True)
-            render = time.perf_counter() - t0
-            size_gb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30
-            local: dict[str, list] = {}
-            for name in args.strategies:
-                local[name], cost = cli_select(run, path, name, "local", args)
-                client_mb, _ = _peaks(cost)
-                if n in args.sizes:
-                    rows.append(
-                        {
-                            "pool": n,
-                            "strategy": name,
-                            "scheduler": "local",
-                            "seconds": round(cost["seconds"], 1),
-                            "ms per image": round(1000 * cost["seconds"] / n, 3),
-                            "peak MB (select process)": round(client_mb),
-                            "store GB": round(size_gb, 2),
-                            "render s": round(render),
-                            "load avg (1 min)": round(os.getloadavg()[0], 1),
-                        }
-                    )
-                    print(rows[-1], flush=True)
-            if n == args.identity_size:
-                for name in args.strategies:
-                    threaded, _ = cli_select(run, path, name, "threads", args)
-                    with cluster(2) as lc:
-                        two, _ = cli_select(run, path, name, lc.scheduler_address, args)
-                    same.append(
-                        {
-                            "pool": n,
-                            "strategy": name,
-                            "selected": len(local[name]),
-                            "threads == local": threaded == local[name],
-                            "2-worker cluster == local": two == local[name],
-                        }
-                    )
-                    print(same[-1], flush=True)
-            if n == args.speedup_size:
-                for name in args.strategies:
-                    times = {}
-                    for workers in (1, 2):
-                        with cluster(workers) as lc:
-                            _, cost = cli_select(run, path, name, lc.scheduler_address, args)
-                        client_mb, worker_mb = _peaks(cost)
-                        times[workers] = cost["seconds"]
-                        speed.append(
-                            {
-                                "pool": n,
-                                "strategy": name,
-                                "workers": workers,
-                                "seconds": round(cost["seconds"], 1),
-                                "speed-up": round(times[1] / cost["seconds"], 2),
-                                "peak MB (select process)": round(client_mb),
-                                "peak MB (largest worker)": round(worker_mb),
-                                "load avg (1 min)": round(os.getloadavg()[0], 1),
-                            }
-                        )
-                        print(speed[-1], flush=True)
-            shutil.rmtree(path, ignore_errors=True)
-    finally:
-        shutil.rmtree(args.work, ignore_errors=True)
+
+    def flush() -> None:
+        """Write the tables so far (a long run that is stopped keeps its finished rows)."""
         command = (
             "OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_scale.py --sizes "
             + " ".join(map(str, args.sizes))
@@ -267,6 +204,76 @@ def main() -> None:
             write_table(
                 f"scale_identity{args.suffix}", "Same selection on every scheduler", command, same
             )
+
+    try:
+        for n in sizes:
+            path = args.work / f"pool_{n}.zarr"
+            t0 = time.perf_counter()
+            with make_executor("threads", 2) as ex:
+                write_signs_pool(path, n, seed=7, chunk_rows=4096, executor=ex, overwrite=True)
+            render = time.perf_counter() - t0
+            size_gb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30
+            local: dict[str, list] = {}
+            for name in args.strategies:
+                local[name], cost = cli_select(run, path, name, "local", args)
+                client_mb, _ = _peaks(cost)
+                if n in args.sizes:
+                    rows.append(
+                        {
+                            "pool": n,
+                            "strategy": name,
+                            "scheduler": "local",
+                            "seconds": round(cost["seconds"], 1),
+                            "ms per image": round(1000 * cost["seconds"] / n, 3),
+                            "peak MB (select process)": round(client_mb),
+                            "store GB": round(size_gb, 2),
+                            "render s": round(render),
+                            "load avg (1 min)": round(os.getloadavg()[0], 1),
+                        }
+                    )
+                    print(rows[-1], flush=True)
+                    flush()
+            if n == args.identity_size:
+                for name in args.strategies:
+                    threaded, _ = cli_select(run, path, name, "threads", args)
+                    with cluster(2) as lc:
+                        two, _ = cli_select(run, path, name, lc.scheduler_address, args)
+                    same.append(
+                        {
+                            "pool": n,
+                            "strategy": name,
+                            "selected": len(local[name]),
+                            "threads == local": threaded == local[name],
+                            "2-worker cluster == local": two == local[name],
+                        }
+                    )
+                    print(same[-1], flush=True)
+                    flush()
+            if n == args.speedup_size:
+                for name in args.strategies:
+                    times = {}
+                    for workers in (1, 2):
+                        with cluster(workers) as lc:
+                            _, cost = cli_select(run, path, name, lc.scheduler_address, args)
+                        client_mb, worker_mb = _peaks(cost)
+                        times[workers] = cost["seconds"]
+                        speed.append(
+                            {
+                                "pool": n,
+                                "strategy": name,
+                                "workers": workers,
+                                "seconds": round(cost["seconds"], 1),
+                                "speed-up": round(times[1] / cost["seconds"], 2),
+                                "peak MB (select process)": round(client_mb),
+                                "peak MB (largest worker)": round(worker_mb),
+                                "load avg (1 min)": round(os.getloadavg()[0], 1),
+                            }
+                        )
+                        print(speed[-1], flush=True)
+                        flush()
+            shutil.rmtree(path, ignore_errors=True)
+    finally:
+        shutil.rmtree(args.work, ignore_errors=True)
 
 
 if __name__ == "__main__":
