@@ -13,12 +13,10 @@ split holds 10-11% of each. Scenarios are used only to score.
    Precision: share of flagged groups dominated by a rare scenario.
 2. Groups from metadata: SliceLine's top 8 slices of the test split's metadata, each with the
    scenario that dominates it and whether its predicates name a parameter that scenario sets.
-3. Mitigation: `compare` with the zero-label strategies (reweight-groups, jtt, george) beside
-   plain fine-tuning on the training split (the no-new-labels control), 5 seeds; average and
-   worst-scenario test accuracy, A12 and Mann-Whitney p against the control and against JTT.
+The mitigations are measured by ``bench_bias_mitigation.py`` (a larger training split).
 
 Reproduce: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_bias.py
-    [--datasets signs,fashion-mnist] [--seeds 5] [--epochs 3] [--threads 1]
+    [--datasets signs,fashion-mnist] [--threads 1]
 """
 
 from __future__ import annotations
@@ -38,10 +36,8 @@ from _table import write_table  # noqa: E402
 from dnnsafety.bias import find_groups, find_slices  # noqa: E402
 from dnnsafety.config import RunConfig  # noqa: E402
 from dnnsafety.data.inject import CORRUPTIONS  # noqa: E402
-from dnnsafety.evaluation.stats import mann_whitney, vargha_delaney_a12  # noqa: E402
 from dnnsafety.features import FEATURE_SOURCES, FeatureContext  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
-from dnnsafety.pipeline.retrain import compare  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 from dnnsafety.sim import RARE_SCENARIOS  # noqa: E402
 
@@ -56,7 +52,6 @@ GROUPINGS = [
     ("backbone", "umap", "kmeans-fixed", {"n_clusters": 50}),
     ("backbone", "umap", "hdbscan", {}),
 ]
-MITIGATIONS = ("reweight-groups", "jtt", "george")
 # the simulator parameters each signs scenario sets (sim/scenarios.py), and the injected ones
 SCENARIO_PARAMETERS = {
     "night": {"brightness", "noise", "cast_r", "cast_g", "cast_b", "blur"},
@@ -74,11 +69,10 @@ SCENARIO_PARAMETERS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="signs,fashion-mnist")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
-    parser.add_argument("--skip-mitigation", action="store_true")
+    parser.add_argument(
+        "--skip-mitigation", action="store_true", help="no effect (bench_bias_mitigation.py)"
+    )
     parser.add_argument("--skip-groups", action="store_true", help="slices (and mitigation) only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -97,9 +91,6 @@ def _pipeline(dataset: str, args: argparse.Namespace) -> Pipeline:
         setattr(config.data, key, value)
     config.train.epochs = TRAIN_EPOCHS[dataset]
     config.train.threads = args.threads
-    config.retrain.epochs = args.epochs
-    config.retrain.lr = args.lr
-    config.retrain.seeds = args.seeds
     pipe = Pipeline(RunDir(OUT / f"bias-{dataset}"), config)
     pipe.train()
     pipe.evaluate()
@@ -188,58 +179,6 @@ def slice_rows(pipe: Pipeline, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
-def mitigation_rows(pipe: Pipeline, args: argparse.Namespace) -> list[dict[str, Any]]:
-    data = compare(pipe, list(MITIGATIONS), seeds=args.seeds)
-    control = data["control"]["runs"]
-
-    def values(runs: list[dict[str, Any]], key: str) -> np.ndarray:
-        return np.array([r[key] for r in runs], dtype=float)
-
-    rows = []
-    orig = data["original"]
-    rows.append(
-        {
-            "strategy": "original model",
-            "average accuracy": f"{orig['overall']:.3f}",
-            "worst-scenario accuracy": f"{min(orig['per_scenario'].values()):.3f}",
-            "worst-scenario vs control": "",
-            "average vs control": "",
-            "A12 / p vs control (worst)": "",
-            "A12 / p vs jtt (worst)": "",
-        }
-    )
-    entries = [("plain fine-tuning (control)", control)]
-    entries += [(name, data["strategies"][name]["runs"]) for name in MITIGATIONS]
-    jtt = data["strategies"]["jtt"]["runs"]
-    for name, runs in entries:
-        worst, avg = values(runs, "worst_scenario"), values(runs, "overall")
-        c_worst, c_avg = values(control, "worst_scenario"), values(control, "overall")
-        j_worst = values(jtt, "worst_scenario")
-        is_control = runs is control
-        rows.append(
-            {
-                "strategy": name,
-                "average accuracy": f"{avg.mean():.3f} ± {avg.std(ddof=1):.3f}",
-                "worst-scenario accuracy": f"{worst.mean():.3f} ± {worst.std(ddof=1):.3f}",
-                "worst-scenario vs control": ""
-                if is_control
-                else f"{100 * (worst.mean() - c_worst.mean()):+.1f} pts",
-                "average vs control": ""
-                if is_control
-                else f"{100 * (avg.mean() - c_avg.mean()):+.1f} pts",
-                "A12 / p vs control (worst)": ""
-                if is_control
-                else f"{vargha_delaney_a12(worst, c_worst):.2f} / "
-                f"{mann_whitney(worst, c_worst):.3f}",
-                "A12 / p vs jtt (worst)": ""
-                if name in ("jtt",) or is_control
-                else f"{vargha_delaney_a12(worst, j_worst):.2f} / "
-                f"{mann_whitney(worst, j_worst):.3f}",
-            }
-        )
-    return rows
-
-
 def run_dataset(dataset: str, args: argparse.Namespace) -> None:
     pipe = _pipeline(dataset, args)
     sizes = ", ".join(f"{k[2:]} {v}" for k, v in SIZES.items())
@@ -268,18 +207,6 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> None:
         "at most 2 predicates, found by sequential covering. names its parameter: the "
         "slice's predicates include a parameter its dominant scenario sets in the simulator "
         "(or the injected corruption's parameter).",
-    )
-    if args.skip_mitigation:
-        return
-    write_table(
-        f"bias_mitigation_{dataset}" + ("" if args.lr == 1e-3 else f"_lr{args.lr:g}"),
-        f"Zero-label bias mitigations on {dataset}: average and worst-scenario accuracy",
-        command + f" --seeds {args.seeds} --epochs {args.epochs} --lr {args.lr:g} --skip-groups",
-        mitigation_rows(pipe, args),
-        size_note + f" Fine-tuning: {args.epochs} epochs from the original weights (SGD, "
-        f"lr {args.lr:g}, batch 128), mean ± sd over {args.seeds} seeds; worst-scenario: the "
-        "lowest per-scenario test accuracy of a run; A12 > 0.5 favours the strategy "
-        "(Mann-Whitney p).",
     )
 
 

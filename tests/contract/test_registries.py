@@ -51,4 +51,5 @@ def test_every_registry_is_covered() -> None:
         "mitigation:adversarial",
         "mitigation:jtt",
         "mitigation:generated",
+        "mitigation:upsample-groups",
     } <= names

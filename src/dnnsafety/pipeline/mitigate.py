@@ -81,6 +81,10 @@ def mitigation_context(session: RetrainSession, strategy: str) -> MitigationCont
         from dnnsafety.pipeline.spaces import train_features
 
         extra["train_features"] = train_features(session.pipeline)
+    if "pool_features" in needs:
+        from dnnsafety.pipeline.spaces import pool_features
+
+        extra["pool_features"] = pool_features(session.pipeline)
     if "train_probs" in needs:
         extra["train_probs"] = train_probs(session)
     if "clusters" in needs:

@@ -42,6 +42,7 @@ __all__ = [
     "cluster_labels",
     "correct_reference",
     "load_clusters",
+    "pool_features",
     "read_clusters",
     "train_features",
 ]
@@ -139,4 +140,19 @@ def train_features(pipeline: Pipeline) -> np.ndarray:
     train = pipeline.dataset["train"]
     return cached_features(
         pipeline.run, source, train.images, train.ids.astype(str).tolist(), key, f"train {name}"
+    )
+
+
+def pool_features(pipeline: Pipeline) -> np.ndarray:
+    """Features of the unlabelled pool, ``(N_pool, D)``, in the space of
+    :func:`train_features` (same source, same cache)."""
+    from dnnsafety.features import FeatureContext, make_source
+    from dnnsafety.pipeline.analyze.safe import cached_features
+
+    name = "activations" if pipeline.support.white_box else "backbone"
+    source = make_source(name).fit(FeatureContext(model=pipeline.model()))
+    key = fingerprint(pipeline.model_key if name == "activations" else "", name)
+    pool = pipeline.dataset["pool"]
+    return cached_features(
+        pipeline.run, source, pool.images, pool.ids.astype(str).tolist(), key, f"pool {name}"
     )

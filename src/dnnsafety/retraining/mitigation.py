@@ -50,6 +50,8 @@ __all__ = [
 CONTEXT_FIELDS: dict[str, str] = {
     "train_features": "features of the training split, (N_train, D): backbone embeddings for "
     "black-box models, penultimate activations for white-box ones",
+    "pool_features": "features of the unlabelled pool, (N_pool, D), in the space of "
+    "train_features (no pool label is read)",
     "train_probs": "the original model's softmax outputs on the training split, (N_train, C)",
     "clusters": "the root-cause clusters (RootCauses): each one's metadata rules, medoid and "
     "radius in the analysis feature space, that space's feature function, and the dataset's "
@@ -72,6 +74,9 @@ class MitigationContext:
         The validation split, or ``None``.
     train_features
         ``(N_train, D)`` float32 features of ``train`` in row order (``"train_features"``).
+    pool_features
+        ``(N_pool, D)`` float32 features of the unlabelled pool, in the space of
+        ``train_features`` (``"pool_features"``).
     train_probs
         ``(N_train, C)`` float32 softmax outputs of ``model`` on ``train`` (``"train_probs"``).
     clusters
@@ -85,6 +90,7 @@ class MitigationContext:
     train_features: np.ndarray | None = None
     train_probs: np.ndarray | None = None
     clusters: RootCauses | None = None
+    pool_features: np.ndarray | None = None
 
 
 @dataclass(eq=False)

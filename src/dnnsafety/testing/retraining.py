@@ -116,6 +116,8 @@ def check_mitigation(mitigation: Any) -> None:
     extra: dict[str, Any] = {}
     if "train_features" in est.requires:
         extra["train_features"] = train.images.flatten(1).numpy()
+    if "pool_features" in est.requires:
+        extra["pool_features"] = train.images.flatten(1).numpy()[::-1].copy()
     if "train_probs" in est.requires:
         extra["train_probs"] = predict(model, train.images).probs.astype(np.float32)
     if "clusters" in est.requires:

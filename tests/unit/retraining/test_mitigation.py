@@ -146,3 +146,19 @@ def test_unknown_strategy_lists_mitigations_too(toy_registered, tmp_path, capsys
     assert main(["compare", str(tmp_path / "none"), "--strategies", "nope"]) != 0
     err = capsys.readouterr().err
     assert "toy-upweight" in err and "closest" in err
+
+
+@pytest.mark.slow
+def test_compare_builds_pool_features_for_upsample_groups(tmp_path):
+    run = tmp_path / "run"
+    assert main(["--quiet", "evaluate", str(run), *FAST]) == 0
+    argv = ["--quiet", "compare", str(run), "--strategies", "upsample-groups"]
+    params = "retrain.params.upsample-groups={n_groups = 10, min_pool = 3}"
+    quick = ["--seeds", "1", "--set", "retrain.epochs=1", "--set", params]
+    assert main([*argv, *quick]) == 0
+    data = json.loads((run / "comparison.json").read_text())
+    (r,) = data["strategies"]["upsample-groups"]["runs"]
+    # digits: injected scenarios at 1% of train and 10% of the pool, so some group is rarer in
+    # train than in the pool and its members are copied
+    assert r["plan"]["upsampled_groups"] >= 1 and r["extra_images"] == r["plan"]["extra_copies"] > 0
+    assert all(ratio >= 2 for ratio in r["plan"]["ratios"])

@@ -13,7 +13,7 @@ from dnnsafety.retraining.mitigation import (
 )
 
 # one module per family of strategies; importing it registers them
-from dnnsafety.retraining.mitigations import adversarial, augmix, bias, generated
+from dnnsafety.retraining.mitigations import adversarial, augmix, bias, generated, upsample
 
 __all__ = [
     "MITIGATIONS",
@@ -24,4 +24,5 @@ __all__ = [
     "augmix",
     "bias",
     "generated",
+    "upsample",
 ]

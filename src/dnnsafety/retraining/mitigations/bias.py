@@ -6,21 +6,22 @@ Train Twice and George.
   of its group, so a small region of feature space (an under-represented condition) weighs as
   much in the loss as a large one.
 * ``jtt`` - Just Train Twice (Liu et al., "Just Train Twice: Improving Group Robustness
-  without Training Group Information", ICML 2021): the training inputs the first model gets
-  wrong form the error set; the second training upweights them by ``lambda_up``. The first
-  model is the analysed model (its softmax on the training split), as in JTT's identification
-  step with the model trained once already.
+  without Training Group Information", ICML 2021): an identification model (the model's
+  architecture, re-initialised, trained with plain ERM for ``id_epochs`` epochs only) marks
+  the training inputs it gets wrong; the second training upweights them by ``lambda_up``.
 * ``george`` - George (Sohoni et al., "No Subclass Left Behind: Fine-Grained Robustness in
   Coarse-Grained Classification Problems", NeurIPS 2020): cluster the features of every class
   separately into subclasses (``k`` per class by silhouette), then train with group DRO
   (Sagawa et al., ICLR 2020) over the subclasses. Subclasses smaller than ``min_group_size``
-  are oversampled (duplicated) up to it, so that they turn up in training batches.
+  are oversampled up to it with augmented copies, so that they turn up in training batches
+  without being memorised.
 
 None of them reads a scenario, a test label or a pool label.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import numpy as np
@@ -87,33 +88,90 @@ class GroupReweighting(Mitigation):
         )
 
 
-@MITIGATIONS.register("jtt", help="Just Train Twice: upweight the original model's train errors")
+@MITIGATIONS.register("jtt", help="Just Train Twice: upweight an early-stopped ERM model's errors")
 class JustTrainTwice(Mitigation):
-    """Upweight the training inputs the original model misclassifies by ``lambda_up``.
+    """Upweight the training inputs an identification model misclassifies by ``lambda_up``.
+
+    As in Liu et al. (ICML 2021, Algorithm 1), the identification model is trained with plain
+    ERM for only ``id_epochs`` epochs from a fresh initialisation (the original model's
+    architecture, its parameters reset), so that it has not yet memorised the rare inputs; its
+    training errors form the error set, which the second training upweights. A converged
+    model fits nearly all its training inputs and leaves an error set of a few outliers, so
+    ``id_epochs = 0`` (the original model's errors) is kept only as an option, and is used when
+    the model's parameters cannot be reset (a TorchScript model).
 
     Parameters
     ----------
     lambda_up
         Weight of an error-set input (the others weigh 1); Liu et al. used 6 to 100.
+    id_epochs
+        Epochs of the identification model (Liu et al.'s ``T``: 1-2 epochs on CelebA, 60 on
+        Waterbirds); 0: the original model's errors.
+    id_lr
+        Adam learning rate of the identification model.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"train_probs"})
+    _test_params: ClassVar[dict[str, Any]] = {"id_epochs": 1}
 
-    def __init__(self, lambda_up: float = 20.0) -> None:
+    def __init__(self, lambda_up: float = 20.0, id_epochs: int = 1, id_lr: float = 1e-3) -> None:
         self.lambda_up = lambda_up
+        self.id_epochs = id_epochs
+        self.id_lr = id_lr
 
     def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
         lam = check_float_param(self, "lambda_up", self.lambda_up, 1.0, 1e6)
+        epochs = check_int_param(self, "id_epochs", self.id_epochs, 0)
+        lr = check_float_param(self, "id_lr", self.id_lr, 1e-8, 10.0)
         assert context.train_probs is not None
         labels = np.asarray(context.train.labels, dtype=np.int64)
-        errors = np.asarray(context.train_probs).argmax(axis=1) != labels
+        identifier = "original model"
+        pred = np.asarray(context.train_probs).argmax(axis=1)
+        if epochs > 0:
+            from dnnsafety.config import TrainConfig
+            from dnnsafety.models.training import predict, train_model
+
+            with torch.random.fork_rng():
+                torch.manual_seed(random_state)
+                fresh = fresh_copy(context.model)
+                if fresh is not None:
+                    cfg = TrainConfig(epochs=epochs, optimizer="adam", lr=lr, select_by="train")
+                    train_model(
+                        fresh, context.train.images, labels, None, None, cfg, seed=random_state
+                    )
+                    pred = predict(fresh, context.train.images, desc="JTT identification").pred
+                    identifier = f"ERM, {epochs} epoch(s) from scratch"
+        errors = pred != labels
         weights = np.where(errors, lam, 1.0)
         return TrainingPlan(
             context.train.images,
             labels,
             weights=weights,
-            info={"error_set": int(errors.sum())},
+            info={"error_set": int(errors.sum()), "identification": identifier},
         )
+
+
+def fresh_copy(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of ``model`` with every parameterised layer re-initialised
+    (``reset_parameters``), or ``None`` when that cannot be done (TorchScript, a layer
+    without ``reset_parameters``)."""
+    if isinstance(model, torch.jit.ScriptModule) or any(
+        isinstance(m, torch.jit.ScriptModule) for m in model.modules()
+    ):
+        return None
+    new = copy.deepcopy(model)
+    for m in new.modules():
+        has_own = any(True for _ in m.parameters(recurse=False)) or any(
+            True for _ in m.buffers(recurse=False)
+        )
+        if not has_own:
+            continue
+        reset = getattr(m, "reset_parameters", None)
+        if not callable(reset):
+            return None
+        reset()
+    new.train()
+    return new
 
 
 @MITIGATIONS.register("george", help="George: per-class subclass clusters, then group DRO")
@@ -127,31 +185,52 @@ class George(Mitigation):
     min_group_size
         Subclasses smaller than this are oversampled (their inputs repeated) up to it.
     dro_step
-        Step size of the group DRO weights.
+        Step size of the group DRO weights (``eta_q``; Sagawa et al. 0.01, up to 0.1).
+    shift, jitter
+        Augmentation of the oversampled copies
+        (:func:`~dnnsafety.retraining.mitigations.upsample.augment_copies`), so that
+        oversampling a small subclass does not just repeat it; 0 and 0: plain duplicates.
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"train_features"})
     _test_params: ClassVar[dict[str, Any]] = {"max_subclasses": 2, "min_group_size": 4}
 
     def __init__(
-        self, max_subclasses: int = 5, min_group_size: int = 50, dro_step: float = 0.01
+        self,
+        max_subclasses: int = 5,
+        min_group_size: int = 50,
+        dro_step: float = 0.01,
+        shift: int = 2,
+        jitter: float = 0.2,
     ) -> None:
         self.max_subclasses = max_subclasses
         self.min_group_size = min_group_size
         self.dro_step = dro_step
+        self.shift = shift
+        self.jitter = jitter
 
     def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
         max_k = check_int_param(self, "max_subclasses", self.max_subclasses, 1)
         min_size = check_int_param(self, "min_group_size", self.min_group_size, 1)
         step = check_float_param(self, "dro_step", self.dro_step, 1e-6, 10.0)
+        shift = check_int_param(self, "shift", self.shift, 0)
+        jitter = check_float_param(self, "jitter", self.jitter, 0.0, 1.0)
         assert context.train_features is not None
         feats = np.asarray(context.train_features, dtype=np.float32)
         labels = np.asarray(context.train.labels, dtype=np.int64)
         groups = subclasses(feats, labels, max_k, random_state)
         rows = oversample(groups, min_size)
-        index = torch.from_numpy(rows)
+        images = context.train.images
+        extra = torch.from_numpy(rows[len(groups) :])
+        if len(extra) and (shift > 0 or jitter > 0):
+            from dnnsafety.retraining.mitigations.upsample import augment_copies
+
+            rng = np.random.default_rng(random_state)
+            copies = augment_copies(images[extra], rng, shift, jitter)
+        else:
+            copies = images[extra]
         return TrainingPlan(
-            context.train.images[index],
+            torch.cat([images, copies]),
             labels[rows],
             groups=groups[rows],
             dro_step=step,
