@@ -136,18 +136,28 @@ def mitigate(
     return model, score, info, plan
 
 
+def _effective_params(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return dict(MITIGATIONS.get(name)(**given).get_params())
+    except TypeError:  # a parameter it does not take: the plan step says so clearly
+        return dict(given)
+
+
 def cached_mitigation_run(
     pipeline: Pipeline, session: RetrainSession, name: str, seed: int, step: str
 ) -> dict[str, Any]:
     """One fine-tuning run of the mitigation ``name``, reused when saved by an earlier run."""
     settings = pipeline.config.section("retrain")
+    given = settings.get("params", {}).get(name, {})
     key = fingerprint(
         pipeline.eval_key,
         settings,
         name,
-        settings.get("params", {}).get(name, {}),
+        given,
+        # every parameter with its default, so a changed default is a new run, not a reuse
+        _effective_params(name, given),
         seed,
-        "mitigation-run-v1",
+        "mitigation-run-v2",
         # a strategy that reads the root-cause clusters depends on the analysis too
         *([pipeline.analysis_key] if "clusters" in MITIGATIONS.get(name).requires else []),
     )
