@@ -1,6 +1,6 @@
 """Scoring against ground truth: accuracy tables, cluster scores, statistics, summaries."""
 
-from dnnsafety.evaluation.clusters import ClusterScores, score_clusters
+from dnnsafety.evaluation.clusters import CauseScore, ClusterScores, cause_scores, score_clusters
 from dnnsafety.evaluation.metrics import compute_metrics
 from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.evaluation.stats import (
@@ -11,7 +11,9 @@ from dnnsafety.evaluation.stats import (
 )
 
 __all__ = [
+    "CauseScore",
     "ClusterScores",
+    "cause_scores",
     "add_versus",
     "compute_metrics",
     "improved_worsened",
