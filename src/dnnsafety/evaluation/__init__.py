@@ -13,8 +13,8 @@ from dnnsafety.evaluation.stats import (
 __all__ = [
     "CauseScore",
     "ClusterScores",
-    "cause_scores",
     "add_versus",
+    "cause_scores",
     "compute_metrics",
     "improved_worsened",
     "mann_whitney",

@@ -36,7 +36,7 @@ def test_split_cause_and_mixed_cluster_match_sklearn():
     labels = np.array([0, 0, 0, 0, 0, 3, 3, 1, 2, 2])  # dark: {3, 1}; blur: cluster 2 alone
     for cause in CAUSES:
         got = cause_scores(labels, SCEN, cause)
-        truth = SCEN == cause
+        truth = cause == SCEN
         pred = labels == got.cluster
         assert got.recall == pytest.approx(recall_score(truth, pred))
         assert got.precision == pytest.approx(precision_score(truth, pred))
