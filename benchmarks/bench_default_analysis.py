@@ -71,6 +71,21 @@ CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "combined + umap + conditional (true class)": ("combined", "conditional", {"by": "true"}),
 }
 HUDD = "white-box: HUDD (default mode)"
+TITLE = "Candidate default analyses: corruption and semantic-subtype causes"
+
+
+def merged(names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows and commands of earlier results (benchmarks/results/<name>.json)."""
+    import json
+
+    rows, commands = [], []
+    for name in names:
+        data = json.loads(
+            (Path(__file__).resolve().parent / "results" / f"{name}.json").read_text()
+        )
+        rows += data["rows"]
+        commands.append(data["command"])
+    return rows, commands
 
 
 def main() -> None:
@@ -84,15 +99,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-hudd", action="store_true")
     parser.add_argument("--name", default="default_analysis")
+    parser.add_argument(
+        "--merge",
+        default="",
+        help="only write the table from these result names (comma-separated), run apart",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.merge:
+        rows, commands = merged(args.merge.split(","))
+        command = " && ".join(
+            [*commands, "benchmarks/bench_default_analysis.py " + " ".join(sys.argv[1:])]
+        )
+        write_table(args.name, TITLE, command, rows, notes(rows, args))
+        return
     rows: list[dict[str, Any]] = []
     for setting in args.settings.split(","):
         rows += run_setting(setting, args)
     command = "benchmarks/bench_default_analysis.py " + " ".join(sys.argv[1:])
     write_table(
         args.name,
-        "Candidate default analyses: corruption and semantic-subtype causes",
+        TITLE,
         command.strip(),
         rows,
         notes(rows, args),

@@ -39,7 +39,9 @@ GROUP_KEYS = ("", "true", "pred", "pair")
 """How errors are grouped: not at all, by true class, by predicted class, by confusion pair."""
 
 
-def error_groups(by: str, true: Sequence[int], pred: Sequence[int]) -> np.ndarray | None:
+def error_groups(
+    by: str, true: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray
+) -> np.ndarray | None:
     """Group key per error for a class-conditional clusterer.
 
     Parameters

@@ -57,7 +57,9 @@ class CauseScore:
     f1: float
 
 
-def cause_scores(labels: np.ndarray, scenarios: Sequence[str], cause: str) -> CauseScore:
+def cause_scores(
+    labels: np.ndarray, scenarios: Sequence[str] | np.ndarray, cause: str
+) -> CauseScore:
     """Best-matching cluster of ``cause`` and its recall, precision and F1.
 
     Parameters

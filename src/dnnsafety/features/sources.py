@@ -371,7 +371,7 @@ class CombinedFeatures(FeatureSource):
     batch_size = 64
     _test_params: ClassVar[dict[str, Any]] = {"sources": ("pixels", "activations")}
 
-    @property  # type: ignore[override]
+    @property
     def requires(self) -> frozenset[str]:  # type: ignore[override]
         """What its sources read, together."""
         needs: set[str] = set()
