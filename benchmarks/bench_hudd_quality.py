@@ -54,6 +54,7 @@ def main() -> None:
             run = RunDir(folder)
             cfg = copy.deepcopy(config)
             cfg.analysis.mode = mode
+            cfg.analysis.features = ""  # the white-box analysis (no longer the default)
             t0 = time.perf_counter()
             Pipeline(run, cfg).analyze()
             seconds = time.perf_counter() - t0

@@ -190,7 +190,9 @@ def hudd_cost(base: RunDir, config: RunConfig) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("analysis*", "clusters*"))
     run = RunDir(folder)
-    pipe = Pipeline(run, copy.deepcopy(config))
+    hudd = copy.deepcopy(config)
+    hudd.analysis.features = ""  # the white-box analysis (no longer the default)
+    pipe = Pipeline(run, hudd)
     _ = pipe.dataset, pipe.model()
     with peak_memory() as cost:
         pipe.analyze()

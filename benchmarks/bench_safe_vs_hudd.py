@@ -51,7 +51,7 @@ PIPELINES = {
         "analysis.reduce='umap'",
         "analysis.cluster='dbscan'",
     ],
-    "white-box: HUDD (default mode)": [],
+    "white-box: HUDD (default mode)": ["analysis.features=''"],
 }
 
 

@@ -88,6 +88,7 @@ def prepare_run(threads: int) -> tuple[Pipeline, ClusterSpace, Any]:
     config.data.n_train, config.data.n_val = 3000, 300
     config.data.n_test, config.data.n_pool = 800, 200
     config.train.epochs, config.train.threads = 4, threads
+    config.analysis.features = ""  # HUDD, as measured (no longer the default)
     pipe = Pipeline(RunDir(OUT / "scale-run"), config)
     pipe.train()
     pipe.evaluate()
