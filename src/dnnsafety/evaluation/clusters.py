@@ -210,3 +210,37 @@ def score_clusters(
         purity_trivial=trivial if len(kept) else float("nan"),
         causes={s: cause_scores(labels, scen, s) for s in wanted},
     )
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How much two analyses of one run agree.
+
+    Attributes
+    ----------
+    n_shared
+        Errors clustered (not noise) by both analyses.
+    ari
+        Adjusted Rand index (Hubert & Arabie, Journal of Classification 1985) of the two
+        partitions of the shared errors: 1 identical, about 0 as by chance; NaN with fewer than
+        two shared errors.
+    """
+
+    n_shared: int
+    ari: float
+
+
+def cluster_agreement(first: dict[str, int], second: dict[str, int]) -> Agreement:
+    """Agreement of two analyses' clusters on the errors both clustered.
+
+    Parameters
+    ----------
+    first, second
+        Cluster id per error id (``-1``: noise, left out), e.g. from two ``clusters.json``.
+    """
+    shared = sorted(k for k in first.keys() & second.keys() if first[k] >= 0 and second[k] >= 0)
+    if len(shared) < 2:
+        return Agreement(len(shared), float("nan"))
+    a = [first[k] for k in shared]
+    b = [second[k] for k in shared]
+    return Agreement(len(shared), float(adjusted_rand_score(a, b)))

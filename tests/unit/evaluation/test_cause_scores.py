@@ -70,3 +70,18 @@ def test_table_columns_and_dict():
     assert cols["min F1"] == 1 and cols["purity (1 cluster)"] == 0.6 and cols["clusters"] == 3
     d = s.to_dict()
     assert d["causes"]["dark"]["f1"] == 1 and d["min_f1"] == 1
+
+
+def test_agreement_of_two_analyses_is_ari_on_the_shared_clustered_errors():
+    from sklearn.metrics import adjusted_rand_score
+
+    from dnnsafety.evaluation import cluster_agreement
+
+    first = {"a": 0, "b": 0, "c": 1, "d": 1, "e": -1, "f": 2}
+    second = {"a": 5, "b": 5, "c": 5, "d": 7, "e": 7, "g": 1}
+    got = cluster_agreement(first, second)
+    assert got.n_shared == 4  # e is noise in the first, f and g are in one only
+    assert got.ari == pytest.approx(adjusted_rand_score([0, 0, 1, 1], [5, 5, 5, 7]))
+    same = cluster_agreement(first, {k: v + 10 for k, v in first.items()})
+    assert same.ari == pytest.approx(1.0)
+    assert np.isnan(cluster_agreement({"a": 0}, {"a": 1}).ari)
