@@ -370,28 +370,7 @@ class CombinedFeatures(FeatureSource):
 
     batch_size = 64
     _test_params: ClassVar[dict[str, Any]] = {"sources": ("pixels", "activations")}
-
-    @property
-    def requires(self) -> frozenset[str]:  # type: ignore[override]
-        """What its sources read, together."""
-        needs: set[str] = set()
-        for name in self.sources:
-            if name in FEATURE_SOURCES and name != "combined":
-                needs |= set(getattr(FEATURE_SOURCES.get(name), "requires", frozenset()))
-        return frozenset(needs)
-
-    def unlabeled_limit(self) -> int | None:
-        """The smallest limit of its sources that learn from unlabeled images."""
-        limits = [p.unlabeled_limit() for p in self._unfitted() if "unlabeled" in p.requires]
-        known = [n for n in limits if n is not None]
-        return min(known) if known else None
-
-    def _unfitted(self) -> list[FeatureSource]:
-        return [
-            make_source(n, **dict((self.params or {}).get(n, {})))
-            for n in self.sources
-            if n in FEATURE_SOURCES and n != "combined"
-        ]
+    requires: ClassVar[frozenset[str]] = frozenset({"model", "image_shape"})
 
     def __init__(
         self,
@@ -414,6 +393,16 @@ class CombinedFeatures(FeatureSource):
                 f"CombinedFeatures needs one or more other sources; got sources={self.sources!r}."
             )
         given = dict(self.params or {})
+        unsupported = [
+            n
+            for n in names
+            if not getattr(FEATURE_SOURCES.get(n), "requires", frozenset()) <= self.requires
+        ]
+        if unsupported:
+            raise ConfigError(
+                f"CombinedFeatures cannot hold {unsupported}: they learn from unlabeled "
+                "images; combine sources that need at most the model and the image shape."
+            )
         parts = []
         for name in names:
             factory = FEATURE_SOURCES.get(name)

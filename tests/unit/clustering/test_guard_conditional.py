@@ -12,7 +12,7 @@ import pytest
 from dnnsafety.clustering import CLUSTERERS
 from dnnsafety.clustering.guard import error_groups, guarded_k_search
 from dnnsafety.exceptions import ConfigError, InvalidInputError
-from dnnsafety.features import FEATURE_SOURCES
+from dnnsafety.features import FEATURE_SOURCES, FeatureContext
 from dnnsafety.features.sources import combine_blocks
 
 
@@ -122,4 +122,6 @@ def test_combined_blocks_weigh_equally():
     np.testing.assert_allclose(np.linalg.norm(out[:, :100], axis=1), np.sqrt(0.5), rtol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(out[:2, 100:], axis=1), np.sqrt(0.5), rtol=1e-6)
     assert (out[2, 100:] == 0).all()  # a zero row stays zero
-    assert FEATURE_SOURCES.get("combined")().requires == frozenset({"model"})
+    assert FEATURE_SOURCES.get("combined").requires == frozenset({"model", "image_shape"})
+    with pytest.raises(ConfigError, match="unlabeled"):
+        FEATURE_SOURCES.get("combined")(sources=("autoencoder", "pixels")).fit(FeatureContext())

@@ -97,6 +97,7 @@ def test_sources_declare_what_they_need():
     assert needs == {
         "activations": {"model"},
         "autoencoder": {"unlabeled"},
+        "combined": {"model", "image_shape"},
         "backbone": set(),
         "heatmaps": {"model", "image_shape"},
         "pixels": set(),
