@@ -54,6 +54,7 @@ def main() -> None:
             run = RunDir(folder)
             cfg = copy.deepcopy(config)
             cfg.analysis.mode = mode
+            cfg.analysis.features = ""  # the white-box analysis (no longer the default)
             t0 = time.perf_counter()
             Pipeline(run, cfg).analyze()
             seconds = time.perf_counter() - t0
@@ -79,6 +80,9 @@ def main() -> None:
                         "purity": round(s.purity, 3),
                         "purity (weighted)": round(s.purity_weighted, 3),
                         "coverage (rare)": round(s.coverage, 3),
+                        "min F1": round(s.min_f1, 3),
+                        "mean F1": round(s.mean_f1, 3),
+                        "purity (1 cluster)": round(s.purity_trivial, 3),
                         "uncovered": ",".join(s.uncovered) or "-",
                         "ARI": round(s.ari, 3),
                         "NMI": round(s.nmi, 3),

@@ -131,6 +131,7 @@ def pipeline(dataset: str, epochs: int) -> Pipeline:
     """The trained, evaluated and analysed (HUDD) run of ``dataset``, cached in out/."""
     config = base_config(dataset)
     config.retrain.epochs = epochs
+    config.analysis.features = ""  # HUDD (no longer the default)
     run = Pipeline(RunDir(OUT / f"hybrid-{dataset}"), config)
     run.train()
     run.evaluate()

@@ -144,6 +144,8 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> tuple[list[dict[str, 
             PluginConfig("umap"),
             PluginConfig("dbscan"),
         )
+    else:  # the white-box analysis (no longer the default)
+        cfg.analysis.features = ""
     cfg.retrain.epochs = args.epochs
     cfg.retrain.balance = not args.no_balance
     run = Pipeline(RunDir(folder), cfg)

@@ -153,6 +153,9 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                     "purity": round(s.purity, 3),
                     "purity (weighted)": round(s.purity_weighted, 3),
                     "coverage": round(s.coverage, 3),
+                    "min F1": round(s.min_f1, 3),
+                    "mean F1": round(s.mean_f1, 3),
+                    "purity (1 cluster)": round(s.purity_trivial, 3),
                     "noise share": round(s.noise_share, 3),
                     "seconds": round(seconds, 1),
                     "peak MB": round(peak),
@@ -174,6 +177,9 @@ def run_dataset(dataset: str, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "purity": hudd["purity"],
                 "purity (weighted)": hudd["purity_weighted"],
                 "coverage": hudd["coverage"],
+                "min F1": hudd["min F1"],
+                "mean F1": hudd["mean F1"],
+                "purity (1 cluster)": hudd["purity (1 cluster)"],
                 "noise share": 0.0,
                 "seconds": round(hudd["seconds"], 1),
                 "peak MB": round(hudd["peak"]),
@@ -190,7 +196,9 @@ def hudd_cost(base: RunDir, config: RunConfig) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(base.path, folder, ignore=shutil.ignore_patterns("analysis*", "clusters*"))
     run = RunDir(folder)
-    pipe = Pipeline(run, copy.deepcopy(config))
+    hudd = copy.deepcopy(config)
+    hudd.analysis.features = ""  # the white-box analysis (no longer the default)
+    pipe = Pipeline(run, hudd)
     _ = pipe.dataset, pipe.model()
     with peak_memory() as cost:
         pipe.analyze()
@@ -206,6 +214,9 @@ def hudd_cost(base: RunDir, config: RunConfig) -> dict[str, Any]:
         "purity": round(s.purity, 3),
         "purity_weighted": round(s.purity_weighted, 3),
         "coverage": round(s.coverage, 3),
+        "min F1": round(s.min_f1, 3),
+        "mean F1": round(s.mean_f1, 3),
+        "purity (1 cluster)": round(s.purity_trivial, 3),
     }
 
 

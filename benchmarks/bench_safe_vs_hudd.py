@@ -51,7 +51,7 @@ PIPELINES = {
         "analysis.reduce='umap'",
         "analysis.cluster='dbscan'",
     ],
-    "white-box: HUDD (default mode)": [],
+    "white-box: HUDD (default mode)": ["analysis.features=''"],
 }
 
 
@@ -92,6 +92,9 @@ def main() -> None:
                     "clusters": s.n_clusters,
                     "purity": round(s.purity, 3),
                     "coverage": round(s.coverage, 3),
+                    "min F1": round(s.min_f1, 3),
+                    "mean F1": round(s.mean_f1, 3),
+                    "purity (1 cluster)": round(s.purity_trivial, 3),
                     "process s": round(seconds, 1),
                     "analysis s": round(stage, 1),
                     "analysis peak MB": round(peak),

@@ -90,6 +90,7 @@ def prepare_run(threads: int) -> tuple[Path, int]:
     config.data.n_train, config.data.n_val = 3000, 300
     config.data.n_test, config.data.n_pool = 800, 200
     config.train.epochs, config.train.threads = 4, threads
+    config.analysis.features = ""  # HUDD, as measured (no longer the default)
     run = OUT / "scale-run"
     pipe = Pipeline(RunDir(run), config)
     if not (run / "clusters.json").is_file():

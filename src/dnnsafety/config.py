@@ -122,7 +122,8 @@ class PluginConfig:
 
 @dataclass
 class AnalysisConfig:
-    """White-box root-cause analysis (HUDD, METHOD.md §2 steps 1-7).
+    """Root-cause analysis: black-box by default, white-box (HUDD, METHOD.md §2 steps 1-7) on
+    request.
 
     ``mode = "default"`` uses the improved behaviour; ``"hudd-compat"`` the released tool's.
     Empty ``ruleset`` / ``k_rule`` / ``selection`` follow the mode:
@@ -137,6 +138,14 @@ class AnalysisConfig:
 
     ``layers`` names the candidate layers (empty: inputs of every conv, linear and pooling
     module).
+
+    The default analysis is black-box: ``features = "backbone"``, ``reduce = "umap"``,
+    ``cluster = "guarded"`` (DBSCAN, then any cluster holding more than half the errors is split
+    per true class and within it by silhouette: ``dnnsafety.clustering.guard``). It found
+    every cause of the corruption and semantic-subtype benchmarks where the white-box
+    analysis and the plain DBSCAN missed some (``benchmarks/results/default_analysis.md``).
+    An empty ``features`` (``--features hudd``), ``--layers`` or ``--mode`` run the white-box
+    analysis (HUDD) below, unchanged; so does ``mode = "hudd-compat"``.
 
     Black-box analysis (SAFE, METHOD.md §3): a non-empty ``features`` (a name from
     ``dnnsafety.features.FEATURE_SOURCES``: ``backbone``, ``activations``, ``autoencoder``,
@@ -163,9 +172,9 @@ class AnalysisConfig:
     layers: list[str] = field(default_factory=list)
     split: str = "test"
     batch_size: int = 64
-    features: str | PluginConfig = ""
+    features: str | PluginConfig = "backbone"
     reduce: PluginConfig = field(default_factory=lambda: PluginConfig("umap"))
-    cluster: PluginConfig = field(default_factory=lambda: PluginConfig("dbscan"))
+    cluster: PluginConfig = field(default_factory=lambda: PluginConfig("guarded"))
     backbone: str = "mobilenet_v2"
     backbone_weights: str = ""
     image_size: int = 224

@@ -27,7 +27,7 @@ def _copy(src, dst):
 @pytest.mark.slow
 def test_analyze_writes_clusters_and_the_cluster_column(evaluated, tmp_path, capsys):
     run = _copy(evaluated, tmp_path / "run")
-    assert main(["--quiet", "analyze", str(run)]) == 0
+    assert main(["--quiet", "analyze", str(run), "--features", "hudd"]) == 0
     out = capsys.readouterr().out
     assert "root-cause clusters" in out
     data = json.loads((run / "clusters.json").read_text())
@@ -52,8 +52,31 @@ def test_analyze_writes_clusters_and_the_cluster_column(evaluated, tmp_path, cap
             entry["k"] < 2
         ), name
     # a second call reuses the stage
-    assert main(["analyze", str(run)]) == 0
+    assert main(["analyze", str(run), "--features", "hudd"]) == 0
     assert "stage analyze reused" in (run / "run.log").read_text()
+
+
+def test_plain_analyze_runs_the_default_black_box_analysis(evaluated, tmp_path, capsys):
+    """The default: backbone + umap + guarded (no cluster may hold most errors); --features
+    hudd, --layers and --mode still ask for the white-box analysis."""
+    run = _copy(evaluated, tmp_path / "default")
+    assert main(["--quiet", "analyze", str(run), "--set", "analysis.image_size=32"]) == 0
+    data = json.loads((run / "clusters.json").read_text())
+    assert data["method"] == "safe"
+    assert (data["features"], data["reduce"], data["cluster"]) == ("backbone", "umap", "guarded")
+    assert data["params"]["cluster"]["by"] == "true"
+    assert not (run / "analysis" / "layers.json").exists()
+    assert data["clusters"] and "splits" in data["params"]["cluster"]
+    assert "backbone features -> umap -> guarded" in capsys.readouterr().out
+
+
+def test_white_box_by_name_in_the_configuration():
+    from dnnsafety.config import AnalysisConfig
+    from dnnsafety.pipeline.analyze import analysis_for
+
+    assert analysis_for(AnalysisConfig()).name == "safe"
+    assert analysis_for(AnalysisConfig(features="")).name == "hudd"
+    assert analysis_for(AnalysisConfig(mode="hudd-compat")).name == "hudd"
 
 
 def test_hudd_compat_mode(evaluated, tmp_path):

@@ -48,7 +48,6 @@ def test_demo_report_in_chromium(demo_run, driver: Any, tmp_path):  # noqa: F811
         "summary",
         "performance",
         "clusters",
-        "layers",
         "map",
         "detection",
         "bias",

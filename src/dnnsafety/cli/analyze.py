@@ -28,8 +28,8 @@ from dnnsafety.runs import RunDir
 @click.option(
     "--features",
     type=RegistryChoice(FEATURE_SOURCES, extra=("hudd",)),
-    help="Black-box analysis (SAFE) with this feature source ('hudd': back to the white-box"
-    " analysis). Default: the run's configuration, initially white-box HUDD.",
+    help="Black-box analysis (SAFE) with this feature source ('hudd': the white-box HUDD"
+    " analysis). Default: the run's configuration, initially backbone + umap + guarded.",
 )
 @click.option("--reduce", type=RegistryChoice(REDUCERS), help="Black-box reduction.")
 @click.option("--cluster", type=RegistryChoice(CLUSTERERS), help="Black-box clusterer.")
@@ -46,11 +46,12 @@ def command(
 ) -> None:
     """Group the error-inducing inputs of RUN_DIR into root-cause clusters.
 
-    White-box by default (HUDD: LRP heatmaps per layer, Ward clustering, layer choice); for a
-    model whose layers cannot be hooked (ONNX, TorchScript that cannot be rebuilt from its
-    layers) black-box with --features backbone, said in the log. With --features, black-box
-    (SAFE: features -> --reduce -> --cluster, e.g. --features backbone --reduce umap
-    --cluster dbscan). Writes clusters.json, the column `cluster` of
+    Black-box by default (SAFE: frozen MobileNetV2 features -> UMAP -> DBSCAN, then no cluster
+    may hold most errors: such a cluster is split per true class and by silhouette), which
+    needs only the model's predictions. Other black-box pipelines with --features, --reduce,
+    --cluster (e.g. --cluster dbscan for the plain DBSCAN). White-box (HUDD: LRP heatmaps per
+    layer, Ward clustering, layer choice) with --features hudd, --layers or --mode, unchanged.
+    Writes clusters.json, the column `cluster` of
     samples.parquet (-1 = noise), and under analysis/: contact sheets, representative images
     and the error map (plus the per-layer table and WICD plots for HUDD).
     """
@@ -60,7 +61,7 @@ def command(
         overrides["analysis.mode"] = mode
     if split:
         overrides["analysis.split"] = split
-    if features == "hudd":  # back to the white-box analysis
+    if features == "hudd" or (features is None and (mode or layers)):  # white-box by name
         features = ""
         overrides["analysis.features"] = ""
     for key, value in (("features", features), ("reduce", reduce), ("cluster", cluster)):

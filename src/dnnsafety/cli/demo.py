@@ -43,7 +43,8 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
 
     The training set under-represents some conditions (at night, in fog, occluded, tilted);
     the test set has many of them, so the accuracy table shows which scenarios break the model.
-    The analysis groups the test errors into root-cause clusters by their LRP heatmaps; then
+    The analysis groups the test errors into root-cause clusters (the default black-box
+    analysis; --set analysis.features='' for LRP heatmaps); then
     HUDD's ClosestU picks the pool images that resemble each cluster, and retraining with them
     is compared with random and entropy selection at the same labelling budget. Everything
     ends up in report.html.

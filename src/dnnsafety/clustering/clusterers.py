@@ -9,6 +9,8 @@ Four clusterers are registered in :data:`CLUSTERERS`, one module each:
 ``kmeans`` (:mod:`.kmeans`), ``ward`` (:mod:`.ward`)
     k-means and Ward linkage with ``k`` in ``2..min(max_k, N - 1, distinct rows)`` chosen by
     the highest silhouette (:mod:`.silhouette`).
+``guarded`` (:mod:`.guard`), ``conditional`` (:mod:`.conditional`)
+    Any clusterer then no cluster holding most errors; clustering per class of the errors.
 
 The contract they share is :class:`~dnnsafety.clustering.base.Clusterer`. Adding a clusterer
 means one module in this folder whose class is decorated with
@@ -24,7 +26,9 @@ from dnnsafety.clustering.base import (
     Clusterer,
     finalize_labels,
 )
+from dnnsafety.clustering.conditional import ClassConditionalClusterer
 from dnnsafety.clustering.dbscan import DBSCANClusterer
+from dnnsafety.clustering.guard import GuardedClusterer
 from dnnsafety.clustering.hdbscan import HDBSCANClusterer
 from dnnsafety.clustering.kmeans import KMeansClusterer
 from dnnsafety.clustering.kmeans_fixed import FixedKMeansClusterer
@@ -39,9 +43,11 @@ __all__ = [
     "CLUSTERERS",
     "DEFAULT_SILHOUETTE_SAMPLE",
     "REASONS",
+    "ClassConditionalClusterer",
     "Clusterer",
     "DBSCANClusterer",
     "FixedKMeansClusterer",
+    "GuardedClusterer",
     "HDBSCANClusterer",
     "KMeansClusterer",
     "SilhouetteKClusterer",

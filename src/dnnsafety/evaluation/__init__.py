@@ -1,6 +1,13 @@
 """Scoring against ground truth: accuracy tables, cluster scores, statistics, summaries."""
 
-from dnnsafety.evaluation.clusters import ClusterScores, score_clusters
+from dnnsafety.evaluation.clusters import (
+    Agreement,
+    CauseScore,
+    ClusterScores,
+    cause_scores,
+    cluster_agreement,
+    score_clusters,
+)
 from dnnsafety.evaluation.metrics import compute_metrics
 from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.evaluation.stats import (
@@ -11,8 +18,12 @@ from dnnsafety.evaluation.stats import (
 )
 
 __all__ = [
+    "Agreement",
+    "CauseScore",
     "ClusterScores",
     "add_versus",
+    "cause_scores",
+    "cluster_agreement",
     "compute_metrics",
     "improved_worsened",
     "mann_whitney",

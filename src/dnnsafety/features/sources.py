@@ -23,6 +23,9 @@ name in :data:`FEATURE_SOURCES`:
     HUDD's LRP relevance at one layer of the model (white-box features, for comparison).
 ``pixels``
     Raw pixels, downsampled to at most 32x32: the floor any feature should beat.
+``combined``
+    Several sources side by side (the backbone and the model's own activations by default),
+    each block scaled to unit norm per input so that none dominates by its scale or width.
 """
 
 from __future__ import annotations
@@ -336,6 +339,109 @@ class HeatmapFeatures(FeatureSource):
         with torch.enable_grad():
             rel = layer_relevance(self.model_, batch, [self.layer_], ruleset=self.ruleset)
         return rel.maps[self.layer_].detach().float()
+
+
+@FEATURE_SOURCES.register(
+    "combined", "backbone + the model's own activations, each block standardised"
+)
+class CombinedFeatures(FeatureSource):
+    """Concatenation of several sources, each block standardised per input.
+
+    A block (one source's ``N x D_i`` features) is divided row by row by its Euclidean norm,
+    then by ``sqrt(number of blocks)``: every block has the same weight in the distances
+    whatever its width (1,280 backbone dimensions against a few dozen activations) or scale,
+    and each row has unit norm. The same rule for every input, so no statistics are learned
+    and pool inputs land in the same space as the errors. A zero row stays zero.
+
+    Parameters
+    ----------
+    sources
+        Registered source names (not ``combined``), in block order.
+    params
+        Per source name, its constructor parameters (e.g. ``{"backbone": {"image_size":
+        128}}``); the analysis offers ``arch``/``weights``/``image_size`` to the backbone.
+    image_size
+        Offered to sources that take it (the backbone).
+    skip_unavailable
+        Leave out, with a warning, a source that cannot be used with this model (the
+        ``activations`` of a model without white-box access: ONNX, an opaque TorchScript
+        file), so the features stay black-box for such models; ``False`` raises instead.
+    """
+
+    batch_size = 64
+    _test_params: ClassVar[dict[str, Any]] = {"sources": ("pixels", "activations")}
+    requires: ClassVar[frozenset[str]] = frozenset({"model", "image_shape"})
+
+    def __init__(
+        self,
+        sources: tuple[str, ...] = ("backbone", "activations"),
+        params: dict[str, dict[str, Any]] | None = None,
+        image_size: int = 224,
+        skip_unavailable: bool = True,
+    ) -> None:
+        self.sources = sources
+        self.params = params
+        self.image_size = image_size
+        self.skip_unavailable = skip_unavailable
+
+    def fit(self, context: FeatureContext) -> CombinedFeatures:
+        import inspect
+
+        names = [str(n) for n in self.sources]
+        if not names or "combined" in names:
+            raise ConfigError(
+                f"CombinedFeatures needs one or more other sources; got sources={self.sources!r}."
+            )
+        given = dict(self.params or {})
+        unsupported = [
+            n
+            for n in names
+            if not getattr(FEATURE_SOURCES.get(n), "requires", frozenset()) <= self.requires
+        ]
+        if unsupported:
+            raise ConfigError(
+                f"CombinedFeatures cannot hold {unsupported}: they learn from unlabeled "
+                "images; combine sources that need at most the model and the image shape."
+            )
+        parts = []
+        for name in names:
+            factory = FEATURE_SOURCES.get(name)
+            kwargs = dict(given.get(name, {}))
+            if "image_size" in inspect.signature(factory).parameters:
+                kwargs.setdefault("image_size", self.image_size)
+            try:
+                parts.append(make_source(name, **kwargs).fit(context))
+            except ConfigError as exc:
+                if not self.skip_unavailable or len(names) == 1:
+                    raise
+                log.warning("combined features: leaving out %r (%s)", name, exc)
+        if not parts:
+            raise ConfigError(f"None of the sources {names} of 'combined' can be used.")
+        self.parts_ = parts
+        self.used_ = [p.name for p in parts]
+        self.fitted_ = True
+        return self
+
+    def transform(self, images: ImageRows, desc: str = "features") -> np.ndarray:
+        """Each source's features, each block scaled to norm ``1 / sqrt(blocks)`` per row."""
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(
+                "The feature source 'combined' is not fitted yet; call fit(context) first."
+            )
+        blocks = [part.transform(images, desc=f"{desc} ({part.name})") for part in self.parts_]
+        return combine_blocks(blocks)
+
+
+def combine_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """Blocks of features (``N x D_i`` each) side by side, each row of each block scaled to
+    norm ``1 / sqrt(len(blocks))`` (a zero row stays zero): ``N x sum(D_i)`` float32."""
+    scale = 1.0 / np.sqrt(len(blocks))
+    out = []
+    for block in blocks:
+        b = np.asarray(block, dtype=np.float32)
+        norm = np.linalg.norm(b, axis=1, keepdims=True)
+        out.append(b / np.where(norm > 0, norm, 1.0) * scale)
+    return np.concatenate(out, axis=1).astype(np.float32, copy=False)
 
 
 def _sample_shape(context: FeatureContext) -> tuple[int, ...]:

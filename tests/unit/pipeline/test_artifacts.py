@@ -269,7 +269,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("artifacts") / "run"
     fast = ["--dataset", "digits", "--epochs", "1", "--set", "train.batch_size=64"]
     assert main(["--quiet", "evaluate", str(run), *fast]) == 0
-    assert main(["--quiet", "analyze", str(run)]) == 0
+    assert main(["--quiet", "analyze", str(run), "--features", "hudd"]) == 0
     argv = ["--quiet", "compare", str(run), "--strategies", "closest,random", "--budget", "10"]
     assert main([*argv, "--seeds", "1", "--set", "retrain.epochs=1"]) == 0
     return run

@@ -97,6 +97,7 @@ def test_sources_declare_what_they_need():
     assert needs == {
         "activations": {"model"},
         "autoencoder": {"unlabeled"},
+        "combined": {"model", "image_shape"},
         "backbone": set(),
         "heatmaps": {"model", "image_shape"},
         "pixels": set(),
@@ -138,7 +139,9 @@ def test_old_flat_analysis_keys_give_the_same_source_parameters():
         "name": "autoencoder",
         "params": {"latent": 8},
     }
-    assert RunConfig().section("analysis")["features"] == ""  # fingerprints of older runs hold
+    # a plug-in with default parameters fingerprints as its bare name, as in older runs
+    assert RunConfig().section("analysis")["features"] == "backbone"
+    assert RunConfig().section("analysis")["cluster"] == "guarded"
 
 
 def test_fit_source_passes_only_what_the_source_requires(tmp_path, monkeypatch):
@@ -305,3 +308,16 @@ def test_bad_onnx_file_is_a_clear_error(tmp_path, capsys):
     argv = ["evaluate", str(tmp_path / "r"), "--dataset", "digits", "--arch", "onnx"]
     assert main([*argv, "--weights", str(bad)]) == 2
     assert "not a loadable ONNX model" in capsys.readouterr().err
+
+
+def test_class_conditional_clusters_hold_one_true_class_each(evaluated, tmp_path):
+    """The analysis passes each error's true class to the conditional clusterer."""
+    run = tmp_path / "run"
+    shutil.copytree(evaluated, run)
+    argv = ["--quiet", "analyze", str(run), "--features", "pixels", "--reduce", "pca"]
+    assert main([*argv, "--cluster", "conditional"]) == 0
+    data = json.loads((run / "clusters.json").read_text())
+    assert data["cluster"] == "conditional" and data["params"]["cluster"]["by"] == "true"
+    _, errors = _errors(run)
+    per_cluster = errors.groupby("cluster")["label"].nunique()
+    assert (per_cluster == 1).all() and len(per_cluster) >= errors["label"].nunique()

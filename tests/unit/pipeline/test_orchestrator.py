@@ -118,7 +118,7 @@ def test_a_requirement_nothing_builds_is_refused(monkeypatch):
 
 def test_each_configuration_asks_for_exactly_one_analysis():
     assert ANALYSES.names() == ["hudd", "safe"]
-    white = analysis_for(AnalysisConfig())
+    white = analysis_for(AnalysisConfig(features=""))
     black = analysis_for(AnalysisConfig(features="backbone"))
     assert (white.name, black.name) == ("hudd", "safe")
     assert white.outputs == (CLUSTERS_FILE, LAYERS_FILE) and white.white_box

@@ -187,7 +187,8 @@ class HuddAnalysis(Analysis):
 
     @classmethod
     def handles(cls, config: AnalysisConfig) -> bool:
-        return not PluginConfig.of(config.features).name  # SAFE handles any named source
+        # SAFE handles any named source, except in the released tool's mode
+        return not PluginConfig.of(config.features).name or config.mode == "hudd-compat"
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from dnnsafety.features.coverage import warn_lrp_coverage

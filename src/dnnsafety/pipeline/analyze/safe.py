@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from dnnsafety.clustering import CLUSTERERS, REDUCERS, identical_rows, pairwise_distances
+from dnnsafety.clustering.guard import GroupedClusterer, error_groups
 from dnnsafety.config import AnalysisConfig, PluginConfig
 from dnnsafety.data.dataset import Dataset
 from dnnsafety.explain import describe_clusters
@@ -197,7 +198,10 @@ def run_blackbox(
         )
         feats = feats[same.representative()]
     seconds["features"] = time.perf_counter() - t0
-    labels, reduced, params = reduce_and_cluster(feats, config.reduce, config.cluster, seed)
+    classes = (errors["label"].to_numpy(dtype=np.int64), errors["pred"].to_numpy(dtype=np.int64))
+    labels, reduced, params = reduce_and_cluster(
+        feats, config.reduce, config.cluster, seed, classes=classes
+    )
     seconds["clustering"] = time.perf_counter() - t0 - seconds["features"]
     out_dir = run / ANALYSIS_DIR
     clusters: list[dict[str, Any]] = []
@@ -254,9 +258,17 @@ def make_reducer(reduce: str | PluginConfig, n: int, seed: int) -> Any:
 
 
 def reduce_and_cluster(
-    features: np.ndarray, reduce: str | PluginConfig, cluster: str | PluginConfig, seed: int
+    features: np.ndarray,
+    reduce: str | PluginConfig,
+    cluster: str | PluginConfig,
+    seed: int,
+    classes: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Reduce then cluster ``features``; returns labels (-1 noise), reduced data, parameters."""
+    """Reduce then cluster ``features``; returns labels (-1 noise), reduced data, parameters.
+
+    ``classes``: true and predicted class per row, passed as group keys to a clusterer that
+    takes them (``conditional``, ``guarded``: its ``by`` parameter says which key).
+    """
     n = len(features)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros((0, 2), np.float32), {}
@@ -264,7 +276,12 @@ def reduce_and_cluster(
     reduced = np.asarray(reducer.fit_transform(features), dtype=np.float32)
     spec = PluginConfig.of(cluster)
     clusterer = CLUSTERERS.create(spec.name, spec.params, random_state=seed)
-    labels = np.asarray(clusterer.fit_predict(reduced), dtype=np.int64)
+    by = str(getattr(clusterer, "by", ""))
+    if isinstance(clusterer, GroupedClusterer) and by and classes is not None:
+        groups = error_groups(by, *classes)
+        labels = np.asarray(clusterer.fit_predict(reduced, groups), dtype=np.int64)
+    else:
+        labels = np.asarray(clusterer.fit_predict(reduced), dtype=np.int64)
     params = {
         "reduce": {"name": str(reduce), "dims": int(reduced.shape[1]), **reducer.params_},
         "cluster": {"name": spec.name, **dict(getattr(clusterer, "params_", {}))},
@@ -275,14 +292,15 @@ def reduce_and_cluster(
 
 @ANALYSES.register("safe", help="black-box: features -> reducer -> clusterer (SAFE)")
 class SafeAnalysis(Analysis):
-    """SAFE (METHOD.md §3): the analysis when ``analysis.features`` names a feature source."""
+    """SAFE (METHOD.md §3): the analysis when ``analysis.features`` names a feature source
+    (``analysis.mode = "hudd-compat"`` asks for the white-box analysis whatever the source)."""
 
     name = "safe"
     outputs = (CLUSTERS_FILE,)
 
     @classmethod
     def handles(cls, config: AnalysisConfig) -> bool:
-        return bool(PluginConfig.of(config.features).name)
+        return bool(PluginConfig.of(config.features).name) and config.mode != "hudd-compat"
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         cfg = ctx.config.analysis
