@@ -46,10 +46,17 @@ VARIANTS = {
     "squeeze-1bit": {"bits": 1},
     "magnet": {},
     "magnet-jsd": {"score": "jsd"},
+    "msp": {},
     "knn": {},
     "mahalanobis": {},
     "lrp": {},
+    "noise": {},
+    "residual": {},
+    "layers": {},
+    "fusion": {},
+    "fusion-bonferroni": {"fusion": "bonferroni"},
 }
+CACHE = Path("/tmp/dnnsafety-bench-cache")
 
 
 def _load(name: str, args: argparse.Namespace) -> Any:
@@ -71,8 +78,14 @@ def _train(ds: Any, epochs: int, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model("small_cnn", c, ds.num_classes, h)
     tr, val = ds["train"], ds["val"]
+    path = CACHE / f"{ds.name}-small_cnn-{len(tr)}-{len(val)}-{epochs}-{seed}.pt"
+    if path.is_file():  # a rerun reuses the trained model
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
     cfg = TrainConfig(epochs=epochs, schedule="cosine")
     train_model(model, tr.images, tr.labels, val.images, val.labels, cfg, seed=seed)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
     return model.eval()
 
 
@@ -220,15 +233,17 @@ def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, An
 
     base_clean, base_rob = scores(model)
     rows = []
-    cfg = TrainConfig(epochs=args.ft_epochs, lr=5e-4, select_by="train", schedule="cosine")
+    cfg = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, select_by="train", schedule="cosine")
+    train = ds["train"].subset(np.arange(min(args.ft_n, len(ds["train"]))))
     for seed in range(args.seeds):
         for strategy in ("plain", "adversarial"):
             m = copy.deepcopy(model)
-            context = MitigationContext(model=m, train=ds["train"], val=ds["val"])
+            context = MitigationContext(model=m, train=train, val=ds["val"])
             if strategy == "plain":
-                plan = plain_plan(ds["train"])
+                plan = plain_plan(train)
             else:
-                plan = MITIGATIONS.create("adversarial").plan(context, random_state=seed)
+                params = {"steps": args.ft_steps, "share": args.ft_share}
+                plan = MITIGATIONS.create("adversarial", params).plan(context, random_state=seed)
             t0 = time.perf_counter()
             train_model(
                 m, plan.images, plan.labels, None, None, cfg, seed=seed, augment=plan.augment
@@ -291,6 +306,10 @@ def _mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     info = machine()
+    old = RESULTS / "adversarial.json"
+    if old.is_file():  # keep the datasets another process (or an earlier run) wrote
+        done = json.loads(old.read_text()).get("datasets", {})
+        results = {**results, "datasets": {**done, **results["datasets"]}}
     payload = {"title": "Adversarial inputs", "command": COMMAND, "machine": info, **results}
     (RESULTS / "adversarial.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adversarial inputs: robust accuracy, label-free detection, retraining", ""]
@@ -377,16 +396,18 @@ def main() -> None:
     parser.add_argument("--fit-n", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--ft-epochs", type=int, default=2)
+    parser.add_argument("--ft-lr", type=float, default=1e-3)
+    parser.add_argument("--ft-steps", type=int, default=7, help="PGD steps of the examples")
+    parser.add_argument("--ft-share", type=float, default=0.5, help="adversarial share")
+    parser.add_argument("--ft-n", type=int, default=100_000, help="fine-tuning images")
+    parser.add_argument("--skip", default="", help="stages to skip (pilots): finetune,purity")
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     import dnnsafety.adversarial  # noqa: F401  (registers the adversarial detectors)
 
-    old = RESULTS / "adversarial.json"
     results: dict[str, Any] = {"datasets": {}}
-    if old.is_file():
-        results["datasets"] = json.loads(old.read_text()).get("datasets", {})
     for name in args.datasets.split(","):
         t0 = time.perf_counter()
         ds = _load(name, args)
@@ -397,9 +418,10 @@ def main() -> None:
         rob, kept = robustness(model, images, labels, args)
         print(name, "robustness done", round(time.perf_counter() - t0), "s", flush=True)
         det = detection(model, ds, images, kept, args)
-        pur = purity(model, ds, kept)
+        skip = set(args.skip.split(","))
+        pur = {} if "purity" in skip else purity(model, ds, kept)
         print(name, "purity", pur, flush=True)
-        ft = finetune(model, ds, args)
+        ft = [] if "finetune" in skip else finetune(model, ds, args)
         res = {
             "sizes": {
                 "train": len(ds["train"]),
