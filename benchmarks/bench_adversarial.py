@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _table import RESULTS, machine
 
-COMMAND = "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py --threads 1"
+COMMAND = "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py"
 LINF = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
 L2 = [0.25, 0.5, 1.0, 2.0]
 VARIANTS = {
@@ -55,6 +55,7 @@ VARIANTS = {
     "layers": {},
     "fusion": {},
     "fusion-bonferroni": {"fusion": "bonferroni"},
+    "fusion-all": {"members": {"noise": {}, "residual": {}, "layers": {}, "msp": {}}},
 }
 CACHE = Path("/tmp/dnnsafety-bench-cache")
 
@@ -100,6 +101,20 @@ def _attack_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"square": {"n_queries": args.square_queries}}.get(name, {})
 
 
+class _Memo:
+    """An attack whose runs are kept: the curve's run at a budget is reused for detection."""
+
+    def __init__(self, attack: Any) -> None:
+        self.inner, self.minimal, self.norm = attack, attack.minimal, attack.norm
+        self.runs: dict[tuple[float, int, int], Any] = {}
+
+    def attack(self, model: Any, x: Any, y: Any, eps: float, random_state: int = 0) -> Any:
+        key = (float(eps), int(random_state), len(x))
+        if key not in self.runs:
+            self.runs[key] = self.inner.attack(model, x, y, eps, random_state)
+        return self.runs[key]
+
+
 def robustness(model: Any, images: Any, labels: Any, args: argparse.Namespace) -> tuple:
     """Robust accuracy rows, and the adversarial inputs kept for detection."""
     from dnnsafety.adversarial import ATTACKS, robust_accuracy
@@ -108,7 +123,7 @@ def robustness(model: Any, images: Any, labels: Any, args: argparse.Namespace) -
     rows, kept = [], {}
     clean_pred = predict(model, images).pred
     for name in ("fgsm", "pgd", "square", "cw", "deepfool"):
-        atk = ATTACKS.create(name, _attack_params(name, args))
+        atk = _Memo(ATTACKS.create(name, _attack_params(name, args)))
         n = args.n_square if name == "square" else len(images)
         x, y = images[:n], labels[:n]
         t0 = time.perf_counter()
@@ -237,6 +252,8 @@ def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, An
     train = ds["train"].subset(np.arange(min(args.ft_n, len(ds["train"]))))
     for seed in range(args.seeds):
         for strategy in ("plain", "adversarial"):
+            if strategy == "plain" and seed >= args.plain_seeds:
+                continue
             m = copy.deepcopy(model)
             context = MitigationContext(model=m, train=train, val=ds["val"])
             if strategy == "plain":
@@ -313,7 +330,9 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     payload = {"title": "Adversarial inputs", "command": COMMAND, "machine": info, **results}
     (RESULTS / "adversarial.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adversarial inputs: robust accuracy, label-free detection, retraining", ""]
-    lines += [f"Reproduce: `{COMMAND}`", ""]
+    commands = sorted({r.get("command", COMMAND) for r in results["datasets"].values()})
+    lines.append("Reproduce (one process per dataset; each writes its own section):")
+    lines += ["", *[f"    {c}" for c in commands], ""]
     lines.append(
         f"Machine: {info['cpu_cores']} cores, torch {info['torch']} ({info['torch_threads']} "
         f"threads), Python {info['python']}, {info['date']}."
@@ -345,9 +364,12 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
         lines += _md_table([res["purity"]])
         lines += ["", "### Adversarial fine-tuning vs plain fine-tuning", ""]
         lines.append(
-            f"{s['ft_epochs']} epochs (Adam, lr 5e-4, cosine) from the trained model, per seed; "
-            "clean accuracy on the whole test split, PGD (10 steps) robust accuracy at 8/255 on "
-            "the attacked nominal inputs; changes against the original model."
+            f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
+            f"model on {s.get('ft_n', s['train'])} training images, per seed; the adversarial "
+            f"share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} examples "
+            "at 8/255 (step 2/255, random start); clean accuracy on the whole test split, PGD "
+            "(10 steps) robust accuracy at 8/255 on the attacked nominal inputs; changes against "
+            "the original model."
         )
         lines.append("")
         lines += _md_table(res["finetune"])
@@ -399,6 +421,7 @@ def main() -> None:
     parser.add_argument("--ft-lr", type=float, default=1e-3)
     parser.add_argument("--ft-steps", type=int, default=7, help="PGD steps of the examples")
     parser.add_argument("--ft-share", type=float, default=0.5, help="adversarial share")
+    parser.add_argument("--plain-seeds", type=int, default=3, help="seeds of the control")
     parser.add_argument("--ft-n", type=int, default=100_000, help="fine-tuning images")
     parser.add_argument("--skip", default="", help="stages to skip (pilots): finetune,purity")
     parser.add_argument("--seeds", type=int, default=3)
@@ -433,12 +456,17 @@ def main() -> None:
                 "square_queries": args.square_queries,
                 "fit": min(args.fit_n, len(ds["train"])),
                 "ft_epochs": args.ft_epochs,
+                "ft_n": min(args.ft_n, len(ds["train"])),
+                "ft_lr": args.ft_lr,
+                "ft_steps": args.ft_steps,
+                "ft_share": args.ft_share,
             },
             "robustness": rob,
             "detection": det,
             "purity": pur,
             "finetune": ft,
             "seconds": round(time.perf_counter() - t0, 1),
+            "command": f"{COMMAND.split(' --')[0]} {' '.join(sys.argv[1:])}",
         }
         res["verdict"] = verdict(res)
         results["datasets"][name] = res

@@ -376,8 +376,8 @@ class FusionDetector(Detector):
         read features, logits or a head get them from it
         (:func:`dnnsafety.adversarial.evaluate.detector_inputs`).
     members
-        ``{name: params}`` of the detectors fused (default: ``noise``, ``residual`` and
-        ``layers``).
+        ``{name: params}`` of the detectors fused (default: ``noise`` and ``residual``, one
+        for minimal perturbations near the decision boundary, one for dense L-inf ones).
     fusion
         ``"fisher"`` or ``"bonferroni"``.
     cal_fraction
@@ -410,7 +410,7 @@ class FusionDetector(Detector):
     def _member_specs(self) -> dict[str, dict[str, Any]]:
         specs = self.members
         if specs is None:
-            specs = {"noise": {}, "residual": {}, "layers": {}}
+            specs = {"noise": {}, "residual": {}}
         if not isinstance(specs, dict) or not specs:
             raise ConfigError(
                 "The 'members' parameter of FusionDetector must be a non-empty {name: params} "
