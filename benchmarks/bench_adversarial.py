@@ -13,11 +13,18 @@ For each dataset (signs, Fashion-MNIST; small sizes so that it runs on a CPU in 
    features, penultimate layer) of the natural test errors and the successful PGD inputs,
    clustered by Ward (k by silhouette); purity = size-weighted share of the majority kind
    (adversarial or natural) per cluster (0.5 = mixed, 1 = separate clusters);
-5. adversarial fine-tuning (the ``adversarial`` mitigation: half of each batch replaced by PGD
-   examples at 8/255) against plain fine-tuning with the same settings, over seeds: clean and
-   PGD-8/255 robust accuracy.
+5. adversarial fine-tuning (the ``adversarial`` mitigation: a share of each batch replaced by
+   PGD-7 examples at 8/255, step 2/255, random start) against plain fine-tuning with the same
+   settings, over seeds: clean and PGD-8/255 robust accuracy.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py --threads 1
+Trained models are cached under /tmp/dnnsafety-bench-cache (a rerun skips training). One
+process per dataset (each merges its section into the result files)::
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py --datasets signs \
+        --n-train 6000 --epochs 10 --ft-n 1500 --ft-epochs 5 --seeds 3 --plain-seeds 1
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py \
+        --datasets fashion-mnist --n-train 12000 --epochs 12 --ft-n 1500 --ft-epochs 5 \
+        --seeds 1 --plain-seeds 1
 """
 
 from __future__ import annotations
