@@ -49,6 +49,8 @@ def test_every_registry_is_covered() -> None:
         "mitigation:augmix",
         "attack:pgd",
         "mitigation:adversarial",
+        "detector:fusion",
+        "detector:layers",
         "mitigation:jtt",
         "mitigation:generated",
         "mitigation:upsample-groups",

@@ -6,6 +6,9 @@
 * :mod:`~dnnsafety.adversarial.detectors` - label-free detectors registered in
   :data:`dnnsafety.detection.DETECTORS`: feature squeezing (``squeeze``), MagNet
   (``magnet``) and LRP relevance statistics (``lrp``).
+* :mod:`~dnnsafety.adversarial.ensemble` - more label-free detectors in the same registry:
+  prediction consistency under noise (``noise``), noise-residual statistics (``residual``),
+  multi-layer Mahalanobis (``layers``) and conformal p-value fusion (``fusion``).
 """
 
 from dnnsafety.adversarial.attacks import (
@@ -22,14 +25,24 @@ from dnnsafety.adversarial.detectors import (
     LRPStatisticsDetector,
     MagNetDetector,
 )
+from dnnsafety.adversarial.ensemble import (
+    FusionDetector,
+    MultiLayerMahalanobisDetector,
+    NoiseConsistencyDetector,
+    ResidualDetector,
+)
 
 __all__ = [
     "ATTACKS",
     "Attack",
     "AttackResult",
     "FeatureSqueezingDetector",
+    "FusionDetector",
     "LRPStatisticsDetector",
     "MagNetDetector",
+    "MultiLayerMahalanobisDetector",
+    "NoiseConsistencyDetector",
+    "ResidualDetector",
     "has_gradients",
     "perturbation_norm",
     "robust_accuracy",

@@ -71,7 +71,7 @@ def fgsm_inputs(digits: Dataset, digits_model):
 
 
 # a weak 8x8 digits model: detection is far from the benchmark's figures, but above chance
-@pytest.mark.parametrize("name", ["squeeze", "lrp", "mahalanobis"])
+@pytest.mark.parametrize("name", ["squeeze", "lrp", "mahalanobis", "noise", "fusion"])
 def test_detectors_fitted_on_clean_inputs_flag_fgsm_inputs(name, digits, digits_model, fgsm_inputs):
     clean, adversarial = fgsm_inputs
     assert len(adversarial) >= 8
