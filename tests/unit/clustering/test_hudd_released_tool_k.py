@@ -11,7 +11,6 @@ increasing, S = 1: maxima and minima with ``argrelextrema``, threshold reset at 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.signal import argrelextrema
 from scipy.spatial.distance import pdist
@@ -95,7 +94,6 @@ def test_first_difference_ends_match_the_tool_gradient() -> None:
     )
 
 
-@pytest.mark.slow
 def test_compat_k_equals_the_released_tool_at_n500() -> None:
     d = pairwise_distances(_planted(500, seed=500))
     tool = _released_tool_k(d)
