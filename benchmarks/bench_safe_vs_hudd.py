@@ -8,6 +8,13 @@ Reported: wall time and peak memory of the analysis stage alone (dataset and mod
 before it), of the whole process (ru_maxrss), the ratios, and the clusters' purity/coverage.
 
 Reproduce: .venv/bin/python benchmarks/bench_safe_vs_hudd.py [--datasets signs,fashion-mnist]
+
+With ``--errors 1000,2000,5000,10000`` the number of errors becomes the axis instead
+(``results/safe_vs_hudd_errors.md``): a weak model (``--weak-train`` training images, one
+epoch) is evaluated on a large test split of ``--datasets`` (its first dataset), and for
+each N a fresh copy of that run keeps N of its test errors (a seeded random subset; the
+other errors are marked correct in the copy's samples table, so no analysis sees them). Both
+pipelines then analyse the same N errors, each in its own process, as above.
 """
 
 from __future__ import annotations
@@ -55,10 +62,122 @@ PIPELINES = {
 }
 
 
+def measure(folder: Path, name: str, extra: list[str], dataset: str) -> dict[str, Any]:
+    """Analyse ``folder`` in a fresh process with the ``extra`` settings; time, memory, scores."""
+    here = str(Path(__file__).resolve().parent)
+    cmd = [sys.executable, "-c", CHILD, here, str(folder), *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
+    rss = int(proc.stdout.rsplit("MAXRSS_KB", 1)[1].split()[0]) / 1024
+    stage, peak = (float(v) for v in proc.stdout.rsplit("COST", 1)[1].split()[:2])
+    samples = pd.read_parquet(folder / "samples.parquet")
+    errors = samples[samples["cluster"].notna()]
+    rare = sorted(set(errors["scenario"]) - {"nominal"})
+    s = score_clusters(errors["cluster"].astype(int).to_numpy(), errors["scenario"], None, rare)
+    row = {
+        "dataset": dataset,
+        "pipeline": name,
+        "errors": s.n_errors,
+        "clusters": s.n_clusters,
+        "purity": round(s.purity, 3),
+        "coverage": round(s.coverage, 3),
+        "process s": round(seconds, 1),
+        "analysis s": round(stage, 1),
+        "analysis peak MB": round(peak),
+        "process peak RSS MB": round(rss),
+    }
+    print(row, flush=True)
+    return row
+
+
+def weak_run(dataset: str, n_train: int, n_test: int) -> Path:
+    """A weakly trained model evaluated on a large test split (many errors)."""
+    import torch
+
+    from dnnsafety.config import RunConfig
+    from dnnsafety.pipeline import Pipeline
+    from dnnsafety.runs import RunDir
+
+    torch.set_num_threads(1)
+    config = RunConfig()
+    config.data.name = dataset
+    config.data.n_train, config.data.n_test, config.data.n_pool = n_train, n_test, 500
+    config.train.epochs = 1
+    config.train.threads = 1
+    folder = OUT / f"{dataset}-weak{n_train}-{n_test}"
+    pipe = Pipeline(RunDir(folder), config)
+    pipe.train()
+    pipe.evaluate()
+    return folder
+
+
+def keep_errors(folder: Path, n: int, seed: int = 0) -> int:
+    """Mark all but ``n`` test errors (a seeded random subset) correct; the number kept."""
+    import numpy as np
+
+    samples = pd.read_parquet(folder / "samples.parquet")
+    wrong = np.flatnonzero(((samples["split"] == "test") & ~samples["correct"]).to_numpy())
+    drop = np.random.default_rng(seed).permutation(wrong)[n:]
+    samples.loc[samples.index[drop], "correct"] = True
+    samples.to_parquet(folder / "samples.parquet")
+    return min(n, len(wrong))
+
+
+def errors_axis(args: argparse.Namespace) -> None:
+    dataset = args.datasets.split(",")[0]
+    sizes = [int(v) for v in args.errors.split(",")]
+    base = weak_run(dataset, args.weak_train, args.weak_test)
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        measured = []
+        for name, extra in PIPELINES.items():
+            folder = OUT / f"{dataset}-cost-errors"
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(base, folder, ignore=shutil.ignore_patterns("analysis*", "clu*"))
+            kept = keep_errors(folder, n)
+            row = measure(folder, name, extra, dataset)
+            row["errors wanted"] = n
+            if kept < n:
+                row["pipeline"] += f" (only {kept} errors)"
+            measured.append(row)
+        hudd = measured[-1]
+        for row in measured:
+            row["time vs HUDD"] = round(row["analysis s"] / hudd["analysis s"], 2)
+            row["memory vs HUDD"] = round(row["analysis peak MB"] / hudd["analysis peak MB"], 2)
+        rows += measured
+        shutil.rmtree(OUT / f"{dataset}-cost-errors", ignore_errors=True)
+        write_table(
+            "safe_vs_hudd_errors",
+            "Black-box vs white-box analysis: time and memory by number of errors",
+            "benchmarks/bench_safe_vs_hudd.py " + " ".join(sys.argv[1:]),
+            rows,
+            (
+                f"Errors of a weak small_cnn ({args.weak_train} training images of {dataset}, "
+                f"1 epoch) on {args.weak_test} test images; for each N a seeded random subset "
+                "of N errors, the same for both pipelines. Each analysis runs in a fresh "
+                "process on a copy of the run with nothing cached: 'analysis s' / 'analysis "
+                "peak MB' the analysis stage alone (dataset and model loaded before), peak "
+                "resident memory above the level before it; 'process' the whole process. "
+                "Ratios against the HUDD row of the same N, same run. The black-box path runs "
+                "with the default backbone options (onnxruntime, 224 px, "
+                "benchmarks/results/backbone.md). The machine is shared (2 cores, load 4-20)."
+            ),
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="signs,fashion-mnist")
+    parser.add_argument("--errors", default="", help="e.g. 1000,2000,5000,10000")
+    parser.add_argument("--weak-train", type=int, default=500)
+    parser.add_argument("--weak-test", type=int, default=30000)
     args = parser.parse_args()
+    if args.errors:
+        errors_axis(args)
+        return
     rows: list[dict[str, Any]] = []
     for dataset in args.datasets.split(","):
         base = OUT / dataset

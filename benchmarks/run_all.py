@@ -26,6 +26,13 @@ RUNS = [
     ["bench_heatmap_variants.py"],  # reads the heatmaps bench_hudd_quality.py stored
     ["bench_safe_pipelines.py"],
     ["bench_safe_vs_hudd.py"],
+    ["bench_backbone.py", "--n", "64", "--rounds", "2", "--sizes", "64,96,128,160,224"],
+    [
+        "bench_backbone.py",
+        *("--skip-throughput", "--datasets", "signs,fashion-mnist", "--purity-sizes", "224"),
+        *("--seeds", "0,1,2,3,4", "--rounding", "--tag", "_seeds"),
+    ],
+    ["bench_safe_vs_hudd.py", "--datasets", "signs", "--errors", "1000,2000,5000,10000"],
     ["bench_retraining.py", "--strategies", "closest,random,entropy,deepgini"],
     ["bench_retraining.py", "--datasets", "signs", "--analysis", "hudd"],
     [

@@ -133,6 +133,7 @@ class AnalysisConfig:
     ========================  ===============  ===============
     ruleset (LRP rules)       ``default``      ``hudd``
     k_rule (number of RCCs)   ``hudd`` (knee)  ``hudd`` (knee)
+    gradient ends (k knee)    4th-order        1st differences
     selection (layer choice)  ``default``      ``compat``
     ========================  ===============  ===============
 

@@ -37,6 +37,12 @@ each end, so it is exact for polynomials of degree <= 4 everywhere and needs >= 
 "Step 4" is read as the spacing ``h = 4`` handed to the stencil (``gradient_step``), i.e. a
 constant factor ``1/4``. Kneedle rescales ``y`` to ``[0, 1]``, so ``h`` never changes the
 chosen ``k``; it is kept for faithful gradient values.
+The released tool's ``gradientO4`` uses first differences at the two first and two last
+points instead (``gradient_ends="first-difference"``, used by ``mode = "hudd-compat"``). Those
+end values are steeper on a falling WICD curve, the Kneedle normalisation shifts, and the knee
+moves one ``k`` to the right: 13/16/16 instead of 12/15/15 clusters on the planted benchmark
+at N = 500/1000/2000, with identical partitions at equal ``k``. The default keeps the
+4th-order stencils (the order the method states, and the closer ``k`` to the planted one).
 
 *Kneedle.* Satopää et al. (2011) without smoothing: normalise ``x`` and ``y`` to ``[0, 1]``,
 difference curve ``y_n - x_n``, local maxima (interior points strictly above their left and
@@ -90,6 +96,7 @@ from dnnsafety.clustering.hudd.knee import (
     MIN_GRADIENT_POINTS,
     Curve,
     Direction,
+    GradientEnds,
     fourth_order_gradient,
     kneedle,
 )
@@ -111,6 +118,7 @@ __all__ = [
     "OLO_AUTO_MAX_N",
     "Curve",
     "Direction",
+    "GradientEnds",
     "KReason",
     "KRule",
     "LayerClustering",

@@ -18,7 +18,12 @@ from dnnsafety.clustering.distances import (
     row_max_normalise,
 )
 from dnnsafety.clustering.duplicates import zero_distance_groups
-from dnnsafety.clustering.hudd.knee import MIN_GRADIENT_POINTS, fourth_order_gradient, kneedle
+from dnnsafety.clustering.hudd.knee import (
+    MIN_GRADIENT_POINTS,
+    GradientEnds,
+    fourth_order_gradient,
+    kneedle,
+)
 from dnnsafety.clustering.hudd.ward import OLO_AUTO_MAX_N, ward_tree
 from dnnsafety.clustering.hudd.wicd import PairRule, silhouette_curve, symmetric_pairs, wicd_curve
 from dnnsafety.clustering.indices import canonical_labels, cluster_indices
@@ -195,6 +200,7 @@ def cluster_layer(
     pair_rule: PairRule = "mean",
     k_rule: KRule = "hudd",
     gradient_step: float = 4.0,
+    gradient_ends: GradientEnds = "fourth-order",
     sensitivity: float = 1.0,
     optimal_ordering: bool | None = None,
     chunk_rows: int | None = None,
@@ -222,6 +228,9 @@ def cluster_layer(
         ``"silhouette"``: the candidate ``k`` with the highest silhouette on ``D``.
     gradient_step
         Spacing handed to the gradient stencil (HUDD's "step 4"; never changes ``k``).
+    gradient_ends
+        Stencils at the two ends of the WICD curve (:func:`.fourth_order_gradient`):
+        ``"fourth-order"`` (default) or ``"first-difference"`` (the released tool; compat).
     sensitivity
         Kneedle's ``S``.
     optimal_ordering
@@ -279,7 +288,7 @@ def cluster_layer(
     sil = np.zeros(0)
     reason: KReason
     if ks.size >= MIN_GRADIENT_POINTS:
-        gradient = fourth_order_gradient(curve, gradient_step)
+        gradient = fourth_order_gradient(curve, gradient_step, ends=gradient_ends)
         knee = kneedle(
             ks, gradient, curve="concave", direction="increasing", sensitivity=sensitivity
         )

@@ -140,6 +140,9 @@ def run_analysis(
                 is_input=heatmaps.is_input(layer),
                 k_rule=settings["k_rule"],  # type: ignore[arg-type]
                 pair_rule="upper" if config.mode == "hudd-compat" else "mean",
+                gradient_ends=(
+                    "first-difference" if config.mode == "hudd-compat" else "fourth-order"
+                ),
             )
             plot_wicd(results[layer], out_dir / f"wicd_{safe_name(layer)}.png")
     _save_labels(run / LABELS_FILE, ids, results)

@@ -57,7 +57,7 @@ from dnnsafety.pipeline.analyze.base import (
     rows_of,
 )
 from dnnsafety.pipeline.artifacts import Clusters, write_artifact
-from dnnsafety.runs import RunDir, atomic_path, fingerprint
+from dnnsafety.runs import RunDir, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -148,16 +148,18 @@ def cached_features(
     key: str,
     desc: str = "features",
 ) -> np.ndarray:
-    """Features of ``images``, read from ``analysis/features`` when already computed."""
-    path = run / FEATURES_DIR / f"{source.name}_{fingerprint(key, ids)}.npy"
-    if path.is_file():
-        feats = np.load(path, allow_pickle=False)
-        if len(feats) == len(ids):
-            return feats
-    feats = source.transform(images, desc=desc)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, feats, allow_pickle=False)
-    return feats
+    """Features of ``images``, computed once per input and kept under ``analysis/features``.
+
+    The cache folder is named by ``key`` (what the caller adds: model, seed) and the source's
+    identity (every parameter, defaults included, and the weights it loaded), so a changed
+    option computes afresh; inside it each input is kept by id and pixel digest
+    (:mod:`dnnsafety.features.cache`): the errors, the correct reference, the pool and the
+    training set are each embedded once, whichever command asks first.
+    """
+    from dnnsafety.features.cache import cached_transform, source_identity
+
+    folder = run / FEATURES_DIR / f"{source.name}_{fingerprint(key, source_identity(source))}"
+    return cached_transform(folder, source, images, ids, desc=desc)
 
 
 def run_blackbox(
