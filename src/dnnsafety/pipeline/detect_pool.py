@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from torch import nn
 
 from dnnsafety.compute import Executor, LocalExecutor, chunk_bounds
 from dnnsafety.detection import Detector, conformal_p_values
 from dnnsafety.exceptions import InvalidInputError
+from dnnsafety.pipeline.detect import model_logits
 
 if TYPE_CHECKING:
     from dnnsafety.data.pool import PoolSource
@@ -72,13 +74,8 @@ def _score_task(chunk: tuple[int, int], job: _ScoreJob) -> np.ndarray:
     model, source = _own(job)
     images = job.images[start:stop]
     images = images if isinstance(images, torch.Tensor) else torch.as_tensor(images)
-    logits = []
-    with torch.inference_mode():
-        for lo in range(0, len(images), job.batch):
-            logits.append(model(images[lo : lo + job.batch]).double().numpy())
-    z = np.concatenate(logits)
-    probs = np.exp(z - z.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    z = model_logits(model, images, job.batch)  # the logits `detect` scores with
+    probs = softmax(z, axis=1)
     needs = job.detector.requires
     if "images" in needs:
         x: np.ndarray = images.numpy()
