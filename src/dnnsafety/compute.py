@@ -52,6 +52,7 @@ __all__ = [
     "chunk_seed",
     "is_address",
     "make_executor",
+    "tune_allocator",
 ]
 
 C = TypeVar("C")
@@ -61,6 +62,55 @@ LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 """Dask's single-machine schedulers, by the names :func:`dask.compute` takes."""
 
 INSTALL_HINT = "`.venv/bin/pip install dask distributed`"
+
+ALLOCATOR_THRESHOLD = 1 << 30
+"""Bytes below which glibc keeps freed blocks in the process (see :func:`tune_allocator`)."""
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_allocator_tuned: bool | None = None
+
+
+def tune_allocator(enabled: bool = True) -> bool:
+    """Let glibc's ``malloc`` reuse large freed blocks instead of unmapping them, once per
+    process (``[compute] tune_allocator``; on by default).
+
+    A forward pass over a batch of 512 images allocates and frees tensors of tens of MB per
+    layer. glibc serves blocks above ``M_MMAP_THRESHOLD`` (at most 32 MB, and 128 kB fixed
+    whenever ``MALLOC_TRIM_THRESHOLD_`` is set, as Dask's nanny does for every worker) with
+    fresh ``mmap`` calls, so every layer of every batch pays page faults and zeroing.
+    Raising both thresholds to :data:`ALLOCATOR_THRESHOLD` keeps those blocks in the heap:
+    chunked softmax scoring of signs images ran 1.65x faster in one process and 1.4x faster
+    on a Dask worker (``docs/scale.md``); memory freed below the peak is kept by the process
+    instead of being returned to the system, so the peak is unchanged.
+
+    Parameters
+    ----------
+    enabled
+        ``False`` does nothing (the setting is off).
+
+    Returns
+    -------
+    bool
+        Whether the thresholds are set in this process (``False`` off Linux/glibc).
+    """
+    global _allocator_tuned
+    if not enabled:
+        return False
+    if _allocator_tuned is None:
+        _allocator_tuned = False
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            _allocator_tuned = bool(
+                libc.mallopt(_M_MMAP_THRESHOLD, ALLOCATOR_THRESHOLD)
+                and libc.mallopt(_M_TRIM_THRESHOLD, ALLOCATOR_THRESHOLD)
+            )
+        except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+            pass
+        log.debug("allocator thresholds raised: %s", _allocator_tuned)
+    return _allocator_tuned
 
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import ClassVar
 
 import numpy as np
@@ -13,6 +16,7 @@ from dnnsafety.compute import (
     chunk_bounds,
     chunk_seed,
     make_executor,
+    tune_allocator,
 )
 from dnnsafety.exceptions import ConfigError
 
@@ -121,3 +125,46 @@ def test_a_local_cluster_runs_the_chunks_and_keeps_the_order():
         assert executor.scheduler.startswith("inproc://")
         executor.close()  # a client passed in stays open
         assert client.status == "running"
+
+
+_KEPT = """
+import sys
+import numpy as np
+from dnnsafety.compute import tune_allocator
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+tuned = tune_allocator(sys.argv[1] == "on")
+before = rss_mb()
+np.ones(8 << 20).sum()  # a 64 MB block, written and freed
+print(tuned, round(rss_mb() - before))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_tune_allocator_keeps_a_freed_large_block_in_the_process() -> None:
+    """Without the setting glibc unmaps a freed 64 MB block (the next one is mapped and
+    zeroed again); with it the block stays in the heap for the next allocation."""
+
+    def kept_mb(setting: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _KEPT, setting],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"},  # as Dask's nanny sets it
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    off_tuned, off = kept_mb("off")
+    on_tuned, on = kept_mb("on")
+    assert off_tuned == "False" and on_tuned == "True"
+    assert off < 16  # returned to the system
+    assert on > 56  # kept
+
+
+def test_tune_allocator_is_off_when_disabled() -> None:
+    assert tune_allocator(False) is False

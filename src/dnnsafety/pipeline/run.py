@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dnnsafety.compute import tune_allocator
 from dnnsafety.config import RunConfig, dump_config
 from dnnsafety.data.builtin import data_fingerprint, load_dataset
 from dnnsafety.data.dataset import Dataset
@@ -76,6 +77,7 @@ class Pipeline:
         self.config = config
         self.outcomes: list[StageOutcome] = []
         write_text(run / CONFIG_FILE, dump_config(config))
+        tune_allocator(config.compute.tune_allocator)
 
     # -- keys ----------------------------------------------------------------------------
     @functools.cached_property
