@@ -100,7 +100,9 @@ def prepare_run(threads: int) -> tuple[Path, int]:
     return run, sum(load_clusters(pipe).sizes())
 
 
-def cli_select(run: Path, pool: Path, name: str, scheduler: str, args: Any) -> tuple[list, dict]:
+def cli_select(
+    run: Path, pool: Path, name: str, scheduler: str, args: Any, *settings: str
+) -> tuple[list, dict]:
     """``dnnsafety select RUN --pool-store POOL`` in its own process, as a user runs it: the
     selected ids (from labels.csv), wall time, and the peak RSS of that process and of every
     other descendant of this one (Dask workers)."""
@@ -120,6 +122,7 @@ def cli_select(run: Path, pool: Path, name: str, scheduler: str, args: Any) -> t
         scheduler,
         "--set",
         f"compute.chunk_size={args.chunk}",
+        *(part for value in settings for part in ("--set", value)),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with process_peaks() as cost:
@@ -156,6 +159,15 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     parser.add_argument("--speedup-size", type=int, default=300_000)
     parser.add_argument("--identity-size", type=int, default=100_000)
+    parser.add_argument(
+        "--speedup-strategies", nargs="+", help="strategies timed on 1 and 2 workers"
+    )
+    parser.add_argument(
+        "--allocator-size",
+        type=int,
+        default=0,
+        help="pool size on which each strategy also runs with compute.tune_allocator=false",
+    )
     parser.add_argument("--budget", type=int, default=3000)
     parser.add_argument("--chunk", type=int, default=8192)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per task")
@@ -165,8 +177,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     run, n_errors = prepare_run(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    sizes = sorted({*args.sizes, args.speedup_size, args.identity_size} - {0})
+    sizes = sorted({*args.sizes, args.speedup_size, args.identity_size, args.allocator_size} - {0})
+    speedup_strategies = args.speedup_strategies or args.strategies
     rows: list[dict] = []
+    allocator: list[dict] = []
     speed: list[dict] = []
     same: list[dict] = []
 
@@ -177,6 +191,12 @@ def main() -> None:
             + " ".join(map(str, args.sizes))
             + f" --strategies {' '.join(args.strategies)}"
             + f" --speedup-size {args.speedup_size} --identity-size {args.identity_size}"
+            + (
+                f" --speedup-strategies {' '.join(args.speedup_strategies)}"
+                if args.speedup_strategies
+                else ""
+            )
+            + (f" --allocator-size {args.allocator_size}" if args.allocator_size else "")
             + (f" --suffix {args.suffix}" if args.suffix else "")
         )
         notes = (
@@ -201,6 +221,15 @@ def main() -> None:
                 "the cluster's address. The speed-up only means something on an otherwise idle "
                 "machine: see the load average column.",
             )
+        if allocator:
+            write_table(
+                f"scale_allocator{args.suffix}",
+                "glibc allocator thresholds (compute.tune_allocator) on and off",
+                command,
+                allocator,
+                "The same `select --pool-store` command locally, with the setting on (the "
+                "default) and off (`--set compute.tune_allocator=false`).",
+            )
         if same:
             write_table(
                 f"scale_identity{args.suffix}", "Same selection on every scheduler", command, same
@@ -216,6 +245,8 @@ def main() -> None:
             size_gb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**30
             local: dict[str, list] = {}
             for name in args.strategies:
+                if n not in args.sizes and n != args.identity_size:
+                    continue
                 local[name], cost = cli_select(run, path, name, "local", args)
                 client_mb, _ = _peaks(cost)
                 if n in args.sizes:
@@ -234,6 +265,24 @@ def main() -> None:
                     )
                     print(rows[-1], flush=True)
                     flush()
+            if n == args.allocator_size:
+                for name in args.strategies:
+                    for on in (True, False):
+                        _, cost = cli_select(
+                            run, path, name, "local", args, f"compute.tune_allocator={on}".lower()
+                        )
+                        allocator.append(
+                            {
+                                "pool": n,
+                                "strategy": name,
+                                "tune_allocator": on,
+                                "seconds": round(cost["seconds"], 1),
+                                "peak MB (select process)": round(_peaks(cost)[0]),
+                                "load avg (1 min)": round(os.getloadavg()[0], 1),
+                            }
+                        )
+                        print(allocator[-1], flush=True)
+                        flush()
             if n == args.identity_size:
                 for name in args.strategies:
                     threaded, _ = cli_select(run, path, name, "threads", args)
@@ -251,7 +300,7 @@ def main() -> None:
                     print(same[-1], flush=True)
                     flush()
             if n == args.speedup_size:
-                for name in args.strategies:
+                for name in speedup_strategies:
                     times = {}
                     for workers in (1, 2):
                         with cluster(workers) as lc:

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -101,6 +102,38 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; swap it in for ``target`` (and its
+    old contents) on success.
+
+    For many derived files written together (a selection's images): the files inside are
+    plain writes, without a sync each, and readers see the old folder or the complete new
+    one, never a mix. On any exception (Ctrl-C included) the temporary folder is removed and
+    ``target`` is left as it was. A refused write raises :class:`RunDirError` as
+    :func:`atomic_path` does.
+    """
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    try:
+        for stale in (tmp, old):
+            if stale.exists():
+                shutil.rmtree(stale)
+        tmp.mkdir(parents=True)
+        yield tmp
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise write_error(target, exc) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(target: str | Path, data: bytes) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from PIL import Image
 
 from dnnsafety.exceptions import InvalidInputError
-from dnnsafety.runs import RunDir, safe_name, write_bytes, write_json, write_text
+from dnnsafety.runs import RunDir, atomic_folder, safe_name, write_json, write_text
 from dnnsafety.selection import Selection
 
 SELECTION_DIR = "selection"
@@ -43,13 +42,13 @@ def export_selection(
 ) -> Path:
     """Write the images, the CSV to fill in and ``selection.json``; returns the CSV path."""
     folder = selection_dir(run, strategy)
-    shutil.rmtree(folder / "images", ignore_errors=True)  # images of an earlier selection
-    for sid, image in zip(selection.ids, images, strict=True):
-        arr = (image.detach().float().clamp(0, 1).numpy() * 255).astype(np.uint8)
-        arr = arr[0] if arr.shape[0] == 1 else arr[:3].transpose(1, 2, 0)
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="PNG")
-        write_bytes(folder / "images" / f"{safe_name(str(sid), keep='-_.')}.png", buf.getvalue())
+    # the images replace an earlier selection's as one folder (they derive from the pool,
+    # so one swap instead of a synced write per file)
+    with atomic_folder(folder / "images") as tmp:
+        for sid, image in zip(selection.ids, images, strict=True):
+            arr = (image.detach().float().clamp(0, 1).numpy() * 255).astype(np.uint8)
+            arr = arr[0] if arr.shape[0] == 1 else arr[:3].transpose(1, 2, 0)
+            Image.fromarray(arr).save(tmp / f"{safe_name(str(sid), keep='-_.')}.png")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["sample_id", "label"])

@@ -13,7 +13,7 @@ import pytest
 import dnnsafety.runs as runs_mod
 from dnnsafety.cli.main import main
 from dnnsafety.exceptions import RunDirError
-from dnnsafety.runs import RunDir, atomic_path, fingerprint, write_text
+from dnnsafety.runs import RunDir, atomic_folder, atomic_path, fingerprint, write_text
 
 
 def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
@@ -24,6 +24,31 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
         raise KeyboardInterrupt
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_atomic_folder_swaps_in_whole_or_keeps_the_old_one(tmp_path):
+    target = tmp_path / "images"
+    target.mkdir()
+    (target / "old.png").write_text("old")
+    with pytest.raises(KeyboardInterrupt), atomic_folder(target) as tmp:
+        (tmp / "a.png").write_text("new")
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in target.iterdir()) == ["old.png"]
+    with atomic_folder(target) as tmp:
+        (tmp / "a.png").write_text("new")
+        (tmp / "b.png").write_text("new")
+        assert sorted(p.name for p in target.iterdir()) == ["old.png"]  # not yet swapped
+    assert sorted(p.name for p in target.iterdir()) == ["a.png", "b.png"]
+    assert [p.name for p in tmp_path.iterdir()] == ["images"]  # no temporary folder left
+
+
+def test_atomic_folder_names_the_folder_when_the_write_is_refused(tmp_path, monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(runs_mod.os, "replace", refuse)
+    with pytest.raises(RunDirError, match="Cannot write to"), atomic_folder(tmp_path / "x"):
+        pass
 
 
 def test_stage_is_done_only_with_same_key_and_existing_outputs(tmp_path):
