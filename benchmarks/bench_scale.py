@@ -49,6 +49,7 @@ from dnnsafety.runs import RunDir
 
 OUT = Path(__file__).resolve().parent / "out"
 STRATEGIES = ("closest", "entropy")
+DEFAULTS = "compute.tune_allocator=true"
 
 
 @contextmanager
@@ -122,7 +123,12 @@ def cli_select(
         scheduler,
         "--set",
         f"compute.chunk_size={args.chunk}",
-        *(part for value in settings for part in ("--set", value)),
+        # --set values persist in the run's config.toml: state the default on every call
+        *(
+            part
+            for value in ("compute.tune_allocator=true", *settings)
+            for part in ("--set", value)
+        ),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with process_peaks() as cost:
