@@ -96,6 +96,8 @@ def merged(names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         commands.append(data["command"])
     # tables written before a column was added: the same columns everywhere, blank if missing
     columns = list(dict.fromkeys(k for r in sorted(rows, key=len, reverse=True) for k in r))
+    order = list(dict.fromkeys(r["setting"] for r in rows))  # rows grouped by setting
+    rows = sorted(rows, key=lambda r: order.index(r["setting"]))
     return [{k: r.get(k, "") for k in columns} for r in rows], commands
 
 
