@@ -93,6 +93,7 @@ def _block_reference(net: torch.nn.Module, images: torch.Tensor, size: int) -> n
     return combine_blocks([seen[0].detach().numpy(), last])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_pooled_blocks_match_hooks_and_combine_blocks(runtime: str, images: torch.Tensor) -> None:
     source = make_source("backbone", image_size=64, runtime=runtime).fit(FeatureContext())
