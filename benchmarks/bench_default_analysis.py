@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import write_table  # noqa: E402
 from dnnsafety.clustering import CLUSTERERS, REDUCERS  # noqa: E402
 from dnnsafety.clustering.guard import GroupedClusterer, error_groups  # noqa: E402
-from dnnsafety.config import RunConfig  # noqa: E402
+from dnnsafety.config import PluginConfig, RunConfig  # noqa: E402
 from dnnsafety.data import load_dataset  # noqa: E402
 from dnnsafety.evaluation import score_clusters  # noqa: E402
 from dnnsafety.failures import error_inputs  # noqa: E402
@@ -59,6 +59,8 @@ KEEP = 0.03
 CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "black-box today: backbone + umap + dbscan": ("backbone", "dbscan", {}),
     "backbone + umap + guarded dbscan (split by true class)": ("backbone", "guarded", {}),
+    "backbone + block 13 + umap + dbscan": ("backbone+13", "dbscan", {}),
+    "backbone + block 13 + umap + guarded dbscan (true class)": ("backbone+13", "guarded", {}),
     "backbone + umap + guarded dbscan (split by k only)": ("backbone", "guarded", {"by": ""}),
     "backbone + umap + conditional (true class)": ("backbone", "conditional", {"by": "true"}),
     "backbone + umap + conditional (predicted class)": ("backbone", "conditional", {"by": "pred"}),
@@ -71,6 +73,13 @@ CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "combined + umap + conditional (true class)": ("combined", "conditional", {"by": "true"}),
 }
 HUDD = "white-box: HUDD (default mode)"
+# feature source -> its analysis config (backbone: the pooled embedding alone, as before;
+# backbone+13: with MobileNetV2's block 13 pooled beside it, the default since issue 13)
+FEATURES: dict[str, PluginConfig] = {
+    "backbone": PluginConfig("backbone", {"blocks": []}),
+    "backbone+13": PluginConfig("backbone", {"blocks": ["features.13"]}),
+    "activations": PluginConfig("activations"),
+}
 TITLE = "Candidate default analyses: corruption and semantic-subtype causes"
 
 
@@ -85,7 +94,11 @@ def merged(names: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         )
         rows += data["rows"]
         commands.append(data["command"])
-    return rows, commands
+    # tables written before a column was added: the same columns everywhere, blank if missing
+    columns = list(dict.fromkeys(k for r in sorted(rows, key=len, reverse=True) for k in r))
+    order = list(dict.fromkeys(r["setting"] for r in rows))  # rows grouped by setting
+    rows = sorted(rows, key=lambda r: order.index(r["setting"]))
+    return [{k: r.get(k, "") for k in columns} for r in rows], commands
 
 
 def main() -> None:
@@ -97,7 +110,18 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--seeds",
+        default="",
+        help="UMAP and clusterer seeds (comma-separated; default: the run's seed): scores are "
+        "means over them, 'min F1 per seed' lists each",
+    )
     parser.add_argument("--no-hudd", action="store_true")
+    parser.add_argument(
+        "--candidates",
+        default="",
+        help="run only the candidates whose name holds one of these (comma-separated) words",
+    )
     parser.add_argument("--name", default="default_analysis")
     parser.add_argument(
         "--merge",
@@ -232,11 +256,22 @@ def run_setting(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     causes = sorted(set(scenarios) - {"nominal"})
     classes = (errors["label"].to_numpy(dtype=np.int64), errors["pred"].to_numpy(dtype=np.int64))
     print(f"[{setting}] {len(errors)} errors, causes {causes} ({time.perf_counter() - t0:.0f}s)")
+    kind = "subtype" if setting.endswith("subtypes") else "corruption"
+    base = {
+        "setting": setting,
+        "cause kind": kind,
+        "val acc": round(val_accuracy(pipe), 3),
+        "errors": len(errors),
+        "causes": len(causes),
+    }
+    if not causes:  # the model fails on no cause: nothing to score
+        empty = row(base, "(none: no error has a cause)", np.zeros(0), scenarios[:0], [], 0.0)
+        return [{k: ("" if k not in base and k != "candidate" else v) for k, v in empty.items()}]
     key = f"{pipe.run.path}|{pipe.model_key}|{len(errors)}"
     feats: dict[str, np.ndarray] = {}
-    for name in ("backbone", "activations"):
+    for name, spec in FEATURES.items():
         cfg = copy.deepcopy(config.analysis)
-        cfg.features = name
+        cfg.features = spec
 
         def compute(cfg: Any = cfg, name: str = name) -> np.ndarray:
             source = fit_source(cfg, model, pipe.dataset, pipe.run, config.seed)
@@ -246,22 +281,32 @@ def run_setting(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         feats[name] = cached(f"{key}|{name}", compute)
         print(f"[{setting}] {name} features {feats[name].shape} {time.perf_counter() - t1:.0f}s")
     feats["combined"] = combine_blocks([feats["backbone"], feats["activations"]])
+    wanted = [w for w in args.candidates.split(",") if w]
+    used = {
+        src for c, (src, _, _) in CANDIDATES.items() if not wanted or any(w in c for w in wanted)
+    }
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.seed]
     reduced = {
-        name: REDUCERS.create("umap", {}, random_state=config.seed).fit_transform(f)
+        (name, seed): REDUCERS.create("umap", {}, random_state=seed).fit_transform(f)
         for name, f in feats.items()
+        if name in used
+        for seed in seeds
     }
     rows = []
-    kind = "subtype" if setting.endswith("subtypes") else "corruption"
-    base = {"setting": setting, "cause kind": kind, "errors": len(errors), "causes": len(causes)}
     for cand, (source, cluster, params) in CANDIDATES.items():
-        t1 = time.perf_counter()
-        est = CLUSTERERS.create(cluster, params, random_state=config.seed)
-        by = str(getattr(est, "by", ""))
-        if isinstance(est, GroupedClusterer) and by:
-            labels = est.fit_predict(reduced[source], error_groups(by, *classes))
-        else:
-            labels = est.fit_predict(reduced[source])
-        rows.append(row(base, cand, labels, scenarios, causes, time.perf_counter() - t1))
+        if wanted and not any(w in cand for w in wanted):
+            continue
+        per_seed = []
+        for seed in seeds:
+            t1 = time.perf_counter()
+            est = CLUSTERERS.create(cluster, params, random_state=seed)
+            by = str(getattr(est, "by", ""))
+            if isinstance(est, GroupedClusterer) and by:
+                labels = est.fit_predict(reduced[source, seed], error_groups(by, *classes))
+            else:
+                labels = est.fit_predict(reduced[source, seed])
+            per_seed.append(row(base, cand, labels, scenarios, causes, time.perf_counter() - t1))
+        rows.append(mean_row(per_seed) if len(seeds) > 1 else per_seed[0])
         print(rows[-1], flush=True)
     if not args.no_hudd:
         rows.append(hudd_row(base, pipe, config, scenarios, causes))
@@ -285,7 +330,37 @@ def row(
         **s.table_columns(),
         "F1 per cause": per_cause,
         "clustering s": round(seconds, 1),
+        "min F1 per seed": f"{s.min_f1:.2f}",
+        "seeds covering all": int(s.coverage == 1.0),
     }
+
+
+def mean_row(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from the rows of several seeds: numbers averaged, F1 per cause averaged,
+    and the lowest per-cause F1 of each seed listed."""
+    out = dict(per_seed[0])
+    for col, value in out.items():
+        if isinstance(value, float) or (isinstance(value, int) and col != "errors"):
+            if col in ("val acc", "causes"):
+                continue
+            out[col] = round(float(np.mean([r[col] for r in per_seed])), 3)
+    per_cause: dict[str, list[float]] = {}
+    for r in per_seed:
+        for part in r["F1 per cause"].split(", "):
+            cause, f1 = part.rsplit(" ", 1)
+            per_cause.setdefault(cause, []).append(float(f1))
+    out["F1 per cause"] = ", ".join(f"{c} {np.mean(v):.2f}" for c, v in per_cause.items())
+    out["min F1 per seed"] = " / ".join(f"{r['min F1']:.2f}" for r in per_seed)
+    out["seeds covering all"] = sum(r["coverage"] == 1.0 for r in per_seed)
+    return out
+
+
+def val_accuracy(pipe: Pipeline) -> float:
+    """The trained model's best validation accuracy (its training record)."""
+    import json
+
+    record = json.loads((pipe.run.path / "training.json").read_text())
+    return float(record.get("best_score", float("nan")))
 
 
 def hudd_row(
@@ -314,11 +389,17 @@ def hudd_row(
 
 def notes(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Per candidate over all settings: do the targets hold?"""
+    seeds = args.seeds or "the run's seed (0)"
+    empty = [r["setting"] for r in rows if r["candidate"].startswith("(none")]
+    rows = [r for r in rows if not r["candidate"].startswith("(none")]
     lines = [
         f"Sizes: {args.train} train images (minus the held-out subtypes), "
-        f"{max(args.train // 10, 100)} val, {args.test} test; small CNN, {args.epochs} epochs; "
-        "backbone MobileNetV2 (ImageNet, frozen) at 224 px; UMAP (10-D) on each feature "
-        "source once per setting. Subtypes: 3 classes, the smallest of 3 pixel k-means "
+        f"{max(args.train // 10, 100)} val, {args.test} test; small CNN, {args.epochs} epochs "
+        "('val acc': its best validation accuracy); backbone MobileNetV2 (ImageNet, frozen) at "
+        f"224 px; UMAP (10-D) on each feature source per setting. Seeds (UMAP and clusterer): "
+        f"{seeds}; with several, every score is the mean over them, 'min F1 per seed' lists "
+        "each seed's lowest per-cause F1 and 'seeds covering all' counts the seeds that cover "
+        "every cause (HUDD: one run). Subtypes: 3 classes, the smallest of 3 pixel k-means "
         f"clusters per class, kept at {KEEP:.0%} of their share in train/val. F1 per cause: "
         "of its best-matching cluster (recall = share of the cause's errors in it, "
         "precision = share of the cluster that is the cause). 'purity (1 cluster)': the "
@@ -327,6 +408,14 @@ def notes(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "Targets (issue 13): every cause covered, per-cause F1 >= 0.7 on every setting, mean "
         "purity >= 0.95 on the corruption settings.",
+    ]
+    if empty:
+        lines += [
+            "",
+            f"Left out of the summary: {', '.join(empty)} (the model makes no error with a "
+            "cause there: nothing to find).",
+        ]
+    lines += [
         "",
         "| candidate | settings covering every cause | min F1 (all) | mean F1 (all) | "
         "mean purity (corruption) | targets met |",

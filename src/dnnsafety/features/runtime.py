@@ -18,6 +18,11 @@ chooses from:
 
 ``auto`` picks onnxruntime when it imports and the export works, torch otherwise (said once
 in the log).
+
+With ``blocks`` (:class:`PooledBlocks`), the output is the pooled embedding with the global
+average of named intermediate blocks ahead of it, each block scaled to the same norm (as
+:func:`~dnnsafety.features.sources.combine_blocks` does): mid-level features (parts, edges,
+orientation) beside the last block's more invariant ones.
 """
 
 from __future__ import annotations
@@ -60,6 +65,53 @@ def penultimate_module(net: nn.Module) -> nn.Module:
     parent = out.get_submodule(parent_name) if parent_name else out
     setattr(parent, child, nn.Identity())
     return out
+
+
+class PooledBlocks(nn.Module):
+    """A penultimate-embedding network whose output also holds named blocks' pooled outputs.
+
+    The output of every block in ``blocks`` (module names of ``net``, in the order they run)
+    is averaged over its spatial positions (a 4-D ``N x C x H x W`` output; any other is
+    flattened); these vectors and the network's own output are each scaled to norm
+    ``1 / sqrt(len(blocks) + 1)`` per input (a zero vector stays zero) and concatenated:
+    ``N x (C_1 + ... + D)``, unit norm per row.
+
+    Raises
+    ------
+    ConfigError
+        A name in ``blocks`` is not a module of ``net``.
+    """
+
+    def __init__(self, net: nn.Module, blocks: tuple[str, ...]) -> None:
+        super().__init__()
+        self.net = net
+        self.blocks = tuple(blocks)
+        known = dict(net.named_modules())
+        missing = [b for b in self.blocks if b not in known or not b]
+        if missing:
+            raise ConfigError(
+                f"Backbone blocks {missing} are not modules of {type(net).__name__}; pick "
+                "module names such as 'features.13' (torchvision's MobileNetV2)."
+            )
+        self._modules_seen = [known[b] for b in self.blocks]
+
+    def forward(self, x: Tensor) -> Tensor:
+        seen: list[Tensor] = []
+
+        def grab(_m: nn.Module, _i: object, out: Tensor) -> None:
+            seen.append(out.mean(dim=(2, 3)) if out.dim() == 4 else out.flatten(1))
+
+        handles = [m.register_forward_hook(grab) for m in self._modules_seen]
+        try:
+            last = self.net(x).flatten(1)
+        finally:
+            for h in handles:
+                h.remove()
+        parts = [*seen, last]
+        scale = len(parts) ** -0.5
+        return torch.cat(
+            [p / p.norm(dim=1, keepdim=True).clamp_min(1e-12) * scale for p in parts], dim=1
+        )
 
 
 def export_onnx(net: nn.Module, channels: int = 3, side: int = 64) -> bytes:
@@ -113,6 +165,9 @@ class BackboneRunner:
         ONNX export is kept under it in this process and, with ``cache_dir``, on disk.
     cache_dir
         A folder for the exported ``.onnx`` file (a run's ``analysis/features``).
+    blocks
+        Module names whose pooled outputs join the embedding (:class:`PooledBlocks`); empty:
+        the penultimate embedding alone.
 
     Attributes
     ----------
@@ -128,6 +183,7 @@ class BackboneRunner:
         channels_last: bool = True,
         identity: str = "",
         cache_dir: Path | None = None,
+        blocks: tuple[str, ...] = (),
     ) -> None:
         if runtime not in RUNTIMES:
             raise ConfigError(
@@ -136,6 +192,9 @@ class BackboneRunner:
         self.threads = int(threads) or torch.get_num_threads()
         self.channels_last = bool(channels_last)
         self.net = penultimate_module(net)
+        if blocks:
+            self.net = PooledBlocks(self.net, tuple(blocks)).eval()
+            identity = f"{identity}|blocks={','.join(blocks)}" if identity else ""
         self.model_bytes: bytes | None = None
         self._session: Any = None
         self.runtime = "torch"

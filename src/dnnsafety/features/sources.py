@@ -11,21 +11,15 @@ and leaves the rest empty. A source never leaves the user's model changed: it ru
 in eval mode inside a context that restores every module's training flag. Sources register by
 name in :data:`FEATURE_SOURCES`:
 
-``backbone``
-    A pretrained ImageNet network, not fine-tuned (MobileNetV2 from the offline weights
-    package by default; any torchvision architecture plus a weights file on request): the
-    input of its last linear layer, i.e. the pooled embedding. Needs nothing from the model.
-``activations``
-    The analysed model's own penultimate activations (the input of its last linear layer).
-``autoencoder``
-    The latent code of a small convolutional autoencoder trained on unlabeled images.
-``heatmaps``
-    HUDD's LRP relevance at one layer of the model (white-box features, for comparison).
-``pixels``
-    Raw pixels, downsampled to at most 32x32: the floor any feature should beat.
-``combined``
-    Several sources side by side (the backbone and the model's own activations by default),
-    each block scaled to unit norm per input so that none dominates by its scale or width.
+``backbone``: a pretrained ImageNet network, not fine-tuned (MobileNetV2 from the offline
+weights package by default; any torchvision architecture plus a weights file on request): the
+input of its last linear layer (the pooled embedding), with pooled intermediate blocks beside
+it on request. Needs nothing from the model. ``activations``: the analysed model's own
+penultimate activations. ``autoencoder``: the latent code of a small convolutional
+autoencoder trained on unlabeled images. ``heatmaps``: HUDD's LRP relevance at one layer of
+the model (white-box, for comparison). ``pixels``: raw pixels, downsampled to at most 32x32,
+the floor any feature should beat. ``combined``: several sources side by side (the backbone
+and the model's activations by default), each block scaled to unit norm per input.
 """
 
 from __future__ import annotations
@@ -54,6 +48,8 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_BACKBONE = "mobilenet_v2"
+# blocks pooled beside the embedding by default (MobileNetV2: its last stride-16 block)
+DEFAULT_BLOCKS: dict[str, tuple[str, ...]] = {"mobilenet_v2": ("features.13",)}
 
 
 @dataclass
@@ -88,10 +84,8 @@ class FeatureSource(BaseEstimator):
     model or data, and :meth:`_embed` (one batch); :meth:`transform` checks and batches.
 
     ``requires`` names the :class:`FeatureContext` fields the source reads: ``"model"``,
-    ``"unlabeled"`` (at most :meth:`unlabeled_limit` images) and ``"image_shape"``
-    (``extra["image_shape"]``). The orchestrator passes exactly those; ``work_dir`` and
-    ``seed`` are always given.
-    """
+    ``"unlabeled"`` (at most :meth:`unlabeled_limit` images), ``"image_shape"``; the
+    orchestrator passes exactly those, ``work_dir`` and ``seed`` always."""
 
     #: Registered name (set by :meth:`~dnnsafety.registry.Registry.register`).
     name = "base"
@@ -103,8 +97,7 @@ class FeatureSource(BaseEstimator):
     _test_params: ClassVar[dict[str, Any]] = {}
 
     def unlabeled_limit(self) -> int | None:
-        """Most unlabeled images the source learns from (``None``: all); read by the
-        orchestrator when ``requires`` holds ``"unlabeled"``."""
+        """Most unlabeled images the source learns from (``None``: all)."""
         return None
 
     def fit(self, context: FeatureContext) -> FeatureSource:
@@ -219,11 +212,15 @@ class BackboneFeatures(FeatureSource):
         Channels-last memory format on the torch runtime.
     batch_size
         Images per forward pass.
+    blocks
+        Module names whose globally averaged outputs join the embedding, each block and the
+        embedding scaled to the same norm (:class:`~dnnsafety.features.runtime.PooledBlocks`);
+        ``None``: :data:`DEFAULT_BLOCKS` of ``arch``, ``()``: the embedding alone.
 
     Raises
     ------
     ConfigError
-        Unknown architecture or runtime, missing weights, or a bad parameter value.
+        Unknown architecture, runtime or block, missing weights, or a bad parameter value.
     """
 
     _test_params: ClassVar[dict[str, Any]] = {"image_size": 32, "runtime": "torch"}
@@ -237,6 +234,7 @@ class BackboneFeatures(FeatureSource):
         threads: int = 0,
         channels_last: bool = True,
         batch_size: int = 64,
+        blocks: tuple[str, ...] | None = None,
     ) -> None:
         self.arch = arch
         self.weights = weights
@@ -245,6 +243,7 @@ class BackboneFeatures(FeatureSource):
         self.threads = threads
         self.channels_last = channels_last
         self.batch_size = batch_size
+        self.blocks = blocks
 
     def fit(self, context: FeatureContext) -> BackboneFeatures:
         import torchvision
@@ -281,6 +280,7 @@ class BackboneFeatures(FeatureSource):
             bool(self.channels_last),
             identity=self.identity_,
             cache_dir=context.work_dir,
+            blocks=tuple(DEFAULT_BLOCKS.get(self.arch, ()) if self.blocks is None else self.blocks),
         )
         self.mean_ = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         self.std_ = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

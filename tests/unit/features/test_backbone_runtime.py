@@ -11,8 +11,14 @@ import torch.nn.functional as F
 
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.features import FeatureContext, make_source
-from dnnsafety.features.runtime import penultimate_module
-from dnnsafety.features.sources import IMAGENET_MEAN, IMAGENET_STD, _PenultimateHook
+from dnnsafety.features.runtime import PooledBlocks, penultimate_module
+from dnnsafety.features.sources import (
+    DEFAULT_BLOCKS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    _PenultimateHook,
+    combine_blocks,
+)
 
 
 def _reference(net: torch.nn.Module, images: torch.Tensor, size: int) -> np.ndarray:
@@ -33,7 +39,9 @@ def images() -> torch.Tensor:
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 def test_fast_runtime_matches_the_eager_hook_path(runtime: str, images: torch.Tensor) -> None:
-    source = make_source("backbone", image_size=64, runtime=runtime).fit(FeatureContext())
+    source = make_source("backbone", image_size=64, runtime=runtime, blocks=()).fit(
+        FeatureContext()
+    )
     assert source.runner_.runtime == runtime
     feats = source.transform(images)
     ref = _reference(source.net_, images, 64)
@@ -69,3 +77,57 @@ def test_penultimate_module_cuts_at_the_last_linear() -> None:
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(ConfigError, match="runtime"):
         make_source("backbone", image_size=32, runtime="tensorrt").fit(FeatureContext())
+
+
+def _block_reference(net: torch.nn.Module, images: torch.Tensor, size: int) -> np.ndarray:
+    """Block 13's spatial mean, read by a hook on the eager model, beside the embedding, the
+    two combined by ``combine_blocks`` (the rule the analysis uses for any two sources)."""
+    seen: list[torch.Tensor] = []
+    handle = net.get_submodule("features.13").register_forward_hook(
+        lambda _m, _i, out: seen.append(out.mean(dim=(2, 3)))
+    )
+    try:
+        last = _reference(net, images, size)
+    finally:
+        handle.remove()
+    return combine_blocks([seen[0].detach().numpy(), last])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_pooled_blocks_match_hooks_and_combine_blocks(runtime: str, images: torch.Tensor) -> None:
+    source = make_source("backbone", image_size=64, runtime=runtime).fit(FeatureContext())
+    assert DEFAULT_BLOCKS["mobilenet_v2"] == ("features.13",)  # the default holds block 13
+    feats = source.transform(images)
+    ref = _block_reference(source.net_, images, 64)
+    assert feats.shape == ref.shape == (6, 96 + 1280)
+    np.testing.assert_allclose(feats, ref, rtol=1e-4, atol=1e-4)
+    # each block has the same norm per image, so the wide last block does not dominate
+    np.testing.assert_allclose(np.linalg.norm(feats[:, :96], axis=1), 0.5**0.5, rtol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-4)
+
+
+def test_pooled_blocks_separate_what_the_last_block_pools_away() -> None:
+    """Planted structure: two groups that differ only where the network keeps its mid-level
+    channels apart. The last block's global mean cannot tell them apart (it is the same for
+    both groups by construction), the pooled earlier block can."""
+    torch.manual_seed(0)
+    early = torch.nn.Conv2d(1, 2, 1, bias=False)
+    early.weight.data = torch.tensor([[[[1.0]]], [[[-1.0]]]])
+    net = torch.nn.Sequential(
+        early,
+        torch.nn.ReLU(),  # group A lights channel 0, group B channel 1
+        torch.nn.Conv2d(2, 1, 1, bias=False),  # the last block sums both channels
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(1, 3),
+    )
+    net[2].weight.data.fill_(1.0)
+    a = torch.ones(4, 1, 8, 8) * torch.rand(4, 1, 1, 1).add(1.0)
+    x = torch.cat([a, -a])  # same |values|: the same sum, opposite channels
+    plain = penultimate_module(net)(x).detach().numpy()
+    both = PooledBlocks(penultimate_module(net), ("1",))(x).detach().numpy()
+    np.testing.assert_allclose(plain[:4], plain[4:], rtol=1e-6)  # the groups coincide
+    assert np.linalg.norm(both[:4, :2] - both[4:, :2], axis=1).min() > 0.9  # apart
+    with pytest.raises(ConfigError, match="not modules"):
+        PooledBlocks(penultimate_module(net), ("features.99",))
