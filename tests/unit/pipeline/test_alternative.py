@@ -166,3 +166,16 @@ def test_bad_names_are_refused(name):
     with pytest.raises(ConfigError, match="--as"):
         check_name(name)
     assert check_name("hudd-compat_2") == "hudd-compat_2"
+
+
+def test_a_damaged_second_analysis_does_not_fail_the_refresh(run, caplog):
+    from dnnsafety.pipeline.analyze.alternative import refresh_agreements
+
+    write_artifact(run, _clusters([0] * 6 + [1] * 6))
+    good, bad = AlternativeRun(run, "good"), AlternativeRun(run, "bad")
+    write_artifact(good, _clusters([1] * 6 + [0] * 6, "hudd"))
+    (bad / "clusters.json").write_text("{not json")
+    refresh_agreements(run)
+    assert read_artifact(AnalysisAgreement, good).ari == pytest.approx(1.0)
+    assert not (bad / "agreement.json").exists()
+    assert "could not compare the second analysis 'bad'" in caplog.text

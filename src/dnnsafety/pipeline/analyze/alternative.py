@@ -38,6 +38,7 @@ from dnnsafety.failures import error_inputs
 from dnnsafety.pipeline.analyze.base import ANALYSIS_DIR, RunContext, analysis_for, stale_outputs
 from dnnsafety.pipeline.artifacts import (
     AnalysisAgreement,
+    ArtifactError,
     Clusters,
     JSONObject,
     read_artifact,
@@ -234,7 +235,11 @@ def alternatives(run: RunDir) -> list[str]:
 def refresh_agreements(run: RunDir) -> None:
     """Rewrite the agreement of every second analysis (after a fresh main analysis)."""
     for name in alternatives(run):
-        write_agreement(run, name)
+        try:
+            write_agreement(run, name)
+        except ArtifactError as exc:  # a damaged second analysis must not fail the main one
+            log.warning("could not compare the second analysis %r: %s", name, exc)
+            continue
         log.info("new main clusters: rewrote the agreement with the second analysis %r", name)
 
 
