@@ -179,3 +179,12 @@ def test_a_damaged_second_analysis_does_not_fail_the_refresh(run, caplog):
     assert read_artifact(AnalysisAgreement, good).ari == pytest.approx(1.0)
     assert not (bad / "agreement.json").exists()
     assert "could not compare the second analysis 'bad'" in caplog.text
+
+
+def test_nominal_errors_are_not_a_cause_to_find():
+    samples = _samples()
+    samples.loc[[0, 6], "scenario"] = "nominal"  # one natural error in each cluster
+    found, _ = agreement_of(_clusters([0] * 6 + [1] * 6), _clusters([0] * 12), samples, "x")
+    scores = found.analyses["main"]["scores"]
+    assert set(scores["causes"]) == {"fog", "night"}
+    assert scores["purity"] == pytest.approx(5 / 6)

@@ -29,7 +29,7 @@ import pandas as pd
 from torch import nn
 
 from dnnsafety.config import AnalysisConfig, RunConfig, dump_config
-from dnnsafety.data.dataset import UNKNOWN_SCENARIO
+from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO
 from dnnsafety.evaluation import score_clusters
 from dnnsafety.evaluation.agreement import compare_partitions
 from dnnsafety.exceptions import ConfigError
@@ -251,7 +251,8 @@ def _analysed(clusters: Clusters, samples: pd.DataFrame) -> dict[str, int]:
 
 
 def _summary(clusters: Clusters, labels: dict[str, int], scenarios: pd.Series | None) -> JSONObject:
-    """One analysis's figures: method, sizes, noise and, with ground truth, its scores."""
+    """One analysis's figures: method, sizes, noise and, with ground truth, its scores (the
+    causes: every scenario among the errors but ``nominal``, or every one when that is all)."""
     values = np.array(list(labels.values()), dtype=np.int64)
     out: JSONObject = {
         "method": clusters.method or "hudd",
@@ -262,7 +263,8 @@ def _summary(clusters: Clusters, labels: dict[str, int], scenarios: pd.Series | 
     }
     if scenarios is not None and len(values):
         truth = scenarios.reindex(list(labels)).astype(str).tolist()
-        scores = score_clusters(values, truth)
+        causes = sorted(set(truth) - {NOMINAL, UNKNOWN_SCENARIO}) or None
+        scores = score_clusters(values, truth, scenarios_to_cover=causes)
         out["scores"] = {
             "purity": scores.purity,
             "purity_trivial": scores.purity_trivial,
