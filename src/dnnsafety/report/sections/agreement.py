@@ -45,9 +45,16 @@ def _by_id(clusters: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _analyses(agreement: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-analysis summaries, the run's own first."""
+    found = {str(k): as_dict(v) for k, v in as_dict(agreement.get("analyses")).items()}
+    first = str(agreement.get("first", "main"))
+    return dict(sorted(found.items(), key=lambda kv: (kv[0] != first, kv[0])))
+
+
 def _summary_table(agreement: dict[str, Any]) -> tuple[Any, bool]:
     """One row per analysis; the ground-truth columns when both have scores."""
-    analyses = as_dict(agreement.get("analyses"))
+    analyses = _analyses(agreement)
     truth = all(isinstance(as_dict(a).get("scores"), dict) for a in analyses.values())
     headers = ["analysis", "method", "clusters", "errors", "noise", "largest clusters"]
     if truth:
@@ -75,7 +82,7 @@ def _summary_table(agreement: dict[str, Any]) -> tuple[Any, bool]:
 
 def _cause_table(agreement: dict[str, Any]) -> Any:
     """Per cause: each analysis's best-matching cluster and its F1 (ground truth only)."""
-    analyses = {k: as_dict(v) for k, v in as_dict(agreement.get("analyses")).items()}
+    analyses = _analyses(agreement)
     scored = {k: as_dict(as_dict(v.get("scores")).get("causes")) for k, v in analyses.items()}
     causes = sorted({c for found in scored.values() for c in found})
     if not causes or not all(scored.values()):
