@@ -188,3 +188,13 @@ def test_nominal_errors_are_not_a_cause_to_find():
     scores = found.analyses["main"]["scores"]
     assert set(scores["causes"]) == {"fog", "night"}
     assert scores["purity"] == pytest.approx(5 / 6)
+
+
+def test_analyses_of_disjoint_errors_compare_nothing_and_still_draw(tmp_path):
+    from dnnsafety.evaluation.agreement import compare_partitions
+    from dnnsafety.explain.agreement import plot_contingency
+
+    found = compare_partitions({"a": 0, "b": 1}, {"c": 0})
+    assert found.n_common == 0 and found.contingency.shape == (0, 0) and not found.matches
+    plot_contingency(found.contingency, [], [], ("main", "x"), tmp_path / "none.png")
+    assert (tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"
