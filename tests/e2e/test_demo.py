@@ -30,6 +30,10 @@ def test_demo_runs_every_stage_and_prints_the_report_path(demo_run, capsys):
     # the detection, bias and robustness stages ran and wrote their artifacts
     for name in ("detection.json", "bias.json", "robustness.json"):
         assert (demo_run / name).is_file(), name
+    # the second analysis (HUDD beside the black-box default) and its agreement
+    alt = demo_run / "analysis" / "alt" / "hudd"
+    assert json.loads((alt / "clusters.json").read_text())["method"] == "hudd"
+    assert (alt / "agreement.json").is_file() and (alt / "agreement.png").is_file()
     comparison = json.loads((demo_run / "comparison.json").read_text())
     assert set(comparison["strategies"]) == {"closest", "random", "entropy"}
     assert (demo_run / "report.html").is_file()
@@ -48,14 +52,16 @@ def test_demo_report_in_chromium(demo_run, driver: Any, tmp_path):  # noqa: F811
         "summary",
         "performance",
         "clusters",
+        "agreement",
         "map",
         "detection",
         "bias",
         "retraining",
         "robustness",
     ]
-    cards = driver.find_elements(By.CSS_SELECTOR, "article.card.cluster")
-    assert len(cards) == len(json.loads((demo_run / "clusters.json").read_text())["clusters"])
+    main_cards = driver.find_elements(By.CSS_SELECTOR, "#clusters article.card.cluster")
+    assert len(main_cards) == len(json.loads((demo_run / "clusters.json").read_text())["clusters"])
+    assert "adjusted Rand index" in driver.find_element(By.ID, "agreement").text
     assert driver.find_elements(By.CSS_SELECTOR, "#map svg circle")
     retraining = driver.find_element(By.ID, "retraining").text
     assert "closest" in retraining and "random" in retraining and "entropy" in retraining

@@ -8,8 +8,9 @@ from typing import Any
 import click
 
 from dnnsafety.cli.common import RegistryChoice, resolve_config
-from dnnsafety.cli.summary import print_clusters
+from dnnsafety.cli.summary import print_agreement, print_clusters
 from dnnsafety.clustering import CLUSTERERS, REDUCERS
+from dnnsafety.config import RunConfig
 from dnnsafety.features import FEATURE_SOURCES
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.report import render_report
@@ -34,6 +35,13 @@ from dnnsafety.runs import RunDir
 @click.option("--reduce", type=RegistryChoice(REDUCERS), help="Black-box reduction.")
 @click.option("--cluster", type=RegistryChoice(CLUSTERERS), help="Black-box clusterer.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any config value.")
+@click.option(
+    "--as",
+    "second",
+    metavar="NAME",
+    help="Keep this analysis as a second one named NAME (under analysis/alt/NAME/) beside the"
+    " run's own, and compare the two; the run's clusters stay those later stages use.",
+)
 def command(
     run_dir: Path,
     mode: str | None,
@@ -43,6 +51,7 @@ def command(
     reduce: str | None,
     cluster: str | None,
     settings: Any,
+    second: str | None,
 ) -> None:
     """Group the error-inducing inputs of RUN_DIR into root-cause clusters.
 
@@ -54,6 +63,11 @@ def command(
     Writes clusters.json, the column `cluster` of
     samples.parquet (-1 = noise), and under analysis/: contact sheets, representative images
     and the error map (plus the per-layer table and WICD plots for HUDD).
+
+    With --as NAME the analysis goes to analysis/alt/NAME/ instead (e.g. `--features hudd --as
+    hudd` beside the default black-box one), the run's own analysis is left as it is (run
+    first if it has not), and agreement.json + agreement.png there compare the two (adjusted
+    Rand index, contingency table, best-matching clusters); the report shows them side by side.
     """
     run = RunDir(run_dir, create=False)
     overrides: dict[str, Any] = {}
@@ -73,7 +87,24 @@ def command(
     if (reduce or cluster) and features is None and not str(config.analysis.features):
         config.analysis.features = "backbone"
     explicit = features == "" or bool(layers) or bool(mode)  # white-box asked for by name
+    if second is not None:
+        _second_analysis(run, run_dir, config, second, explicit)
+        return
     with run.lock(), run.logging_to_file():
         Pipeline(run, config).analyze(white_box=True if explicit else None)
     print_clusters(run_dir)
+    click.echo(f"Report: {render_report(run_dir)}")
+
+
+def _second_analysis(
+    run: RunDir, run_dir: Path, config: RunConfig, name: str, white_box: bool
+) -> None:
+    """Run ``config``'s analysis as the second analysis ``name`` and print the agreement."""
+    from dnnsafety.pipeline.analyze.alternative import analyze_alternative, check_name
+
+    check_name(name)
+    main = resolve_config(run_dir, None)  # the run's own configuration, unchanged
+    with run.lock(), run.logging_to_file():
+        done = analyze_alternative(Pipeline(run, main), name, config.analysis, white_box)
+    print_agreement(done.agreement)
     click.echo(f"Report: {render_report(run_dir)}")

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import click
 
 from dnnsafety.cli.common import DATASET_CHOICE, resolve_config
-from dnnsafety.cli.summary import print_clusters, print_comparison, print_metrics
+from dnnsafety.cli.summary import (
+    print_agreement,
+    print_clusters,
+    print_comparison,
+    print_metrics,
+)
+from dnnsafety.config import AnalysisConfig
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
 
 DEMO_STRATEGIES = ("closest", "random", "entropy")
+
+
+def second_analysis(main: AnalysisConfig) -> tuple[str, AnalysisConfig]:
+    """The demo's second analysis: HUDD (white-box) beside a black-box main analysis, the
+    default black-box one beside a white-box main analysis."""
+    from dnnsafety.pipeline.analyze import analysis_for
+
+    if analysis_for(main).white_box:
+        return "blackbox", AnalysisConfig(split=main.split)
+    return "hudd", dataclasses.replace(main, features="", mode="default")
 
 
 @click.command("demo")
@@ -44,11 +61,15 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
     The training set under-represents some conditions (at night, in fog, occluded, tilted);
     the test set has many of them, so the accuracy table shows which scenarios break the model.
     The analysis groups the test errors into root-cause clusters (the default black-box
-    analysis; --set analysis.features='' for LRP heatmaps); then
+    analysis; --set analysis.features='' for LRP heatmaps), and a second analysis of the
+    other kind (white-box HUDD beside the black-box default, or the reverse) is kept beside
+    it for the report's side-by-side comparison; then
     HUDD's ClosestU picks the pool images that resemble each cluster, and retraining with them
     is compared with random and entropy selection at the same labelling budget. Everything
     ends up in report.html.
     """
+    from dnnsafety.pipeline.analyze import analysis_for
+    from dnnsafety.pipeline.analyze.alternative import analyze_alternative
     from dnnsafety.pipeline.bias import run_bias
     from dnnsafety.pipeline.detect import detect
     from dnnsafety.pipeline.retrain import compare
@@ -64,12 +85,18 @@ def command(out: Path, dataset: str, seed: int, settings: tuple[str, ...]) -> No
         pipe.train()
         pipe.evaluate()
         pipe.analyze()
+        name, analysis = second_analysis(config.analysis)
+        second = None
+        if pipe.support.white_box or not analysis_for(analysis).white_box:
+            second = analyze_alternative(pipe, name, analysis)
         detect(pipe)  # the default out-of-distribution monitor
         run_bias(pipe)
         compare(pipe, list(DEMO_STRATEGIES), seeds=1)
         run_robustness(pipe, DEMO_SWEEP)
     print_metrics(out)
     print_clusters(out)
+    if second is not None:
+        print_agreement(second.agreement)
     print_comparison(out)
     report = render_report(out)
     click.echo(f"\nDemo finished in {time.perf_counter() - t0:.0f}s. Results in {out}/")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from dnnsafety.data.dataset import NOMINAL, UNKNOWN_SCENARIO
-from dnnsafety.pipeline.artifacts import Clusters, Comparison, read_artifact
+from dnnsafety.pipeline.artifacts import AnalysisAgreement, Clusters, Comparison, read_artifact
 
 
 def accuracy_table(metrics: dict[str, Any], split: str = "test") -> str:
@@ -209,3 +209,36 @@ def _pct(value: float | None) -> str:
     if value is None or value != value:
         return "-"
     return f"{value:.1%}"
+
+
+def print_agreement(agreement: AnalysisAgreement, limit: int = 12) -> None:
+    """Print how a second analysis of a run agrees with the main one."""
+    first, second = agreement.first, agreement.second
+    a, b = agreement.analyses.get(first, {}), agreement.analyses.get(second, {})
+    ari = "n/a" if agreement.ari is None else f"{agreement.ari:.3f}"
+    click.echo(
+        f"\n{second} ({b.get('method', '?')}, {b.get('n_clusters', '?')} clusters) vs {first} "
+        f"({a.get('method', '?')}, {a.get('n_clusters', '?')} clusters) on "
+        f"{agreement.n_common} {agreement.split} errors: adjusted Rand index {ari} over the "
+        f"{agreement.n_shared} errors both clustered."
+    )
+    for m in agreement.matches[:limit]:
+        other = "noise" if m["second"] == -1 else f"#{m['second']}"
+        click.echo(
+            f"  {first} #{m['first']:<3} ({m['first_size']:>4}) best match {second} {other:<5}"
+            f" shared {m['shared']:>4}, Jaccard {m['jaccard']:.2f}"
+        )
+    if len(agreement.matches) > limit:
+        click.echo(f"  ... and {len(agreement.matches) - limit} more")
+    for name, summary in ((first, a), (second, b)):
+        scores = summary.get("scores")
+        if isinstance(scores, dict):
+            click.echo(
+                f"  ground truth, {name}: purity {_num(scores.get('purity'))} (one cluster: "
+                f"{_num(scores.get('purity_trivial'))}), mean per-cause F1 "
+                f"{_num(scores.get('mean_f1'))}, coverage {_num(scores.get('coverage'))}"
+            )
+
+
+def _num(value: Any) -> str:
+    return "–" if not isinstance(value, int | float) else f"{value:.3f}"

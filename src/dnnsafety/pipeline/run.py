@@ -328,6 +328,9 @@ class Pipeline:
         self.run.mark_done(
             "analyze", self.analysis_key, outputs, seconds=time.perf_counter() - t0, **extra
         )
+        from dnnsafety.pipeline.analyze.alternative import refresh_agreements
+
+        refresh_agreements(self.run)  # second analyses are now compared with new clusters
         old = self.run / "comparison.json"
         if old.exists():  # its per-cluster figures refer to the previous clusters
             old.replace(self.run / "comparison.previous.json")

@@ -22,6 +22,7 @@ import pandas as pd
 
 from dnnsafety.exceptions import RunDirError
 from dnnsafety.pipeline.artifacts import (
+    AnalysisAgreement,
     ArtifactError,
     BiasReport,
     Clusters,
@@ -80,6 +81,7 @@ class RunData:
     retrained: dict[str, dict[str, Any]] = field(default_factory=dict)
     samples: pd.DataFrame | None = None
     bias: dict[str, Any] | None = None
+    alternatives: dict[str, dict[str, Any]] = field(default_factory=dict)
     _images: dict[str, Image | None] = field(default_factory=dict, repr=False)
 
     @property
@@ -138,7 +140,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _read_artifact(
-    cls: type[Clusters | LayerTable | Comparison | BiasReport], run: Path
+    cls: type[Clusters | LayerTable | Comparison | BiasReport | AnalysisAgreement], run: Path
 ) -> dict[str, Any] | None:
     """The content of a typed artifact (:mod:`dnnsafety.pipeline.artifacts`) as its dataclass
     writes it; ``None`` (with a warning that says how to re-run) when missing or unreadable."""
@@ -222,6 +224,7 @@ def load_run(run_dir: str | Path) -> RunData:
         retrained=_read_retrained(path / "retrained"),
         samples=_read_samples(path / SAMPLES_FILE),
         bias=_read_artifact(BiasReport, path),
+        alternatives=_read_alternatives(path),
     )
 
 
@@ -231,3 +234,21 @@ def _read_retrained(folder: Path) -> dict[str, dict[str, Any]]:
         return {}
     found = {p.parent.name: _read_json(p) for p in sorted(folder.glob("*/result.json"))}
     return {k: v for k, v in found.items() if isinstance(v, dict)}
+
+
+ALT_DIR = "analysis/alt"
+
+
+def _read_alternatives(path: Path) -> dict[str, dict[str, Any]]:
+    """Second analyses (``analysis/alt/<name>/``): their ``clusters`` and ``agreement`` with
+    the main analysis, by name; those missing either file are left out."""
+    folder = path / ALT_DIR
+    if not folder.is_dir():
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        clusters = _read_artifact(Clusters, sub)
+        agreement = _read_artifact(AnalysisAgreement, sub)
+        if clusters is not None and agreement is not None:
+            found[sub.name] = {"clusters": clusters, "agreement": agreement}
+    return found

@@ -214,6 +214,7 @@ def test_sections_are_registered_in_page_order() -> None:
         "summary",
         "performance",
         "clusters",
+        "agreement",
         "layers",
         "map",
         "detection",

@@ -18,6 +18,7 @@ report shows what it can of a damaged record, and :meth:`Clusters.labels` /
 """
 
 from dnnsafety.pipeline.artifacts.adversarial import Adversarial, AttackRecord
+from dnnsafety.pipeline.artifacts.agreement import AnalysisAgreement
 from dnnsafety.pipeline.artifacts.base import (
     KNOWN_VERSIONS,
     SCHEMA_VERSION,
@@ -37,6 +38,7 @@ __all__ = [
     "KNOWN_VERSIONS",
     "SCHEMA_VERSION",
     "Adversarial",
+    "AnalysisAgreement",
     "ArtifactError",
     "AttackRecord",
     "BiasReport",
