@@ -236,8 +236,34 @@ def purity(model: Any, ds: Any, kept: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Adversarial vs plain fine-tuning over seeds: clean and PGD-8/255 robust accuracy."""
+def _val_scorer(m_base: Any, ds: Any, args: argparse.Namespace) -> Any:
+    """Clean accuracy on the validation split and PGD-8/255 robust accuracy on its first
+    ``n_attack`` nominal inputs: what picks the fine-tuning epoch and setting (never the test
+    split)."""
+    from dnnsafety.adversarial import ATTACKS, robust_accuracy
+    from dnnsafety.models.training import accuracy
+
+    val = ds["val"]
+    x, y = _attacked(val, args)
+    pgd = ATTACKS.create("pgd")
+
+    def score(m: Any) -> tuple[float, float]:
+        clean = accuracy(m, val.images, val.labels)
+        rob = robust_accuracy(m, pgd, x, y, [8 / 255], random_state=1)[0]["robust_accuracy"]
+        return clean, rob
+
+    return score
+
+
+def finetune(
+    model: Any, ds: Any, args: argparse.Namespace, on_row: Any = None
+) -> list[dict[str, Any]]:
+    """Adversarial vs plain fine-tuning over seeds: clean and PGD-8/255 robust accuracy.
+
+    With ``--ft-select val`` every epoch is scored on the validation split (clean + robust
+    accuracy, :func:`_val_scorer`) and the best one kept; its figures and the per-epoch
+    history go into the row. ``on_row(rows)`` is called after every run (the tables are
+    rewritten, so a stopped run keeps its rows)."""
     from dnnsafety.adversarial import ATTACKS, robust_accuracy
     from dnnsafety.config import TrainConfig
     from dnnsafety.models.training import accuracy, train_model
@@ -246,18 +272,38 @@ def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, An
 
     test = ds["test"]
     x, y = _attacked(test, args)
+    nominal = torch.from_numpy(np.flatnonzero(test.scenarios == "nominal"))
     pgd = ATTACKS.create("pgd")
+    val_score = _val_scorer(model, ds, args)
 
-    def scores(m: Any) -> tuple[float, float]:
+    def scores(m: Any) -> tuple[float, float, float]:
         clean = accuracy(m, test.images, test.labels)
+        clean_nom = accuracy(m, test.images[nominal], test.labels[nominal.numpy()])
         rob = robust_accuracy(m, pgd, x, y, [8 / 255])[0]["robust_accuracy"]
-        return clean, rob
+        return clean, clean_nom, rob
 
-    base_clean, base_rob = scores(model)
-    rows = []
+    base_clean, base_nom, base_rob = scores(model)
+    base_vc, base_vr = val_score(model)
+    rows = [
+        {
+            "strategy": "original",
+            "seed": "-",
+            "best_epoch": "-",
+            "val_clean": round(base_vc, 4),
+            "val_robust": round(base_vr, 4),
+            "clean_acc": round(base_clean, 4),
+            "clean_nominal_acc": round(base_nom, 4),
+            "pgd8_robust_acc": round(base_rob, 4),
+            "clean_change": 0.0,
+            "robust_change": 0.0,
+            "seconds": 0.0,
+            "val_history": "-",
+        }
+    ]
     cfg = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, select_by="train", schedule="cosine")
     train = ds["train"].subset(np.arange(min(args.ft_n, len(ds["train"]))))
-    for seed in range(args.seeds):
+    seeds = [int(v) for v in args.ft_seed_list.split(",")] if args.ft_seed_list else None
+    for seed in seeds if seeds is not None else range(args.seeds):
         for strategy in ("plain", "adversarial"):
             if strategy == "plain" and seed >= args.plain_seeds:
                 continue
@@ -266,37 +312,53 @@ def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, An
             if strategy == "plain":
                 plan = plain_plan(train)
             else:
-                params = {"steps": args.ft_steps, "share": args.ft_share}
+                params = {
+                    "steps": args.ft_steps,
+                    "share": args.ft_share,
+                    "step_fraction": args.ft_step_fraction,
+                }
                 plan = MITIGATIONS.create("adversarial", params).plan(context, random_state=seed)
+            history: list[tuple[float, float]] = []
+
+            def select(m: Any, history: list[tuple[float, float]] = history) -> float:
+                clean, rob = val_score(m)
+                history.append((round(clean, 4), round(rob, 4)))
+                print("  epoch", len(history), "val clean", clean, "val robust", rob, flush=True)
+                return clean + rob
+
             t0 = time.perf_counter()
-            train_model(
-                m, plan.images, plan.labels, None, None, cfg, seed=seed, augment=plan.augment
+            result = train_model(
+                m,
+                plan.images,
+                plan.labels,
+                None,
+                None,
+                cfg,
+                seed=seed,
+                augment=plan.augment,
+                select_score=select if args.ft_select == "val" else None,
             )
-            clean, rob = scores(m)
+            clean, clean_nom, rob = scores(m)
+            best = result.best_epoch
             rows.append(
                 {
                     "strategy": strategy,
                     "seed": seed,
+                    "best_epoch": best,
+                    "val_clean": history[best - 1][0] if history else "-",
+                    "val_robust": history[best - 1][1] if history else "-",
                     "clean_acc": round(clean, 4),
+                    "clean_nominal_acc": round(clean_nom, 4),
                     "pgd8_robust_acc": round(rob, 4),
                     "clean_change": round(clean - base_clean, 4),
                     "robust_change": round(rob - base_rob, 4),
                     "seconds": round(time.perf_counter() - t0, 1),
+                    "val_history": " ".join(f"{c}/{r}" for c, r in history),
                 }
             )
             print("finetune", rows[-1], flush=True)
-    rows.insert(
-        0,
-        {
-            "strategy": "original",
-            "seed": "-",
-            "clean_acc": round(base_clean, 4),
-            "pgd8_robust_acc": round(base_rob, 4),
-            "clean_change": 0.0,
-            "robust_change": 0.0,
-            "seconds": 0.0,
-        },
-    )
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -376,19 +438,47 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
         lines += ["", "### Do adversarial errors form their own root-cause clusters?", ""]
         lines += _md_table([res["purity"]])
         lines += ["", "### Adversarial fine-tuning vs plain fine-tuning", ""]
-        lines.append(
-            f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
-            f"model on {s.get('ft_n', s['train'])} training images, per seed; the adversarial "
-            f"share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} examples "
-            "at 8/255 (step 2/255, random start); clean accuracy on the whole test split, PGD "
-            "(10 steps) robust accuracy at 8/255 on the attacked nominal inputs; changes against "
-            "the original model."
-        )
+        lines += _ft_text(res.get("ft_settings", s), res.get("ft_command"))
         lines.append("")
         lines += _md_table(res["finetune"])
         lines += ["", *_md_table(_mean_rows(res["finetune"][1:]))]
+        for pilot in res.get("pilots", []):
+            lines += ["", f"#### Pilot (one seed): {pilot['name']}", ""]
+            lines += _ft_text(pilot["settings"], pilot["command"])
+            lines += [
+                "",
+                "The setting was chosen on the validation columns (`val_clean`, `val_robust`: "
+                "clean accuracy on the validation split, PGD-8/255 robust accuracy on its first "
+                "200 nominal inputs); the test columns were not used for the choice.",
+                "",
+                *_md_table(pilot["rows"]),
+            ]
         lines += ["", *res.get("verdict", [])]
     (RESULTS / "adversarial.md").write_text("\n".join(lines) + "\n")
+
+
+def _ft_text(s: dict[str, Any], command: str | None) -> list[str]:
+    """The paragraph that says how a fine-tuning table was made."""
+    frac = s.get("ft_step_fraction", 0.25)
+    step = round(frac * 8, 2)
+    select = (
+        "the epoch with the best validation clean + robust accuracy kept (columns `val_*`, "
+        "`val_history`: clean/robust per epoch)"
+        if s.get("ft_select") == "val"
+        else "the last epoch's weights (the best training accuracy)"
+    )
+    out = [
+        f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
+        f"model on {s.get('ft_n', s.get('train'))} training images, per seed, {select}; the "
+        f"adversarial share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} "
+        f"examples at 8/255 (step {step}/255, random start); clean accuracy on the whole test "
+        "split (`clean_acc`, rare scenarios included) and on its nominal inputs "
+        "(`clean_nominal_acc`), PGD (10 steps) robust accuracy at 8/255 on the attacked nominal "
+        "inputs; changes against the original model."
+    ]
+    if command:
+        out += ["", "Command:", "", f"    {command}"]
+    return out
 
 
 def verdict(res: dict[str, Any]) -> list[str]:
@@ -418,6 +508,60 @@ def verdict(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ft_settings(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "train": len(ds["train"]),
+        "ft_epochs": args.ft_epochs,
+        "ft_n": min(args.ft_n, len(ds["train"])),
+        "ft_lr": args.ft_lr,
+        "ft_steps": args.ft_steps,
+        "ft_share": args.ft_share,
+        "ft_step_fraction": args.ft_step_fraction,
+        "ft_select": args.ft_select,
+    }
+
+
+def finetune_only(name: str, args: argparse.Namespace) -> None:
+    """The fine-tuning stage alone, on the cached model; the other sections are kept.
+
+    ``--only-finetune final`` replaces the fine-tuning table (seeds given by ``--ft-seed-list``
+    are added to the rows already there for the same settings); any other name adds or
+    replaces a pilot table of that name. The tables are rewritten after every run."""
+    old = json.loads((RESULTS / "adversarial.json").read_text())["datasets"][name]
+    ds = _load(name, args)
+    model = _train(ds, args.epochs)
+    command = f"{COMMAND.split(' --')[0]} {' '.join(sys.argv[1:])}"
+    settings = _ft_settings(ds, args)
+    res = dict(old)
+    kept: list[dict[str, Any]] = []
+    if args.only_finetune == "final" and old.get("ft_settings") == settings:
+        seeds = {int(v) for v in args.ft_seed_list.split(",")} if args.ft_seed_list else set()
+        kept = [r for r in old["finetune"][1:] if r["seed"] not in seeds]
+
+    def on_row(rows: list[dict[str, Any]]) -> None:
+        if args.only_finetune == "final":
+            done = [r for r in kept if (r["strategy"], r["seed"]) not in
+                    {(x["strategy"], x["seed"]) for x in rows[1:]}]  # fmt: skip
+            res["finetune"] = rows[:1] + sorted(
+                done + rows[1:], key=lambda r: (r["strategy"] != "plain", r["seed"])
+            )
+            res["ft_settings"] = settings
+            commands = list(old.get("ft_commands", [])) if kept else []
+            res["ft_command"] = "\n    ".join(dict.fromkeys([*commands, command]))
+            res["ft_commands"] = list(dict.fromkeys([*commands, command]))
+            res["verdict"] = verdict(res)
+        else:
+            pilots = [p for p in old.get("pilots", []) if p["name"] != args.only_finetune]
+            pilots.append(
+                {"name": args.only_finetune, "settings": settings, "command": command,
+                 "rows": rows}
+            )  # fmt: skip
+            res["pilots"] = pilots
+        write({"datasets": {name: res}}, args)
+
+    finetune(model, ds, args, on_row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="signs,fashion-mnist")
@@ -439,6 +583,19 @@ def main() -> None:
     parser.add_argument("--ft-n", type=int, default=100_000, help="fine-tuning images")
     parser.add_argument("--skip", default="", help="stages to skip (pilots): finetune,purity")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--ft-step-fraction", type=float, default=0.25, help="PGD step as a fraction of eps"
+    )
+    parser.add_argument(
+        "--ft-select", default="train", choices=("train", "val"), help="how the epoch is kept"
+    )
+    parser.add_argument("--ft-seed-list", default="", help="fine-tuning seeds, e.g. 1,2")
+    parser.add_argument(
+        "--only-finetune",
+        default="",
+        help="only the fine-tuning stage; 'final' replaces the table, any other name adds a "
+        "one-seed pilot table of that name (the other sections are kept from the .json)",
+    )
     args = parser.parse_args()
     if args.render:
         write({"datasets": {}}, args)
@@ -448,6 +605,10 @@ def main() -> None:
     import dnnsafety.adversarial  # noqa: F401  (registers the adversarial detectors)
 
     results: dict[str, Any] = {"datasets": {}}
+    if args.only_finetune:
+        for name in args.datasets.split(","):
+            finetune_only(name, args)
+        return
     for name in args.datasets.split(","):
         t0 = time.perf_counter()
         ds = _load(name, args)

@@ -162,6 +162,7 @@ def train_model(
     dro_step: float = 0.01,
     augment: BatchAugment | None = None,
     consistency: float = 0.0,
+    select_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best epoch's weights.
 
@@ -193,6 +194,10 @@ def train_model(
         Weight of the Jensen-Shannon consistency loss between every clean batch and the views
         ``augment`` appends to it (AugMix: 12; :class:`~dnnsafety.models.objective.Objective`);
         0: none. Needs an ``augment`` that returns the clean batch followed by its views.
+    select_score
+        ``model -> score >= 0`` evaluated after every epoch (e.g. clean plus robust accuracy on a
+        validation split); the epoch with the highest score is kept instead of the one with the
+        best ``cfg.select_by`` accuracy. ``None``: ``cfg.select_by``.
 
     Notes
     -----
@@ -269,6 +274,8 @@ def train_model(
             else None
         )
         score = val_acc if cfg.select_by == "val" and val_acc is not None else train_acc
+        if select_score is not None:
+            score = float(select_score(model))
         stats = EpochStats(
             epoch + 1, total_loss / seen, train_acc, val_acc, time.perf_counter() - t0
         )
