@@ -25,14 +25,28 @@ process per dataset (each merges its section into the result files)::
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py \
         --datasets fashion-mnist --n-train 12000 --epochs 12 --ft-n 1500 --ft-epochs 5 \
         --seeds 1 --plain-seeds 1
+
+The fine-tuning stage alone, on the cached model (``--device cuda`` where a GPU is at hand):
+one-seed pilots chosen between on the validation split, then the chosen setting's other seeds
+and the plain control, each process merging its rows into the tables under a lock::
+
+    python benchmarks/bench_adversarial.py --datasets signs --n-train 6000 --epochs 10 \
+        --ft-steps 3 --ft-step-fraction 0.8333 --ft-select val --ft-share 0.75 --ft-lr 0.001 \
+        --ft-epochs 5 --plain-seeds 0 --ft-seed-list 0 --only-finetune 'C: share 0.75, lr 1e-3'
+    python benchmarks/bench_adversarial.py ... --plain-seeds 0 --ft-seed-list 1 \
+        --only-finetune final
+    python benchmarks/bench_adversarial.py ... --seeds 0 --plain-seeds 1 --only-finetune final
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -302,10 +316,16 @@ def finetune(
     ]
     cfg = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, select_by="train", schedule="cosine")
     train = ds["train"].subset(np.arange(min(args.ft_n, len(ds["train"]))))
-    seeds = [int(v) for v in args.ft_seed_list.split(",")] if args.ft_seed_list else None
-    for seed in seeds if seeds is not None else range(args.seeds):
+    adv_seeds = (
+        [int(v) for v in args.ft_seed_list.split(",")]
+        if args.ft_seed_list
+        else list(range(args.seeds))
+    )
+    for seed in sorted({*adv_seeds, *range(args.plain_seeds)}):
         for strategy in ("plain", "adversarial"):
             if strategy == "plain" and seed >= args.plain_seeds:
+                continue
+            if strategy == "adversarial" and seed not in adv_seeds:
                 continue
             m = copy.deepcopy(model)
             context = MitigationContext(model=m, train=train, val=ds["val"])
@@ -313,6 +333,7 @@ def finetune(
                 plan = plain_plan(train)
             else:
                 params = {
+                    "eps": args.ft_eps / 255,
                     "steps": args.ft_steps,
                     "share": args.ft_share,
                     "step_fraction": args.ft_step_fraction,
@@ -394,8 +415,12 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     info = machine()
     old = RESULTS / "adversarial.json"
     if old.is_file():  # keep the datasets another process (or an earlier run) wrote
-        done = json.loads(old.read_text()).get("datasets", {})
+        previous = json.loads(old.read_text())
+        done = previous.get("datasets", {})
         results = {**results, "datasets": {**done, **results["datasets"]}}
+        keep = getattr(args, "only_finetune", "") or getattr(args, "render", False)
+        if keep and "machine" in previous:
+            info = previous["machine"]  # the machine of the other stages
     payload = {"title": "Adversarial inputs", "command": COMMAND, "machine": info, **results}
     (RESULTS / "adversarial.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adversarial inputs: robust accuracy, label-free detection, retraining", ""]
@@ -403,7 +428,15 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     lines.append("Reproduce (one process per dataset; each writes its own section):")
     lines += ["", *[f"    {c}" for c in commands], ""]
     lines.append(
-        f"Machine: {info['cpu_cores']} cores, torch {info['torch']} ({info['torch_threads']} "
+        "The fine-tuning tables come from the `--only-finetune` commands below (on the cached "
+        "models of the commands above; their one-seed pilots' commands are in their sections):"
+    )
+    for name, res in results["datasets"].items():
+        lines += ["", f"{name}:", "", *[f"    {c}" for c in res.get("ft_commands", [])]]
+    lines.append("")
+    lines.append(
+        "Machine of the attack, detection and cluster stages: "
+        f"{info['cpu_cores']} cores, torch {info['torch']} ({info['torch_threads']} "
         f"threads), Python {info['python']}, {info['date']}."
     )
     for name, res in results["datasets"].items():
@@ -438,13 +471,21 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
         lines += ["", "### Do adversarial errors form their own root-cause clusters?", ""]
         lines += _md_table([res["purity"]])
         lines += ["", "### Adversarial fine-tuning vs plain fine-tuning", ""]
-        lines += _ft_text(res.get("ft_settings", s), res.get("ft_command"))
+        lines += _ft_text(res.get("ft_settings", s), res.get("ft_command"), res.get("ft_machine"))
         lines.append("")
         lines += _md_table(res["finetune"])
         lines += ["", *_md_table(_mean_rows(res["finetune"][1:]))]
+        if res.get("pilots") and res.get("ft_settings", {}).get("ft_select") == "val":
+            lines += [
+                "",
+                "The setting of this table is the one-seed pilot below with the highest "
+                "`val_clean + val_robust` (validation split only); its seed-0 run is the "
+                "table's seed 0. The pilots ran in rounds; each round's best setting on "
+                "validation got seeds 1 and 2 and the plain control.",
+            ]
         for pilot in res.get("pilots", []):
             lines += ["", f"#### Pilot (one seed): {pilot['name']}", ""]
-            lines += _ft_text(pilot["settings"], pilot["command"])
+            lines += _ft_text(pilot["settings"], pilot["command"], pilot.get("machine"))
             lines += [
                 "",
                 "The setting was chosen on the validation columns (`val_clean`, `val_robust`: "
@@ -457,10 +498,10 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     (RESULTS / "adversarial.md").write_text("\n".join(lines) + "\n")
 
 
-def _ft_text(s: dict[str, Any], command: str | None) -> list[str]:
+def _ft_text(s: dict[str, Any], command: str | None, where: str | None = None) -> list[str]:
     """The paragraph that says how a fine-tuning table was made."""
     frac = s.get("ft_step_fraction", 0.25)
-    step = round(frac * 8, 2)
+    step = round(frac * s.get("ft_eps", 8), 2)
     select = (
         "the epoch with the best validation clean + robust accuracy kept (columns `val_*`, "
         "`val_history`: clean/robust per epoch)"
@@ -471,11 +512,14 @@ def _ft_text(s: dict[str, Any], command: str | None) -> list[str]:
         f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
         f"model on {s.get('ft_n', s.get('train'))} training images, per seed, {select}; the "
         f"adversarial share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} "
-        f"examples at 8/255 (step {step}/255, random start); clean accuracy on the whole test "
+        f"examples at {s.get('ft_eps', 8)}/255 (step {step}/255, random start); clean accuracy "
+        "on the whole test "
         "split (`clean_acc`, rare scenarios included) and on its nominal inputs "
         "(`clean_nominal_acc`), PGD (10 steps) robust accuracy at 8/255 on the attacked nominal "
         "inputs; changes against the original model."
     ]
+    if where:
+        out += ["", f"Fine-tuned on: {where} (the last run written)."]
     if command:
         out += ["", "Command:", "", f"    {command}"]
     return out
@@ -518,46 +562,80 @@ def _ft_settings(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
         "ft_share": args.ft_share,
         "ft_step_fraction": args.ft_step_fraction,
         "ft_select": args.ft_select,
-    }
+    } | ({"ft_eps": args.ft_eps} if args.ft_eps != 8 else {})
+
+
+def _ft_machine(args: argparse.Namespace) -> str:
+    """Where the fine-tuning ran, in words."""
+    info = machine()
+    where = f"{info['cpu_cores']} CPU cores, {args.threads} torch threads"
+    if str(args.device).startswith("cuda"):
+        where = f"{torch.cuda.get_device_name(args.device)} GPU ({where})"
+    return f"{where}, torch {info['torch']}, Python {info['python']}, {info['date']}"
+
+
+@contextlib.contextmanager
+def _locked() -> Any:
+    """An exclusive lock on the result files: processes of one dataset (one per seed) merge
+    their rows into them one at a time."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / ".adversarial.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def finetune_only(name: str, args: argparse.Namespace) -> None:
     """The fine-tuning stage alone, on the cached model; the other sections are kept.
 
-    ``--only-finetune final`` replaces the fine-tuning table (seeds given by ``--ft-seed-list``
-    are added to the rows already there for the same settings); any other name adds or
-    replaces a pilot table of that name. The tables are rewritten after every run."""
-    old = json.loads((RESULTS / "adversarial.json").read_text())["datasets"][name]
+    ``--only-finetune final`` writes the fine-tuning table: rows already there for the same
+    settings (an earlier final run, another process's seeds, or the one-seed pilot that chose
+    these settings) are kept with their commands, and this run's rows are added. Any other
+    name adds or replaces a pilot table of that name. The tables are rewritten after every
+    run, under a lock (several processes may write them)."""
     ds = _load(name, args)
-    model = _train(ds, args.epochs)
-    command = f"{COMMAND.split(' --')[0]} {' '.join(sys.argv[1:])}"
+    model = _train(ds, args.epochs).to(args.device)
+    command = f"{COMMAND.split(' --')[0]} {shlex.join(sys.argv[1:])}"
     settings = _ft_settings(ds, args)
-    res = dict(old)
-    kept: list[dict[str, Any]] = []
-    if args.only_finetune == "final" and old.get("ft_settings") == settings:
-        seeds = {int(v) for v in args.ft_seed_list.split(",")} if args.ft_seed_list else set()
-        kept = [r for r in old["finetune"][1:] if r["seed"] not in seeds]
 
     def on_row(rows: list[dict[str, Any]]) -> None:
-        if args.only_finetune == "final":
-            done = [r for r in kept if (r["strategy"], r["seed"]) not in
-                    {(x["strategy"], x["seed"]) for x in rows[1:]}]  # fmt: skip
-            res["finetune"] = rows[:1] + sorted(
-                done + rows[1:], key=lambda r: (r["strategy"] != "plain", r["seed"])
-            )
-            res["ft_settings"] = settings
-            commands = list(old.get("ft_commands", [])) if kept else []
-            res["ft_command"] = "\n    ".join(dict.fromkeys([*commands, command]))
-            res["ft_commands"] = list(dict.fromkeys([*commands, command]))
-            res["verdict"] = verdict(res)
-        else:
-            pilots = [p for p in old.get("pilots", []) if p["name"] != args.only_finetune]
-            pilots.append(
-                {"name": args.only_finetune, "settings": settings, "command": command,
-                 "rows": rows}
-            )  # fmt: skip
-            res["pilots"] = pilots
-        write({"datasets": {name: res}}, args)
+        with _locked():
+            res = json.loads((RESULTS / "adversarial.json").read_text())["datasets"][name]
+            mine = {(r["strategy"], r["seed"]) for r in rows[1:]}
+            if args.only_finetune == "final":
+                kept: list[dict[str, Any]] = []
+                commands: list[str] = []
+                sources = []
+                if res.get("ft_settings") == settings:
+                    sources.append((res["finetune"][1:], res.get("ft_commands", [])))
+                sources += [
+                    (p["rows"][1:], [p["command"]])
+                    for p in res.get("pilots", [])
+                    if p["settings"] == settings
+                ]
+                for src_rows, cmds in sources:
+                    seen = mine | {(r["strategy"], r["seed"]) for r in kept}
+                    new_rows = [r for r in src_rows if (r["strategy"], r["seed"]) not in seen]
+                    kept += new_rows
+                    commands += list(cmds) if new_rows else []
+                res["finetune"] = rows[:1] + sorted(
+                    kept + rows[1:], key=lambda r: (r["strategy"] != "plain", r["seed"])
+                )
+                res["ft_settings"] = settings
+                res["ft_machine"] = _ft_machine(args)
+                res["ft_commands"] = list(dict.fromkeys([*commands, command]))
+                res["ft_command"] = "\n    ".join(res["ft_commands"])
+                res["verdict"] = verdict(res)
+            else:
+                pilots = [p for p in res.get("pilots", []) if p["name"] != args.only_finetune]
+                pilots.append(
+                    {"name": args.only_finetune, "settings": settings, "command": command,
+                     "rows": rows, "machine": _ft_machine(args)}
+                )  # fmt: skip
+                res["pilots"] = pilots
+            write({"datasets": {name: res}}, args)
 
     finetune(model, ds, args, on_row)
 
@@ -589,6 +667,10 @@ def main() -> None:
     parser.add_argument(
         "--ft-select", default="train", choices=("train", "val"), help="how the epoch is kept"
     )
+    parser.add_argument(
+        "--ft-eps", type=float, default=8.0, help="L-inf budget of the training examples, /255"
+    )
+    parser.add_argument("--device", default="cpu", help="fine-tuning device: cpu, cuda")
     parser.add_argument("--ft-seed-list", default="", help="fine-tuning seeds, e.g. 1,2")
     parser.add_argument(
         "--only-finetune",
@@ -644,7 +726,7 @@ def main() -> None:
             "purity": pur,
             "finetune": ft,
             "seconds": round(time.perf_counter() - t0, 1),
-            "command": f"{COMMAND.split(' --')[0]} {' '.join(sys.argv[1:])}",
+            "command": f"{COMMAND.split(' --')[0]} {shlex.join(sys.argv[1:])}",
         }
         res["verdict"] = verdict(res)
         results["datasets"][name] = res

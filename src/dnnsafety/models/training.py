@@ -109,20 +109,30 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 512, desc: str = "predict"
 ) -> Predictions:
-    """Predicted classes and softmax probabilities, in batches, in eval mode."""
+    """Predicted classes and softmax probabilities, in batches, in eval mode.
+
+    Batches are moved to the model's device and the outputs back to the CPU."""
     was_training = model.training
+    device = _model_device(model)
     model.eval()
     preds: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     try:
         with progress_bar(total=len(images), desc=desc, unit="img") as bar:
             for start in range(0, len(images), batch_size):
-                logits = model(images[start : start + batch_size])
-                p = torch.softmax(logits.float(), dim=1)
+                logits = model(images[start : start + batch_size].to(device))
+                p = torch.softmax(logits.float(), dim=1).cpu()
                 preds.append(p.argmax(dim=1))
                 probs.append(p)
                 bar.update(len(p))
@@ -210,6 +220,7 @@ def train_model(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     labels_t = torch.as_tensor(train_labels, dtype=torch.long)
+    device = _model_device(model)  # batches go to the model's device (a GPU, say)
     optimizer = _optimizer(model, cfg)
     if consistency > 0 and augment is None:
         raise ConfigError("A consistency loss needs an augmentation that adds views of a batch.")
@@ -248,7 +259,7 @@ def train_model(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 idx = order[start : start + cfg.batch_size]
-                x, y = train_images[idx], labels_t[idx]
+                x, y = train_images[idx].to(device), labels_t[idx].to(device)
                 if augment is not None:
                     x, y = augment(model, x, y, gen)
                     model.train()
