@@ -576,10 +576,9 @@ def _ft_machine(args: argparse.Namespace) -> str:
 
 @contextlib.contextmanager
 def _locked() -> Any:
-    """An exclusive lock on the result files: processes of one dataset (one per seed) merge
-    their rows into them one at a time."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / ".adversarial.lock", "w") as handle:
+    """An exclusive lock on the result files (on the .json itself, which the fine-tuning stage
+    needs anyway): processes of one dataset (one per seed) merge their rows one at a time."""
+    with open(RESULTS / "adversarial.json", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
