@@ -25,14 +25,28 @@ process per dataset (each merges its section into the result files)::
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py \
         --datasets fashion-mnist --n-train 12000 --epochs 12 --ft-n 1500 --ft-epochs 5 \
         --seeds 1 --plain-seeds 1
+
+The fine-tuning stage alone, on the cached model (``--device cuda`` where a GPU is at hand):
+one-seed pilots chosen between on the validation split, then the chosen setting's other seeds
+and the plain control, each process merging its rows into the tables under a lock::
+
+    python benchmarks/bench_adversarial.py --datasets signs --n-train 6000 --epochs 10 \
+        --ft-steps 3 --ft-step-fraction 0.8333 --ft-select val --ft-share 0.75 --ft-lr 0.001 \
+        --ft-epochs 5 --plain-seeds 0 --ft-seed-list 0 --only-finetune 'C: share 0.75, lr 1e-3'
+    python benchmarks/bench_adversarial.py ... --plain-seeds 0 --ft-seed-list 1 \
+        --only-finetune final
+    python benchmarks/bench_adversarial.py ... --seeds 0 --plain-seeds 1 --only-finetune final
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import json
 import math
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -236,8 +250,34 @@ def purity(model: Any, ds: Any, kept: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Adversarial vs plain fine-tuning over seeds: clean and PGD-8/255 robust accuracy."""
+def _val_scorer(m_base: Any, ds: Any, args: argparse.Namespace) -> Any:
+    """Clean accuracy on the validation split and PGD-8/255 robust accuracy on its first
+    ``n_attack`` nominal inputs: what picks the fine-tuning epoch and setting (never the test
+    split)."""
+    from dnnsafety.adversarial import ATTACKS, robust_accuracy
+    from dnnsafety.models.training import accuracy
+
+    val = ds["val"]
+    x, y = _attacked(val, args)
+    pgd = ATTACKS.create("pgd")
+
+    def score(m: Any) -> tuple[float, float]:
+        clean = accuracy(m, val.images, val.labels)
+        rob = robust_accuracy(m, pgd, x, y, [8 / 255], random_state=1)[0]["robust_accuracy"]
+        return clean, rob
+
+    return score
+
+
+def finetune(
+    model: Any, ds: Any, args: argparse.Namespace, on_row: Any = None
+) -> list[dict[str, Any]]:
+    """Adversarial vs plain fine-tuning over seeds: clean and PGD-8/255 robust accuracy.
+
+    With ``--ft-select val`` every epoch is scored on the validation split (clean + robust
+    accuracy, :func:`_val_scorer`) and the best one kept; its figures and the per-epoch
+    history go into the row. ``on_row(rows)`` is called after every run (the tables are
+    rewritten, so a stopped run keeps its rows)."""
     from dnnsafety.adversarial import ATTACKS, robust_accuracy
     from dnnsafety.config import TrainConfig
     from dnnsafety.models.training import accuracy, train_model
@@ -246,57 +286,100 @@ def finetune(model: Any, ds: Any, args: argparse.Namespace) -> list[dict[str, An
 
     test = ds["test"]
     x, y = _attacked(test, args)
+    nominal = torch.from_numpy(np.flatnonzero(test.scenarios == "nominal"))
     pgd = ATTACKS.create("pgd")
+    val_score = _val_scorer(model, ds, args)
 
-    def scores(m: Any) -> tuple[float, float]:
+    def scores(m: Any) -> tuple[float, float, float]:
         clean = accuracy(m, test.images, test.labels)
+        clean_nom = accuracy(m, test.images[nominal], test.labels[nominal.numpy()])
         rob = robust_accuracy(m, pgd, x, y, [8 / 255])[0]["robust_accuracy"]
-        return clean, rob
+        return clean, clean_nom, rob
 
-    base_clean, base_rob = scores(model)
-    rows = []
+    base_clean, base_nom, base_rob = scores(model)
+    base_vc, base_vr = val_score(model)
+    rows = [
+        {
+            "strategy": "original",
+            "seed": "-",
+            "best_epoch": "-",
+            "val_clean": round(base_vc, 4),
+            "val_robust": round(base_vr, 4),
+            "clean_acc": round(base_clean, 4),
+            "clean_nominal_acc": round(base_nom, 4),
+            "pgd8_robust_acc": round(base_rob, 4),
+            "clean_change": 0.0,
+            "robust_change": 0.0,
+            "seconds": 0.0,
+            "val_history": "-",
+        }
+    ]
     cfg = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, select_by="train", schedule="cosine")
     train = ds["train"].subset(np.arange(min(args.ft_n, len(ds["train"]))))
-    for seed in range(args.seeds):
+    adv_seeds = (
+        [int(v) for v in args.ft_seed_list.split(",")]
+        if args.ft_seed_list
+        else list(range(args.seeds))
+    )
+    for seed in sorted({*adv_seeds, *range(args.plain_seeds)}):
         for strategy in ("plain", "adversarial"):
             if strategy == "plain" and seed >= args.plain_seeds:
+                continue
+            if strategy == "adversarial" and seed not in adv_seeds:
                 continue
             m = copy.deepcopy(model)
             context = MitigationContext(model=m, train=train, val=ds["val"])
             if strategy == "plain":
                 plan = plain_plan(train)
             else:
-                params = {"steps": args.ft_steps, "share": args.ft_share}
+                params = {
+                    "eps": args.ft_eps / 255,
+                    "steps": args.ft_steps,
+                    "share": args.ft_share,
+                    "step_fraction": args.ft_step_fraction,
+                }
                 plan = MITIGATIONS.create("adversarial", params).plan(context, random_state=seed)
+            history: list[tuple[float, float]] = []
+
+            def select(m: Any, history: list[tuple[float, float]] = history) -> float:
+                clean, rob = val_score(m)
+                history.append((round(clean, 4), round(rob, 4)))
+                print("  epoch", len(history), "val clean", clean, "val robust", rob, flush=True)
+                return clean + rob
+
             t0 = time.perf_counter()
-            train_model(
-                m, plan.images, plan.labels, None, None, cfg, seed=seed, augment=plan.augment
+            result = train_model(
+                m,
+                plan.images,
+                plan.labels,
+                None,
+                None,
+                cfg,
+                seed=seed,
+                augment=plan.augment,
+                select_score=select if args.ft_select == "val" else None,
             )
-            clean, rob = scores(m)
+            clean, clean_nom, rob = scores(m)
+            best = result.best_epoch
             rows.append(
                 {
                     "strategy": strategy,
                     "seed": seed,
+                    "best_epoch": best,
+                    "val_clean": history[best - 1][0] if history else "-",
+                    "val_robust": history[best - 1][1] if history else "-",
                     "clean_acc": round(clean, 4),
+                    "clean_nominal_acc": round(clean_nom, 4),
                     "pgd8_robust_acc": round(rob, 4),
                     "clean_change": round(clean - base_clean, 4),
                     "robust_change": round(rob - base_rob, 4),
                     "seconds": round(time.perf_counter() - t0, 1),
+                    "val_history": " ".join(f"{c}/{r}" for c, r in history),
                 }
             )
             print("finetune", rows[-1], flush=True)
-    rows.insert(
-        0,
-        {
-            "strategy": "original",
-            "seed": "-",
-            "clean_acc": round(base_clean, 4),
-            "pgd8_robust_acc": round(base_rob, 4),
-            "clean_change": 0.0,
-            "robust_change": 0.0,
-            "seconds": 0.0,
-        },
-    )
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -332,8 +415,12 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     info = machine()
     old = RESULTS / "adversarial.json"
     if old.is_file():  # keep the datasets another process (or an earlier run) wrote
-        done = json.loads(old.read_text()).get("datasets", {})
+        previous = json.loads(old.read_text())
+        done = previous.get("datasets", {})
         results = {**results, "datasets": {**done, **results["datasets"]}}
+        keep = getattr(args, "only_finetune", "") or getattr(args, "render", False)
+        if keep and "machine" in previous:
+            info = previous["machine"]  # the machine of the other stages
     payload = {"title": "Adversarial inputs", "command": COMMAND, "machine": info, **results}
     (RESULTS / "adversarial.json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = ["# Adversarial inputs: robust accuracy, label-free detection, retraining", ""]
@@ -341,7 +428,15 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     lines.append("Reproduce (one process per dataset; each writes its own section):")
     lines += ["", *[f"    {c}" for c in commands], ""]
     lines.append(
-        f"Machine: {info['cpu_cores']} cores, torch {info['torch']} ({info['torch_threads']} "
+        "The fine-tuning tables come from the `--only-finetune` commands below (on the cached "
+        "models of the commands above; their one-seed pilots' commands are in their sections):"
+    )
+    for name, res in results["datasets"].items():
+        lines += ["", f"{name}:", "", *[f"    {c}" for c in res.get("ft_commands", [])]]
+    lines.append("")
+    lines.append(
+        "Machine of the attack, detection and cluster stages: "
+        f"{info['cpu_cores']} cores, torch {info['torch']} ({info['torch_threads']} "
         f"threads), Python {info['python']}, {info['date']}."
     )
     for name, res in results["datasets"].items():
@@ -376,19 +471,58 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
         lines += ["", "### Do adversarial errors form their own root-cause clusters?", ""]
         lines += _md_table([res["purity"]])
         lines += ["", "### Adversarial fine-tuning vs plain fine-tuning", ""]
-        lines.append(
-            f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
-            f"model on {s.get('ft_n', s['train'])} training images, per seed; the adversarial "
-            f"share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} examples "
-            "at 8/255 (step 2/255, random start); clean accuracy on the whole test split, PGD "
-            "(10 steps) robust accuracy at 8/255 on the attacked nominal inputs; changes against "
-            "the original model."
-        )
+        lines += _ft_text(res.get("ft_settings", s), res.get("ft_command"), res.get("ft_machine"))
         lines.append("")
         lines += _md_table(res["finetune"])
         lines += ["", *_md_table(_mean_rows(res["finetune"][1:]))]
+        if res.get("pilots") and res.get("ft_settings", {}).get("ft_select") == "val":
+            lines += [
+                "",
+                "The setting of this table is the one-seed pilot below with the highest "
+                "`val_clean + val_robust` (validation split only); its seed-0 run is the "
+                "table's seed 0. The pilots ran in rounds; each round's best setting on "
+                "validation got seeds 1 and 2 and the plain control.",
+            ]
+        for pilot in res.get("pilots", []):
+            lines += ["", f"#### Pilot (one seed): {pilot['name']}", ""]
+            lines += _ft_text(pilot["settings"], pilot["command"], pilot.get("machine"))
+            lines += [
+                "",
+                "The setting was chosen on the validation columns (`val_clean`, `val_robust`: "
+                "clean accuracy on the validation split, PGD-8/255 robust accuracy on its first "
+                "200 nominal inputs); the test columns were not used for the choice.",
+                "",
+                *_md_table(pilot["rows"]),
+            ]
         lines += ["", *res.get("verdict", [])]
     (RESULTS / "adversarial.md").write_text("\n".join(lines) + "\n")
+
+
+def _ft_text(s: dict[str, Any], command: str | None, where: str | None = None) -> list[str]:
+    """The paragraph that says how a fine-tuning table was made."""
+    frac = s.get("ft_step_fraction", 0.25)
+    step = round(frac * s.get("ft_eps", 8), 2)
+    select = (
+        "the epoch with the best validation clean + robust accuracy kept (columns `val_*`, "
+        "`val_history`: clean/robust per epoch)"
+        if s.get("ft_select") == "val"
+        else "the last epoch's weights (the best training accuracy)"
+    )
+    out = [
+        f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
+        f"model on {s.get('ft_n', s.get('train'))} training images, per seed, {select}; the "
+        f"adversarial share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} "
+        f"examples at {s.get('ft_eps', 8)}/255 (step {step}/255, random start); clean accuracy "
+        "on the whole test "
+        "split (`clean_acc`, rare scenarios included) and on its nominal inputs "
+        "(`clean_nominal_acc`), PGD (10 steps) robust accuracy at 8/255 on the attacked nominal "
+        "inputs; changes against the original model."
+    ]
+    if where:
+        out += ["", f"Fine-tuned on: {where} (the last run written)."]
+    if command:
+        out += ["", "Command:", "", f"    {command}"]
+    return out
 
 
 def verdict(res: dict[str, Any]) -> list[str]:
@@ -418,6 +552,93 @@ def verdict(res: dict[str, Any]) -> list[str]:
     return out
 
 
+def _ft_settings(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "train": len(ds["train"]),
+        "ft_epochs": args.ft_epochs,
+        "ft_n": min(args.ft_n, len(ds["train"])),
+        "ft_lr": args.ft_lr,
+        "ft_steps": args.ft_steps,
+        "ft_share": args.ft_share,
+        "ft_step_fraction": args.ft_step_fraction,
+        "ft_select": args.ft_select,
+    } | ({"ft_eps": args.ft_eps} if args.ft_eps != 8 else {})
+
+
+def _ft_machine(args: argparse.Namespace) -> str:
+    """Where the fine-tuning ran, in words."""
+    info = machine()
+    where = f"{info['cpu_cores']} CPU cores, {args.threads} torch threads"
+    if str(args.device).startswith("cuda"):
+        where = f"{torch.cuda.get_device_name(args.device)} GPU ({where})"
+    return f"{where}, torch {info['torch']}, Python {info['python']}, {info['date']}"
+
+
+@contextlib.contextmanager
+def _locked() -> Any:
+    """An exclusive lock on the result files (on the .json itself, which the fine-tuning stage
+    needs anyway): processes of one dataset (one per seed) merge their rows one at a time."""
+    with open(RESULTS / "adversarial.json", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def finetune_only(name: str, args: argparse.Namespace) -> None:
+    """The fine-tuning stage alone, on the cached model; the other sections are kept.
+
+    ``--only-finetune final`` writes the fine-tuning table: rows already there for the same
+    settings (an earlier final run, another process's seeds, or the one-seed pilot that chose
+    these settings) are kept with their commands, and this run's rows are added. Any other
+    name adds or replaces a pilot table of that name. The tables are rewritten after every
+    run, under a lock (several processes may write them)."""
+    ds = _load(name, args)
+    model = _train(ds, args.epochs).to(args.device)
+    command = f"{COMMAND.split(' --')[0]} {shlex.join(sys.argv[1:])}"
+    settings = _ft_settings(ds, args)
+
+    def on_row(rows: list[dict[str, Any]]) -> None:
+        with _locked():
+            res = json.loads((RESULTS / "adversarial.json").read_text())["datasets"][name]
+            mine = {(r["strategy"], r["seed"]) for r in rows[1:]}
+            if args.only_finetune == "final":
+                kept: list[dict[str, Any]] = []
+                commands: list[str] = []
+                sources = []
+                if res.get("ft_settings") == settings:
+                    sources.append((res["finetune"][1:], res.get("ft_commands", [])))
+                sources += [
+                    (p["rows"][1:], [p["command"]])
+                    for p in res.get("pilots", [])
+                    if p["settings"] == settings
+                ]
+                for src_rows, cmds in sources:
+                    seen = mine | {(r["strategy"], r["seed"]) for r in kept}
+                    new_rows = [r for r in src_rows if (r["strategy"], r["seed"]) not in seen]
+                    kept += new_rows
+                    commands += list(cmds) if new_rows else []
+                res["finetune"] = rows[:1] + sorted(
+                    kept + rows[1:], key=lambda r: (r["strategy"] != "plain", r["seed"])
+                )
+                res["ft_settings"] = settings
+                res["ft_machine"] = _ft_machine(args)
+                res["ft_commands"] = list(dict.fromkeys([*commands, command]))
+                res["ft_command"] = "\n    ".join(res["ft_commands"])
+                res["verdict"] = verdict(res)
+            else:
+                pilots = [p for p in res.get("pilots", []) if p["name"] != args.only_finetune]
+                pilots.append(
+                    {"name": args.only_finetune, "settings": settings, "command": command,
+                     "rows": rows, "machine": _ft_machine(args)}
+                )  # fmt: skip
+                res["pilots"] = pilots
+            write({"datasets": {name: res}}, args)
+
+    finetune(model, ds, args, on_row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="signs,fashion-mnist")
@@ -439,6 +660,23 @@ def main() -> None:
     parser.add_argument("--ft-n", type=int, default=100_000, help="fine-tuning images")
     parser.add_argument("--skip", default="", help="stages to skip (pilots): finetune,purity")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--ft-step-fraction", type=float, default=0.25, help="PGD step as a fraction of eps"
+    )
+    parser.add_argument(
+        "--ft-select", default="train", choices=("train", "val"), help="how the epoch is kept"
+    )
+    parser.add_argument(
+        "--ft-eps", type=float, default=8.0, help="L-inf budget of the training examples, /255"
+    )
+    parser.add_argument("--device", default="cpu", help="fine-tuning device: cpu, cuda")
+    parser.add_argument("--ft-seed-list", default="", help="fine-tuning seeds, e.g. 1,2")
+    parser.add_argument(
+        "--only-finetune",
+        default="",
+        help="only the fine-tuning stage; 'final' replaces the table, any other name adds a "
+        "one-seed pilot table of that name (the other sections are kept from the .json)",
+    )
     args = parser.parse_args()
     if args.render:
         write({"datasets": {}}, args)
@@ -448,6 +686,10 @@ def main() -> None:
     import dnnsafety.adversarial  # noqa: F401  (registers the adversarial detectors)
 
     results: dict[str, Any] = {"datasets": {}}
+    if args.only_finetune:
+        for name in args.datasets.split(","):
+            finetune_only(name, args)
+        return
     for name in args.datasets.split(","):
         t0 = time.perf_counter()
         ds = _load(name, args)
@@ -483,7 +725,7 @@ def main() -> None:
             "purity": pur,
             "finetune": ft,
             "seconds": round(time.perf_counter() - t0, 1),
-            "command": f"{COMMAND.split(' --')[0]} {' '.join(sys.argv[1:])}",
+            "command": f"{COMMAND.split(' --')[0]} {shlex.join(sys.argv[1:])}",
         }
         res["verdict"] = verdict(res)
         results["datasets"][name] = res

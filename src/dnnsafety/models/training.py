@@ -109,20 +109,30 @@ def _lr_at(cfg: TrainConfig, step: int, total: int) -> float:
     return cfg.lr
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, images: torch.Tensor, batch_size: int = 512, desc: str = "predict"
 ) -> Predictions:
-    """Predicted classes and softmax probabilities, in batches, in eval mode."""
+    """Predicted classes and softmax probabilities, in batches, in eval mode.
+
+    Batches are moved to the model's device and the outputs back to the CPU."""
     was_training = model.training
+    device = _model_device(model)
     model.eval()
     preds: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
     try:
         with progress_bar(total=len(images), desc=desc, unit="img") as bar:
             for start in range(0, len(images), batch_size):
-                logits = model(images[start : start + batch_size])
-                p = torch.softmax(logits.float(), dim=1)
+                logits = model(images[start : start + batch_size].to(device))
+                p = torch.softmax(logits.float(), dim=1).cpu()
                 preds.append(p.argmax(dim=1))
                 probs.append(p)
                 bar.update(len(p))
@@ -162,6 +172,7 @@ def train_model(
     dro_step: float = 0.01,
     augment: BatchAugment | None = None,
     consistency: float = 0.0,
+    select_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best epoch's weights.
 
@@ -193,6 +204,10 @@ def train_model(
         Weight of the Jensen-Shannon consistency loss between every clean batch and the views
         ``augment`` appends to it (AugMix: 12; :class:`~dnnsafety.models.objective.Objective`);
         0: none. Needs an ``augment`` that returns the clean batch followed by its views.
+    select_score
+        ``model -> score >= 0`` evaluated after every epoch (e.g. clean plus robust accuracy on a
+        validation split); the epoch with the highest score is kept instead of the one with the
+        best ``cfg.select_by`` accuracy. ``None``: ``cfg.select_by``.
 
     Notes
     -----
@@ -205,6 +220,7 @@ def train_model(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     labels_t = torch.as_tensor(train_labels, dtype=torch.long)
+    device = _model_device(model)  # batches go to the model's device (a GPU, say)
     optimizer = _optimizer(model, cfg)
     if consistency > 0 and augment is None:
         raise ConfigError("A consistency loss needs an augmentation that adds views of a batch.")
@@ -243,7 +259,7 @@ def train_model(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 idx = order[start : start + cfg.batch_size]
-                x, y = train_images[idx], labels_t[idx]
+                x, y = train_images[idx].to(device), labels_t[idx].to(device)
                 if augment is not None:
                     x, y = augment(model, x, y, gen)
                     model.train()
@@ -269,6 +285,8 @@ def train_model(
             else None
         )
         score = val_acc if cfg.select_by == "val" and val_acc is not None else train_acc
+        if select_score is not None:
+            score = float(select_score(model))
         stats = EpochStats(
             epoch + 1, total_loss / seen, train_acc, val_acc, time.perf_counter() - t0
         )

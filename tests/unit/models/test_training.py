@@ -113,3 +113,26 @@ def test_bad_hyper_parameters_give_clear_errors(digits):
         _train(digits, TrainConfig(schedule="step"))
     with pytest.raises(ConfigError, match="diverged"):
         _train(digits, TrainConfig(epochs=1, optimizer="sgd", lr=1e12, momentum=0.0))
+
+
+def test_select_score_keeps_the_epoch_it_scores_highest(digits):
+    """A planted score that peaks at epoch 2 of 3: that epoch's weights are kept."""
+    cfg = TrainConfig(epochs=3, batch_size=64, select_by="train")
+    tr = digits["train"]
+    planted = iter([0.1, 0.9, 0.5])
+    snapshots: list[dict] = []
+
+    def score(model) -> float:
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(planted)
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 1, 10, 8)
+    x, y = tr.images[:256], tr.labels[:256]
+    result = train_model(model, x, y, None, None, cfg, select_score=score)
+    assert result.best_epoch == 2
+    assert result.best_score == pytest.approx(0.9)
+    assert len(snapshots) == 3
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], snapshots[2][k]) for k in kept)
