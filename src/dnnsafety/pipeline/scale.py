@@ -70,7 +70,7 @@ class PoolJob:
     groups: np.ndarray | None = None
     n_groups: int = 0
     correct: Reference | None = None
-    predict_batch: int = 512
+    predict_batch: int = 256
     query_batch: int | None = None
     threads: int | None = None
     tune_allocator: bool = True
@@ -176,7 +176,7 @@ def chunked_select(
     executor: Executor | None = None,
     chunk_size: int = 8192,
     random_state: int = 0,
-    predict_batch: int = 512,
+    predict_batch: int = 256,
     query_batch: int | None = 2048,
     threads: int | None = None,
     allocator: bool = True,
@@ -212,7 +212,10 @@ def chunked_select(
     random_state
         Seed of the ``random`` selector.
     predict_batch, query_batch
-        Rows per forward pass and per distance block.
+        Rows per forward pass and per distance block. 256 rows keep a small CNN's largest
+        activation (256 x 32 x 32 x 32 float32) at 32 MB: on a Dask worker the task runs in
+        a thread whose glibc arena holds at most 64 MB per heap, so larger blocks are mapped
+        afresh for every layer (1.6x slower measured at 512 rows; ``docs/scale.md``).
     threads
         Torch threads per task (``None``: leave as is). Set 1 when several tasks share cores.
     allocator
