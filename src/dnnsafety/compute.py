@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "LOCAL_SCHEDULERS",
+    "TASK_BATCH",
     "DaskExecutor",
     "Executor",
     "LocalExecutor",
@@ -65,6 +66,13 @@ INSTALL_HINT = "`.venv/bin/pip install dask distributed`"
 
 ALLOCATOR_THRESHOLD = 1 << 30
 """Bytes below which glibc keeps freed blocks in the process (see :func:`tune_allocator`)."""
+
+TASK_BATCH = 256
+"""Rows per forward pass inside a chunk task. A Dask worker runs tasks in a thread, whose
+glibc arena grows heaps of at most 64 MB: a larger block (a small CNN's first activation at
+512 rows of 32 x 32 images is 64 MB) is mapped afresh for every layer whatever
+:func:`tune_allocator` sets. 256 rows keep it at 32 MB (a chunk on a worker: 6.3 s at 512
+rows, 4.1 s at 256; ``benchmarks/results/allocator*.md``)."""
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3

@@ -26,7 +26,7 @@ import torch
 from scipy.special import softmax
 from torch import nn
 
-from dnnsafety.compute import Executor, LocalExecutor, chunk_bounds, tune_allocator
+from dnnsafety.compute import TASK_BATCH, Executor, LocalExecutor, chunk_bounds, tune_allocator
 from dnnsafety.detection import Detector, conformal_p_values
 from dnnsafety.exceptions import InvalidInputError
 from dnnsafety.pipeline.detect import model_logits
@@ -49,7 +49,7 @@ class _ScoreJob:
     model: nn.Module
     detector: Detector
     source: FeatureSource | None
-    batch: int = 512
+    batch: int = TASK_BATCH
     threads: int | None = None
     tune_allocator: bool = True
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -120,7 +120,7 @@ def score_pool_rows(
     *,
     executor: Executor | None = None,
     chunk_size: int = 8192,
-    batch_size: int = 512,
+    batch_size: int = TASK_BATCH,
     threads: int | None = None,
     allocator: bool = True,
 ) -> PoolScores:
@@ -160,8 +160,15 @@ def score_pool_rows(
         )
     if "features" in detector.requires and source is None:
         raise InvalidInputError(f"The {detector.name!r} detector needs its feature source.")
-    job = _ScoreJob(images, model, detector, source, batch=batch_size, threads=threads)
-    job.tune_allocator = allocator
+    job = _ScoreJob(
+        images,
+        model,
+        detector,
+        source,
+        batch=batch_size,
+        threads=threads,
+        tune_allocator=allocator,
+    )
     parts = (executor or LocalExecutor()).map(
         _score_task, chunk_bounds(len(images), chunk_size), shared=job, desc="score pool"
     )
@@ -179,7 +186,7 @@ def score_pool(
     pool: PoolSource,
     out: Path,
     executor: Executor | None = None,
-    batch_size: int = 512,
+    batch_size: int = TASK_BATCH,
 ) -> tuple[int, int]:
     """Score a lazily read pool with the run's saved detector; write a CSV.
 

@@ -110,7 +110,9 @@ class Pipeline:
 
     @property
     def analysis_key(self) -> str:
-        return fingerprint(self.eval_key, self.config.section("analysis"), "analyze-v1")
+        from dnnsafety.pipeline.analyze import analysis_key
+
+        return analysis_key(self.eval_key, self.config)
 
     @property
     def needs_training(self) -> bool:

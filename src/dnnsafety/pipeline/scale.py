@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnnsafety.compute import Executor, LocalExecutor, chunk_bounds, tune_allocator
+from dnnsafety.compute import TASK_BATCH, Executor, LocalExecutor, chunk_bounds, tune_allocator
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.features.chunks import ChunkFeatures
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView, Selection
@@ -70,7 +70,7 @@ class PoolJob:
     groups: np.ndarray | None = None
     n_groups: int = 0
     correct: Reference | None = None
-    predict_batch: int = 256
+    predict_batch: int = TASK_BATCH
     query_batch: int | None = None
     threads: int | None = None
     tune_allocator: bool = True
@@ -89,7 +89,8 @@ def _model(job: PoolJob) -> nn.Module | None:
     return cache[1]
 
 
-def _set_threads(job: PoolJob) -> None:
+def _prepare_process(job: PoolJob) -> None:
+    """This process's allocator setting and torch threads, as the job asks (once each)."""
     tune_allocator(job.tune_allocator)
     if job.threads and torch.get_num_threads() != job.threads:
         torch.set_num_threads(job.threads)
@@ -108,7 +109,7 @@ def _softmax(model: nn.Module, images: torch.Tensor, batch: int) -> np.ndarray:
 
 def _ranking_task(chunk: tuple[int, int], job: PoolJob) -> tuple[np.ndarray, np.ndarray]:
     """Scores of pool rows ``start:stop``; only the chunk's ``k`` best come back."""
-    _set_threads(job)
+    _prepare_process(job)
     start, stop = chunk
     model = _model(job)
     assert model is not None
@@ -120,7 +121,7 @@ def _ranking_task(chunk: tuple[int, int], job: PoolJob) -> tuple[np.ndarray, np.
 
 def _distance_task(chunk: tuple[int, int], job: PoolJob) -> tuple[np.ndarray, np.ndarray | None]:
     """Distances of pool rows ``start:stop`` to each cluster (and to the correct inputs)."""
-    _set_threads(job)
+    _prepare_process(job)
     start, stop = chunk
     assert job.features is not None and job.reference is not None and job.groups is not None
     model = _model(job) if job.features.needs_model else None
@@ -176,7 +177,7 @@ def chunked_select(
     executor: Executor | None = None,
     chunk_size: int = 8192,
     random_state: int = 0,
-    predict_batch: int = 256,
+    predict_batch: int = TASK_BATCH,
     query_batch: int | None = 2048,
     threads: int | None = None,
     allocator: bool = True,
@@ -212,10 +213,8 @@ def chunked_select(
     random_state
         Seed of the ``random`` selector.
     predict_batch, query_batch
-        Rows per forward pass and per distance block. 256 rows keep a small CNN's largest
-        activation (256 x 32 x 32 x 32 float32) at 32 MB: on a Dask worker the task runs in
-        a thread whose glibc arena holds at most 64 MB per heap, so larger blocks are mapped
-        afresh for every layer (1.6x slower measured at 512 rows; ``docs/scale.md``).
+        Rows per forward pass (:data:`~dnnsafety.compute.TASK_BATCH`: why 256) and per
+        distance block.
     threads
         Torch threads per task (``None``: leave as is). Set 1 when several tasks share cores.
     allocator

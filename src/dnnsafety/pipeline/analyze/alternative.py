@@ -35,7 +35,13 @@ from dnnsafety.evaluation.agreement import compare_partitions
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.explain.agreement import plot_contingency
 from dnnsafety.failures import error_inputs
-from dnnsafety.pipeline.analyze.base import ANALYSIS_DIR, RunContext, analysis_for, stale_outputs
+from dnnsafety.pipeline.analyze.base import (
+    ANALYSIS_DIR,
+    RunContext,
+    analysis_for,
+    analysis_key,
+    stale_outputs,
+)
 from dnnsafety.pipeline.artifacts import (
     AnalysisAgreement,
     ArtifactError,
@@ -44,7 +50,7 @@ from dnnsafety.pipeline.artifacts import (
     read_artifact,
     write_artifact,
 )
-from dnnsafety.runs import CONFIG_FILE, SAMPLES_FILE, RunDir, fingerprint, write_parquet, write_text
+from dnnsafety.runs import CONFIG_FILE, SAMPLES_FILE, RunDir, write_parquet, write_text
 
 if TYPE_CHECKING:
     from dnnsafety.data.dataset import Dataset
@@ -210,7 +216,7 @@ def analyze_alternative(
     check_command(pipe.support, "analyze", needs)
     pipe.analyze()
     t1 = time.perf_counter()
-    key = fingerprint(pipe.eval_key, config.section("analysis"), "analyze-v1")
+    key = analysis_key(pipe.eval_key, config)
     skipped = alt.is_done("analyze", key, chosen.outputs)
     if not skipped:
         log.info("second analysis %r (%s) into %s", name, chosen.name, alt.path)

@@ -19,6 +19,7 @@ import torch
 
 from dnnsafety.pipeline.artifacts import Clusters, LayerTable
 from dnnsafety.registry import Registry
+from dnnsafety.runs import fingerprint
 
 if TYPE_CHECKING:
     from torch import nn
@@ -183,6 +184,12 @@ def analysis_for(config: AnalysisConfig) -> Analysis:
 def analysis_of(data: dict[str, Any]) -> Analysis:
     """The analysis that wrote ``data`` (a ``clusters.json``)."""
     return ANALYSES.get(str(data.get("method") or LEGACY_METHOD))()
+
+
+def analysis_key(eval_key: str, config: RunConfig) -> str:
+    """The cache key of an analysis with ``config``'s settings of a model evaluated as
+    ``eval_key`` (the run's own analysis, or a second one kept beside it)."""
+    return fingerprint(eval_key, config.section("analysis"), "analyze-v1")
 
 
 def stale_outputs(analysis: Analysis) -> list[str]:

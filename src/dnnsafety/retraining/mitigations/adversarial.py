@@ -80,8 +80,8 @@ class AdversarialFineTuning(Mitigation):
     share
         Share of each training batch replaced by its PGD examples (default 0.5).
     steps
-        PGD steps per example (step size ``eps / 4``, random start; default 7, Madry et al.'s
-        CIFAR-10 training attack: 7 steps of 2/255 at 8/255).
+        PGD steps per example (step size ``step_fraction * eps``, random start; default 7,
+        Madry et al.'s CIFAR-10 training attack: 7 steps of 2/255 at 8/255).
     step_fraction
         PGD step size as a fraction of ``eps`` (default 0.25: 2/255 at 8/255). Fewer, larger
         steps are cheaper: ``2.5 / steps`` (Madry et al.'s rule, step ``2.5 eps / steps``)
