@@ -71,6 +71,13 @@ CANDIDATES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "backbone + umap + guarded dbscan (split by true class)": ("backbone", "guarded", {}),
     "backbone + block 13 + umap + dbscan": ("backbone+13", "dbscan", {}),
     "backbone + block 13 + umap + guarded dbscan (true class)": ("backbone+13", "guarded", {}),
+    # the guard before its group-share split (a cluster holding most errors of each of its
+    # classes is split per class too): only the cluster holding most errors is split
+    "backbone + block 13 + umap + guarded dbscan (true class, dominant cluster only)": (
+        "backbone+13",
+        "guarded",
+        {"group_share": 1.0},
+    ),
     "backbone + umap + guarded dbscan (split by k only)": ("backbone", "guarded", {"by": ""}),
     "backbone + umap + conditional (true class)": ("backbone", "conditional", {"by": "true"}),
     "backbone + umap + conditional (predicted class)": ("backbone", "conditional", {"by": "pred"}),
@@ -271,6 +278,7 @@ def run_setting(setting: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         "setting": setting,
         "cause kind": kind,
         "val acc": round(val_accuracy(pipe), 3),
+        "test images": len(split.ids),
         "errors": len(errors),
         "causes": len(causes),
     }
@@ -351,7 +359,7 @@ def mean_row(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(per_seed[0])
     for col, value in out.items():
         if isinstance(value, float) or (isinstance(value, int) and col != "errors"):
-            if col in ("val acc", "causes"):
+            if col in ("val acc", "causes", "test images"):
                 continue
             out[col] = round(float(np.mean([r[col] for r in per_seed])), 3)
     per_cause: dict[str, list[float]] = {}
@@ -419,7 +427,7 @@ def notes(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     rows = [r for r in rows if not r["candidate"].startswith("(none")]
     lines = [
         f"Sizes: {args.train} train images (minus the held-out subtypes), "
-        f"{max(args.train // 10, 100)} val, {args.test} test; small CNN, {args.epochs} epochs "
+        f"{max(args.train // 10, 100)} val, the 'test images'; small CNN, {args.epochs} epochs "
         "('val acc': its best validation accuracy); backbone MobileNetV2 (ImageNet, frozen) at "
         f"224 px; UMAP (10-D) on each feature source per setting. Seeds (UMAP and clusterer): "
         f"{seeds}; with several, every score is the mean over them, 'min F1 per seed' lists "
