@@ -283,7 +283,12 @@ class GuardedClusterer(GroupedClusterer):
         first = np.concatenate(([0], np.cumsum(weights)[:-1])).astype(np.int64)
         labels = np.asarray(inner.fit_predict(np.repeat(arr, weights, axis=0)))[first].copy()
         chosen: dict[str, JSONValue] = {
-            "reason": f"{self.inner}, then split while a cluster holds > {self.max_share:g}",
+            "reason": f"{self.inner}, then split while a cluster holds > {self.max_share:g}"
+            + (
+                f" (or, over several groups, > {self.group_share:g} of each one's)"
+                if self._groups is not None and self.group_share < 1.0
+                else ""
+            ),
             "inner": dict(getattr(inner, "params_", {})),
         }
         labels, table = split_dominant(
