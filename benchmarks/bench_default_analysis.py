@@ -424,6 +424,7 @@ def notes(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """Per candidate over all settings: do the targets hold?"""
     seeds = args.seeds or "the run's seed (0)"
     empty = [r["setting"] for r in rows if r["candidate"].startswith("(none")]
+    held_out = subtype_notes(rows)
     rows = [r for r in rows if not r["candidate"].startswith("(none")]
     lines = [
         f"Sizes: {args.train} train images (minus the held-out subtypes), "
@@ -433,7 +434,7 @@ def notes(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{seeds}; with several, every score is the mean over them, 'min F1 per seed' lists "
         "each seed's lowest per-cause F1 and 'seeds covering all' counts the seeds that cover "
         "every cause (HUDD: one run). Subtypes: the smallest of 3 pixel k-means clusters per "
-        f"class, kept at a share of its own in train/val ({subtype_notes(rows)}). F1 per cause: "
+        f"class, kept at a share of its own in train/val ({held_out}). F1 per cause: "
         "of its best-matching cluster (recall = share of the cause's errors in it, "
         "precision = share of the cluster that is the cause). 'purity (1 cluster)': the "
         "purity of putting all errors in one cluster. 'clustering s': clustering only "
