@@ -14,6 +14,13 @@ class, issue 13). Two guards prevent it:
   analysis passes groups (the errors' true classes, ``by = "true"``: a class's subtype is a
   cause only within its class), then within each part by :func:`guarded_k_search`. A part is
   kept whole when no split of it reaches ``min_silhouette``.
+* With groups, a smaller cluster collapses in the same way when it spans several groups and
+  holds most of each one's inputs (on average over its inputs, more than ``group_share`` of
+  their group's inputs): e.g. every error of sandals, sneakers and ankle boots in one
+  footwear cluster, with the under-represented subtypes of two of those classes inside. Such a
+  cluster is split per group and each part by :func:`guarded_k_search` too. A cluster of one
+  cause that spans the classes (a corruption) holds only its share of each class's errors
+  and is left whole.
 
 Both are the clusterer contract of :mod:`dnnsafety.clustering.base`; ``fit(x, groups=None)``
 takes the optional group key per row (see :func:`error_groups`).
@@ -196,6 +203,10 @@ class GuardedClusterer(GroupedClusterer):
         Its parameters.
     max_share
         Largest share of all inputs one cluster may hold before it is split further.
+    group_share
+        Largest mean share of their group's inputs that the inputs of a cluster spanning
+        several groups may share with it before it is split per group (``1.0``: never; only
+        with groups).
     max_k, flat_tol, min_silhouette
         Of the split (:func:`guarded_k_search`).
     max_rounds
@@ -215,6 +226,7 @@ class GuardedClusterer(GroupedClusterer):
         inner: str = "dbscan",
         inner_params: dict[str, Any] | None = None,
         max_share: float = 0.5,
+        group_share: float = 0.5,
         max_k: int = 10,
         flat_tol: float = 0.05,
         min_silhouette: float = 0.25,
@@ -227,6 +239,7 @@ class GuardedClusterer(GroupedClusterer):
         self.inner = inner
         self.inner_params = inner_params
         self.max_share = max_share
+        self.group_share = group_share
         self.max_k = max_k
         self.flat_tol = flat_tol
         self.min_silhouette = min_silhouette
@@ -251,6 +264,7 @@ class GuardedClusterer(GroupedClusterer):
             "inner": self.inner,
             "inner_params": dict(self.inner_params or {}),
             "max_share": check_float(self, "max_share", self.max_share, 0.0, 1.0),
+            "group_share": check_float(self, "group_share", self.group_share, 0.0, 1.0),
             "max_k": check_int(self, "max_k", self.max_k, 2),
             "flat_tol": check_float(self, "flat_tol", self.flat_tol, 0.0, 2.0),
             "min_silhouette": check_float(self, "min_silhouette", self.min_silhouette, -1.0, 1.0),
@@ -269,7 +283,12 @@ class GuardedClusterer(GroupedClusterer):
         first = np.concatenate(([0], np.cumsum(weights)[:-1])).astype(np.int64)
         labels = np.asarray(inner.fit_predict(np.repeat(arr, weights, axis=0)))[first].copy()
         chosen: dict[str, JSONValue] = {
-            "reason": f"{self.inner}, then split while a cluster holds > {self.max_share:g}",
+            "reason": f"{self.inner}, then split while a cluster holds > {self.max_share:g}"
+            + (
+                f" (or, over several groups, > {self.group_share:g} of each one's)"
+                if self._groups is not None and self.group_share < 1.0
+                else ""
+            ),
             "inner": dict(getattr(inner, "params_", {})),
         }
         labels, table = split_dominant(
@@ -288,7 +307,9 @@ def split_dominant(
     seed: int,
 ) -> tuple[np.ndarray, list[dict[str, JSONValue]]]:
     """Split, up to ``max_rounds`` times, the cluster holding more than ``max_share`` of all
-    inputs: by ``groups`` when it spans several, then each part by :func:`guarded_k_search`.
+    inputs: by ``groups`` when it spans several, then each part by :func:`guarded_k_search`;
+    then, with groups, every cluster that spans several groups and holds on average more than
+    ``group_share`` (default 1.0: none) of its inputs' groups (:func:`group_share`) likewise.
 
     Returns the new labels (noise stays ``-1``) and one record per split.
     """
@@ -311,35 +332,80 @@ def split_dominant(
         parts = [rows]
         if groups is not None and len(np.unique(groups[rows])) > 1:
             parts = [rows[groups[rows] == g] for g in np.unique(groups[rows])]
-        next_id = int(labels.max()) + 1
-        record: dict[str, JSONValue] = {
-            "cluster": big,
-            "share": float(sizes[big] / total),
-            "parts": len(parts),
-        }
-        ks: list[JSONValue] = []
-        for i, part in enumerate(parts):
-            sub, info = guarded_k_search(
-                arr[part],
-                weights[part],
-                max_k=int(str(config["max_k"])),
-                max_share=max_share,
-                flat_tol=float(str(config["flat_tol"])),
-                min_silhouette=float(str(config["min_silhouette"])),
-                sample_size=int(str(config["silhouette_sample_size"])),
-                seed=seed,
-            )
-            ks.append(int(str(info["k"])))
-            if i == 0:  # the first part keeps the old id for its first sub-cluster
-                labels[part] = np.where(sub == 0, big, next_id + sub - 1)
-                next_id += int(sub.max())
-            else:
-                labels[part] = next_id + sub
-                next_id += int(sub.max()) + 1
-            done.update(np.unique(labels[part]).tolist())
-        record["k_per_part"] = ks
-        table.append(record)
+        record: dict[str, JSONValue] = {"cluster": big, "share": float(sizes[big] / total)}
+        table.append(record | _split_parts(arr, weights, labels, big, parts, config, seed, done))
+    limit = float(str(config.get("group_share", 1.0)))
+    if groups is None or limit >= 1.0:
+        return labels, table
+    for big in np.unique(labels[labels >= 0]).tolist():
+        rows = np.flatnonzero(labels == big)
+        keys = np.unique(groups[rows])
+        share = group_share(weights, labels == big, groups)
+        if len(keys) < 2 or share <= limit:
+            continue
+        parts = [rows[groups[rows] == g] for g in keys]
+        record = {"cluster": int(big), "group_share": share}
+        table.append(record | _split_parts(arr, weights, labels, big, parts, config, seed, done))
     return labels, table
+
+
+def group_share(weights: np.ndarray, members: np.ndarray, groups: np.ndarray) -> float:
+    """Mean, over the inputs of a cluster, of the share of their group's inputs in it.
+
+    Parameters
+    ----------
+    weights
+        ``(M,)`` inputs per row.
+    members
+        ``(M,)`` bool, the cluster's rows.
+    groups
+        ``(M,)`` group key per row.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``: 1 when the cluster holds every input of each group it spans.
+    """
+    _, inverse = np.unique(groups, return_inverse=True)
+    per_group = np.bincount(inverse, weights=weights)
+    inside = np.bincount(inverse[members], weights=weights[members], minlength=len(per_group))
+    held = inside[inverse[members]] / per_group[inverse[members]]
+    return float(np.average(held, weights=weights[members]))
+
+
+def _split_parts(
+    arr: np.ndarray,
+    weights: np.ndarray,
+    labels: np.ndarray,
+    big: int,
+    parts: list[np.ndarray],
+    config: dict[str, JSONValue],
+    seed: int,
+    done: set[int],
+) -> dict[str, JSONValue]:
+    """Split each part of cluster ``big`` by :func:`guarded_k_search`, in place in ``labels``."""
+    next_id = int(labels.max()) + 1
+    ks: list[JSONValue] = []
+    for i, part in enumerate(parts):
+        sub, info = guarded_k_search(
+            arr[part],
+            weights[part],
+            max_k=int(str(config["max_k"])),
+            max_share=float(str(config["max_share"])),
+            flat_tol=float(str(config["flat_tol"])),
+            min_silhouette=float(str(config["min_silhouette"])),
+            sample_size=int(str(config["silhouette_sample_size"])),
+            seed=seed,
+        )
+        ks.append(int(str(info["k"])))
+        if i == 0:  # the first part keeps the old id for its first sub-cluster
+            labels[part] = np.where(sub == 0, big, next_id + sub - 1)
+            next_id += int(sub.max())
+        else:
+            labels[part] = next_id + sub
+            next_id += int(sub.max()) + 1
+        done.update(np.unique(labels[part]).tolist())
+    return {"parts": len(parts), "k_per_part": ks}
 
 
 __all__ = [
@@ -347,6 +413,7 @@ __all__ = [
     "GroupedClusterer",
     "GuardedClusterer",
     "error_groups",
+    "group_share",
     "guarded_k_search",
     "split_dominant",
 ]

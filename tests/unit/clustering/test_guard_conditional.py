@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dnnsafety.clustering import CLUSTERERS
-from dnnsafety.clustering.guard import error_groups, guarded_k_search
+from dnnsafety.clustering.guard import error_groups, group_share, guarded_k_search
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.features import FEATURE_SOURCES, FeatureContext
 from dnnsafety.features.sources import combine_blocks
@@ -69,6 +69,54 @@ def test_guard_splits_a_dominant_cluster_by_class():
     recall, precision = _purity_of(labels, subtype)
     assert recall >= 0.9 and precision >= 0.9
     assert guarded.params_["splits"] >= 1
+
+
+def _footwear(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A mass of classes 0-2 (most errors), a far corruption blob holding 20% of each of their
+    errors, and a smaller far cluster holding every error of classes 3 and 4, with a subtype
+    of class 3 beside its nominal errors (as footwear errors in Fashion-MNIST)."""
+    rng = np.random.default_rng(seed)
+    x = np.vstack(
+        [
+            rng.normal(0.0, 1.0, (240, 5)),
+            rng.normal(0.0, 0.3, (60, 5)) + np.array([0, 10, 0, 0, 0]),
+            rng.normal(0.0, 0.5, (80, 5)) + np.array([10, 0, 0, 0, 0]),
+            rng.normal(0.0, 0.3, (30, 5)) + np.array([10, 3, 0, 0, 0]),
+        ]
+    )
+    cls = np.concatenate(
+        [np.repeat([0, 1, 2], 80), np.repeat([0, 1, 2], 20), np.repeat([3, 4], 40)]
+    )
+    cls = np.concatenate([cls, np.full(30, 3)])
+    cause = np.array(["nominal"] * 240 + ["corruption"] * 60 + ["nominal"] * 80 + ["subtype"] * 30)
+    return x, cls, cause
+
+
+def test_guard_splits_a_cluster_holding_most_errors_of_its_classes():
+    """The footwear cluster holds 27% of the errors (below max_share) but all of its classes'
+    errors: split per class, the subtype is found; the corruption blob, which spans classes
+    and holds a fifth of each one's errors, stays one cluster."""
+    x, cls, cause = _footwear(0)
+    est = CLUSTERERS.create("guarded", {}, random_state=0)
+    labels = est.fit_predict(x, cls)
+    assert _purity_of(labels, cause == "subtype") == (1.0, 1.0)
+    assert _purity_of(labels, cause == "corruption") == (1.0, 1.0)
+    assert any("group_share" in row for row in est.search_)
+    old = CLUSTERERS.create("guarded", {"group_share": 1.0}, random_state=0).fit_predict(x, cls)
+    recall, precision = _purity_of(old, cause == "subtype")
+    assert recall == 1.0 and precision < 0.3  # only the dominant cluster split: not found
+
+
+def test_group_share_is_the_mean_share_of_their_groups_held():
+    groups = np.array([0, 0, 0, 1, 1, 2])
+    weights = np.array([1.0, 1.0, 2.0, 1.0, 1.0, 1.0])
+    members = np.array([True, True, False, True, False, False])
+    # rows 0, 1 hold 2 of group 0's 4 inputs; row 3 holds 1 of group 1's 2
+    assert group_share(weights, members, groups) == pytest.approx((0.5 + 0.5 + 0.5) / 3)
+    members = np.array([True, True, True, True, True, False])
+    assert group_share(weights, members, groups) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="group_share"):
+        CLUSTERERS.create("guarded", {"group_share": 1.5}).fit(np.eye(4))
 
 
 def test_flat_index_does_not_leave_most_errors_in_one_cluster():
