@@ -184,9 +184,7 @@ class TPGD(_TorchAttack):
     paper = "Zhang et al., ICML 2019"
     _test_params: ClassVar[dict[str, Any]] = {"steps": 3}
 
-    def __init__(
-        self, steps: int = 10, step_fraction: float = 0.25, batch_size: int = 256
-    ) -> None:
+    def __init__(self, steps: int = 10, step_fraction: float = 0.25, batch_size: int = 256) -> None:
         self.steps = steps
         self.step_fraction = step_fraction
         self.batch_size = batch_size

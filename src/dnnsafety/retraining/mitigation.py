@@ -172,8 +172,7 @@ class TrainingPlan:
             raise InvalidInputError("A consistency loss needs an augment that adds views.")
         if self.divergence not in DIVERGENCES:
             raise InvalidInputError(
-                f"The consistency divergence must be one of {DIVERGENCES}. Got "
-                f"{self.divergence!r}."
+                f"The consistency divergence must be one of {DIVERGENCES}. Got {self.divergence!r}."
             )
         if not self.dro_step > 0:
             raise InvalidInputError(f"The group DRO step must be > 0. Got {self.dro_step}.")
