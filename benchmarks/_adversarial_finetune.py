@@ -3,7 +3,9 @@
 The trained zoo model (cached under /tmp/dnnsafety-bench-cache), the validation scorer that
 picks epochs and settings, the fine-tuning runs, and the ``--only-finetune`` stage that merges
 one process's rows into the result files under a lock. ``bench_adversarial.py`` writes the
-tables.
+tables. With ``--ft-loss trades`` the fine-tuning loss is TRADES' (Zhang et al., ICML 2019;
+the ``adversarial`` mitigation's ``loss="trades"``) and the rows (strategy ``trades``) go to a
+table of their own beside the PGD one (``finetune_trades`` in the .json).
 """
 
 from __future__ import annotations
@@ -133,11 +135,12 @@ def finetune(
         if args.ft_seed_list
         else list(range(args.seeds))
     )
+    robust_name = "trades" if args.ft_loss == "trades" else "adversarial"
     for seed in sorted({*adv_seeds, *range(args.plain_seeds)}):
-        for strategy in ("plain", "adversarial"):
+        for strategy in ("plain", robust_name):
             if strategy == "plain" and seed >= args.plain_seeds:
                 continue
-            if strategy == "adversarial" and seed not in adv_seeds:
+            if strategy == robust_name and seed not in adv_seeds:
                 continue
             m = copy.deepcopy(model)
             context = MitigationContext(model=m, train=train, val=ds["val"])
@@ -150,6 +153,8 @@ def finetune(
                     "share": args.ft_share,
                     "step_fraction": args.ft_step_fraction,
                 }
+                if args.ft_loss == "trades":
+                    params |= {"loss": "trades", "beta": args.ft_beta}
                 plan = MITIGATIONS.create("adversarial", params).plan(context, random_state=seed)
             history: list[tuple[float, float]] = []
 
@@ -169,6 +174,8 @@ def finetune(
                 cfg,
                 seed=seed,
                 augment=plan.augment,
+                consistency=plan.consistency,
+                divergence=plan.divergence,
                 select_score=select if args.ft_select == "val" else None,
             )
             clean, clean_nom, rob = scores(m)
@@ -197,7 +204,7 @@ def finetune(
 
 def _mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-    for strategy in ("plain", "adversarial"):
+    for strategy in ("plain", "adversarial", "trades"):
         sel = [r for r in rows if r["strategy"] == strategy]
         if sel:
             out.append(
@@ -223,12 +230,21 @@ def _ft_text(s: dict[str, Any], command: str | None, where: str | None = None) -
         if s.get("ft_select") == "val"
         else "the last epoch's weights (the best training accuracy)"
     )
+    examples = (
+        f"adversarial share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} "
+        f"examples at {s.get('ft_eps', 8)}/255 (step {step}/255, random start)"
+    )
+    if s.get("ft_loss") == "trades":
+        examples = (
+            f"TRADES loss (Zhang et al. 2019) with beta {s['ft_beta']}: cross-entropy on every "
+            "clean input plus beta x KL(p(x) || p(x_adv)), x_adv from "
+            f"KL-PGD-{s.get('ft_steps', 5)} at {s.get('ft_eps', 8)}/255 (step {step}/255, start "
+            "x + 0.001 N(0, I))"
+        )
     out = [
         f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
         f"model on {s.get('ft_n', s.get('train'))} training images, per seed, {select}; the "
-        f"adversarial share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} "
-        f"examples at {s.get('ft_eps', 8)}/255 (step {step}/255, random start); clean accuracy "
-        "on the whole test "
+        f"{examples}; clean accuracy on the whole test "
         "split (`clean_acc`, rare scenarios included) and on its nominal inputs "
         "(`clean_nominal_acc`), PGD (10 steps) robust accuracy at 8/255 on the attacked nominal "
         "inputs; changes against the original model."
@@ -241,16 +257,20 @@ def _ft_text(s: dict[str, Any], command: str | None, where: str | None = None) -
 
 
 def _ft_settings(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "train": len(ds["train"]),
-        "ft_epochs": args.ft_epochs,
-        "ft_n": min(args.ft_n, len(ds["train"])),
-        "ft_lr": args.ft_lr,
-        "ft_steps": args.ft_steps,
-        "ft_share": args.ft_share,
-        "ft_step_fraction": args.ft_step_fraction,
-        "ft_select": args.ft_select,
-    } | ({"ft_eps": args.ft_eps} if args.ft_eps != 8 else {})
+    return (
+        {
+            "train": len(ds["train"]),
+            "ft_epochs": args.ft_epochs,
+            "ft_n": min(args.ft_n, len(ds["train"])),
+            "ft_lr": args.ft_lr,
+            "ft_steps": args.ft_steps,
+            "ft_share": args.ft_share,
+            "ft_step_fraction": args.ft_step_fraction,
+            "ft_select": args.ft_select,
+        }
+        | ({"ft_eps": args.ft_eps} if args.ft_eps != 8 else {})
+        | ({"ft_loss": "trades", "ft_beta": args.ft_beta} if args.ft_loss == "trades" else {})
+    )
 
 
 def _ft_machine(args: argparse.Namespace) -> str:
@@ -282,11 +302,13 @@ def finetune_only(
     ``--only-finetune final`` writes the fine-tuning table: rows already there for the same
     settings (an earlier final run, another process's seeds, or the one-seed pilot that chose
     these settings) are kept with their commands, and this run's rows are added. Any other
-    name adds or replaces a pilot table of that name. The tables are rewritten after every
-    run, under a lock (several processes may write them)."""
+    name adds or replaces a pilot table of that name. With ``--ft-loss trades`` the final
+    table is ``finetune_trades`` (the PGD table is left as it is). The tables are rewritten
+    after every run, under a lock (several processes may write them)."""
     ds = _load(name, args)
     model = _train(ds, args.epochs).to(args.device)
     settings = _ft_settings(ds, args)
+    suffix = "_trades" if args.ft_loss == "trades" else ""  # TRADES rows: a table of their own
 
     def on_row(rows: list[dict[str, Any]]) -> None:
         with _locked():
@@ -296,8 +318,9 @@ def finetune_only(
                 kept: list[dict[str, Any]] = []
                 commands: list[str] = []
                 sources = []
-                if res.get("ft_settings") == settings:
-                    sources.append((res["finetune"][1:], res.get("ft_commands", [])))
+                if res.get(f"ft_settings{suffix}") == settings:
+                    previous = res[f"finetune{suffix}"][1:]
+                    sources.append((previous, res.get(f"ft_commands{suffix}", [])))
                 sources += [
                     (p["rows"][1:], [p["command"]])
                     for p in res.get("pilots", [])
@@ -308,13 +331,13 @@ def finetune_only(
                     new_rows = [r for r in src_rows if (r["strategy"], r["seed"]) not in seen]
                     kept += new_rows
                     commands += list(cmds) if new_rows else []
-                res["finetune"] = rows[:1] + sorted(
+                res[f"finetune{suffix}"] = rows[:1] + sorted(
                     kept + rows[1:], key=lambda r: (r["strategy"] != "plain", r["seed"])
                 )
-                res["ft_settings"] = settings
-                res["ft_machine"] = _ft_machine(args)
-                res["ft_commands"] = list(dict.fromkeys([*commands, command]))
-                res["ft_command"] = "\n    ".join(res["ft_commands"])
+                res[f"ft_settings{suffix}"] = settings
+                res[f"ft_machine{suffix}"] = _ft_machine(args)
+                res[f"ft_commands{suffix}"] = list(dict.fromkeys([*commands, command]))
+                res[f"ft_command{suffix}"] = "\n    ".join(res[f"ft_commands{suffix}"])
                 res["verdict"] = verdict(res)
             else:
                 pilots = [p for p in res.get("pilots", []) if p["name"] != args.only_finetune]

@@ -301,6 +301,17 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
                 "table's seed 0. The pilots ran in rounds; each round's best setting on "
                 "validation got seeds 1 and 2 and the plain control.",
             ]
+        if res.get("finetune_trades"):
+            lines += ["", "### TRADES fine-tuning (beside the PGD table above)", ""]
+            text = _ft_text(
+                res["ft_settings_trades"],
+                res.get("ft_command_trades"),
+                res.get("ft_machine_trades"),
+            )
+            lines += text
+            lines += ["", *_md_table(res["finetune_trades"])]
+            lines += ["", *_md_table(_mean_rows(res["finetune_trades"][1:]))]
+            lines += ["", *res.get("trades_notes", [])]
         for pilot in res.get("pilots", []):
             lines += ["", f"#### Pilot (one seed): {pilot['name']}", ""]
             lines += _ft_text(pilot["settings"], pilot["command"], pilot.get("machine"))
@@ -331,14 +342,19 @@ def verdict(res: dict[str, Any]) -> list[str]:
             f"- {attack}: best detector {name}, AUROC {value:.3f}: {ok} the target {target}."
         )
     means = {r["strategy"]: r for r in _mean_rows(res["finetune"][1:])}
-    adv = means.get("adversarial")
-    if adv:
+    means |= {r["strategy"]: r for r in _mean_rows(res.get("finetune_trades", [])[1:])}
+    for strategy, label in (("adversarial", "adversarial"), ("trades", "TRADES")):
+        adv = means.get(strategy)
+        if not adv:
+            continue
         ok_r = "meets" if adv["robust_change_mean"] >= 0.20 else "FALLS SHORT of"
         ok_c = "meets" if adv["clean_change_mean"] >= -0.03 else "FALLS SHORT of"
+        size = res.get("ft_settings_trades", {}) if strategy == "trades" else {}
+        where = f" ({size['ft_n']} images, {size['ft_epochs']} epochs)" if size else ""
         out.append(
-            f"- adversarial fine-tuning: robust accuracy {adv['robust_change_mean']:+.3f} "
+            f"- {label} fine-tuning{where}: robust accuracy {adv['robust_change_mean']:+.3f} "
             f"({ok_r} +0.20), clean accuracy {adv['clean_change_mean']:+.3f} ({ok_c} -0.03), "
-            f"mean of {adv['seeds']} seeds."
+            f"mean of {adv['seeds']} seed{'s' if adv['seeds'] > 1 else ''}."
         )
     return out
 
@@ -375,6 +391,10 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="fine-tuning device: cpu, cuda")
     parser.add_argument("--ft-seed-list", default="", help="fine-tuning seeds, e.g. 1,2")
+    parser.add_argument(
+        "--ft-loss", default="pgd", choices=("pgd", "trades"), help="fine-tuning loss"
+    )
+    parser.add_argument("--ft-beta", type=float, default=6.0, help="TRADES' KL weight")
     parser.add_argument(
         "--only-finetune",
         default="",
