@@ -37,6 +37,10 @@ and the plain control, each process merging its rows into the tables under a loc
     python benchmarks/bench_adversarial.py ... --plain-seeds 0 --ft-seed-list 1 \
         --only-finetune final
     python benchmarks/bench_adversarial.py ... --seeds 0 --plain-seeds 1 --only-finetune final
+
+``--ft-loss trades --ft-beta 6`` fine-tunes with the TRADES loss instead (Zhang et al. 2019;
+``--ft-steps`` / ``--ft-step-fraction`` / ``--ft-eps`` then set its KL attack); its final rows
+go to a TRADES table beside the PGD one, which they leave as it is.
 """
 
 from __future__ import annotations
@@ -311,7 +315,14 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
             lines += text
             lines += ["", *_md_table(res["finetune_trades"])]
             lines += ["", *_md_table(_mean_rows(res["finetune_trades"][1:]))]
-            lines += ["", *res.get("trades_notes", [])]
+            lines += [
+                "",
+                "The TRADES setting is the TRADES pilot below with the highest `val_clean + "
+                "val_robust` (validation split only); its seed-0 run is this table's seed 0. "
+                "Its fine-tuning budget (images x epochs) is the one stated above, not the PGD "
+                "table's; the pilot `PGD control at the TRADES size` is the PGD table's setting "
+                "at the TRADES budget, the like-for-like comparison.",
+            ]
         for pilot in res.get("pilots", []):
             lines += ["", f"#### Pilot (one seed): {pilot['name']}", ""]
             lines += _ft_text(pilot["settings"], pilot["command"], pilot.get("machine"))
