@@ -17,7 +17,8 @@ For each dataset (signs, Fashion-MNIST; small sizes so that it runs on a CPU in 
    PGD-7 examples at 8/255, step 2/255, random start) against plain fine-tuning with the same
    settings, over seeds: clean and PGD-8/255 robust accuracy.
 
-Trained models are cached under /tmp/dnnsafety-bench-cache (a rerun skips training). One
+Trained models are cached under /tmp/dnnsafety-bench-cache (a rerun skips training). The
+fine-tuning stage lives in ``_adversarial_finetune.py``. One
 process per dataset (each merges its section into the result files)::
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py --datasets signs \
@@ -36,14 +37,15 @@ and the plain control, each process merging its rows into the tables under a loc
     python benchmarks/bench_adversarial.py ... --plain-seeds 0 --ft-seed-list 1 \
         --only-finetune final
     python benchmarks/bench_adversarial.py ... --seeds 0 --plain-seeds 1 --only-finetune final
+
+``--ft-loss trades --ft-beta 6`` fine-tunes with the TRADES loss instead (Zhang et al. 2019;
+``--ft-steps`` / ``--ft-step-fraction`` / ``--ft-eps`` then set its KL attack); its final rows
+go to a TRADES table beside the PGD one, which they leave as it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
-import fcntl
 import json
 import math
 import shlex
@@ -57,6 +59,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _adversarial_finetune import (
+    _attacked,
+    _ft_text,
+    _load,
+    _mean_rows,
+    _train,
+    finetune,
+    finetune_only,
+)
 from _table import RESULTS, machine
 
 COMMAND = "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_adversarial.py"
@@ -78,44 +89,6 @@ VARIANTS = {
     "fusion-bonferroni": {"fusion": "bonferroni"},
     "fusion-all": {"members": {"noise": {}, "residual": {}, "layers": {}, "msp": {}}},
 }
-CACHE = Path("/tmp/dnnsafety-bench-cache")
-
-
-def _load(name: str, args: argparse.Namespace) -> Any:
-    from dnnsafety.config import DataConfig
-    from dnnsafety.data.builtin import load_dataset
-
-    cfg = DataConfig(
-        name=name, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test, n_pool=10
-    )
-    return load_dataset(cfg, seed=0)
-
-
-def _train(ds: Any, epochs: int, seed: int = 0) -> torch.nn.Module:
-    from dnnsafety.config import TrainConfig
-    from dnnsafety.models.training import train_model
-    from dnnsafety.models.zoo import build_model
-
-    c, h, _ = ds.image_shape
-    torch.manual_seed(seed)
-    model = build_model("small_cnn", c, ds.num_classes, h)
-    tr, val = ds["train"], ds["val"]
-    path = CACHE / f"{ds.name}-small_cnn-{len(tr)}-{len(val)}-{epochs}-{seed}.pt"
-    if path.is_file():  # a rerun reuses the trained model
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
-    cfg = TrainConfig(epochs=epochs, schedule="cosine")
-    train_model(model, tr.images, tr.labels, val.images, val.labels, cfg, seed=seed)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return model.eval()
-
-
-def _attacked(test: Any, args: argparse.Namespace) -> tuple[Any, Any]:
-    """The test inputs attacked: the first ``n_attack`` nominal ones (the i.i.d. clean inputs
-    the published detection figures use; the rare scenarios are a natural shift of their own)."""
-    rows = np.flatnonzero(test.scenarios == "nominal")[: args.n_attack]
-    return test.images[torch.from_numpy(rows)], test.labels[rows]
 
 
 def _attack_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -250,139 +223,6 @@ def purity(model: Any, ds: Any, kept: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _val_scorer(m_base: Any, ds: Any, args: argparse.Namespace) -> Any:
-    """Clean accuracy on the validation split and PGD-8/255 robust accuracy on its first
-    ``n_attack`` nominal inputs: what picks the fine-tuning epoch and setting (never the test
-    split)."""
-    from dnnsafety.adversarial import ATTACKS, robust_accuracy
-    from dnnsafety.models.training import accuracy
-
-    val = ds["val"]
-    x, y = _attacked(val, args)
-    pgd = ATTACKS.create("pgd")
-
-    def score(m: Any) -> tuple[float, float]:
-        clean = accuracy(m, val.images, val.labels)
-        rob = robust_accuracy(m, pgd, x, y, [8 / 255], random_state=1)[0]["robust_accuracy"]
-        return clean, rob
-
-    return score
-
-
-def finetune(
-    model: Any, ds: Any, args: argparse.Namespace, on_row: Any = None
-) -> list[dict[str, Any]]:
-    """Adversarial vs plain fine-tuning over seeds: clean and PGD-8/255 robust accuracy.
-
-    With ``--ft-select val`` every epoch is scored on the validation split (clean + robust
-    accuracy, :func:`_val_scorer`) and the best one kept; its figures and the per-epoch
-    history go into the row. ``on_row(rows)`` is called after every run (the tables are
-    rewritten, so a stopped run keeps its rows)."""
-    from dnnsafety.adversarial import ATTACKS, robust_accuracy
-    from dnnsafety.config import TrainConfig
-    from dnnsafety.models.training import accuracy, train_model
-    from dnnsafety.retraining.mitigation import MitigationContext, plain_plan
-    from dnnsafety.retraining.mitigations import MITIGATIONS
-
-    test = ds["test"]
-    x, y = _attacked(test, args)
-    nominal = torch.from_numpy(np.flatnonzero(test.scenarios == "nominal"))
-    pgd = ATTACKS.create("pgd")
-    val_score = _val_scorer(model, ds, args)
-
-    def scores(m: Any) -> tuple[float, float, float]:
-        clean = accuracy(m, test.images, test.labels)
-        clean_nom = accuracy(m, test.images[nominal], test.labels[nominal.numpy()])
-        rob = robust_accuracy(m, pgd, x, y, [8 / 255])[0]["robust_accuracy"]
-        return clean, clean_nom, rob
-
-    base_clean, base_nom, base_rob = scores(model)
-    base_vc, base_vr = val_score(model)
-    rows = [
-        {
-            "strategy": "original",
-            "seed": "-",
-            "best_epoch": "-",
-            "val_clean": round(base_vc, 4),
-            "val_robust": round(base_vr, 4),
-            "clean_acc": round(base_clean, 4),
-            "clean_nominal_acc": round(base_nom, 4),
-            "pgd8_robust_acc": round(base_rob, 4),
-            "clean_change": 0.0,
-            "robust_change": 0.0,
-            "seconds": 0.0,
-            "val_history": "-",
-        }
-    ]
-    cfg = TrainConfig(epochs=args.ft_epochs, lr=args.ft_lr, select_by="train", schedule="cosine")
-    train = ds["train"].subset(np.arange(min(args.ft_n, len(ds["train"]))))
-    adv_seeds = (
-        [int(v) for v in args.ft_seed_list.split(",")]
-        if args.ft_seed_list
-        else list(range(args.seeds))
-    )
-    for seed in sorted({*adv_seeds, *range(args.plain_seeds)}):
-        for strategy in ("plain", "adversarial"):
-            if strategy == "plain" and seed >= args.plain_seeds:
-                continue
-            if strategy == "adversarial" and seed not in adv_seeds:
-                continue
-            m = copy.deepcopy(model)
-            context = MitigationContext(model=m, train=train, val=ds["val"])
-            if strategy == "plain":
-                plan = plain_plan(train)
-            else:
-                params = {
-                    "eps": args.ft_eps / 255,
-                    "steps": args.ft_steps,
-                    "share": args.ft_share,
-                    "step_fraction": args.ft_step_fraction,
-                }
-                plan = MITIGATIONS.create("adversarial", params).plan(context, random_state=seed)
-            history: list[tuple[float, float]] = []
-
-            def select(m: Any, history: list[tuple[float, float]] = history) -> float:
-                clean, rob = val_score(m)
-                history.append((round(clean, 4), round(rob, 4)))
-                print("  epoch", len(history), "val clean", clean, "val robust", rob, flush=True)
-                return clean + rob
-
-            t0 = time.perf_counter()
-            result = train_model(
-                m,
-                plan.images,
-                plan.labels,
-                None,
-                None,
-                cfg,
-                seed=seed,
-                augment=plan.augment,
-                select_score=select if args.ft_select == "val" else None,
-            )
-            clean, clean_nom, rob = scores(m)
-            best = result.best_epoch
-            rows.append(
-                {
-                    "strategy": strategy,
-                    "seed": seed,
-                    "best_epoch": best,
-                    "val_clean": history[best - 1][0] if history else "-",
-                    "val_robust": history[best - 1][1] if history else "-",
-                    "clean_acc": round(clean, 4),
-                    "clean_nominal_acc": round(clean_nom, 4),
-                    "pgd8_robust_acc": round(rob, 4),
-                    "clean_change": round(clean - base_clean, 4),
-                    "robust_change": round(rob - base_rob, 4),
-                    "seconds": round(time.perf_counter() - t0, 1),
-                    "val_history": " ".join(f"{c}/{r}" for c, r in history),
-                }
-            )
-            print("finetune", rows[-1], flush=True)
-            if on_row is not None:
-                on_row(rows)
-    return rows
-
-
 def _md_table(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(none)"]
@@ -390,24 +230,6 @@ def _md_table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
         out.append("| " + " | ".join(str(row.get(c, "")) for c in cols) + " |")
-    return out
-
-
-def _mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for strategy in ("plain", "adversarial"):
-        sel = [r for r in rows if r["strategy"] == strategy]
-        if sel:
-            out.append(
-                {
-                    "strategy": strategy,
-                    "seeds": len(sel),
-                    "clean_change_mean": round(float(np.mean([r["clean_change"] for r in sel])), 4),
-                    "robust_change_mean": round(
-                        float(np.mean([r["robust_change"] for r in sel])), 4
-                    ),
-                }
-            )
     return out
 
 
@@ -483,6 +305,24 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
                 "table's seed 0. The pilots ran in rounds; each round's best setting on "
                 "validation got seeds 1 and 2 and the plain control.",
             ]
+        if res.get("finetune_trades"):
+            lines += ["", "### TRADES fine-tuning (beside the PGD table above)", ""]
+            text = _ft_text(
+                res["ft_settings_trades"],
+                res.get("ft_command_trades"),
+                res.get("ft_machine_trades"),
+            )
+            lines += text
+            lines += ["", *_md_table(res["finetune_trades"])]
+            lines += ["", *_md_table(_mean_rows(res["finetune_trades"][1:]))]
+            lines += [
+                "",
+                "The TRADES setting is the TRADES pilot below with the highest `val_clean + "
+                "val_robust` (validation split only); its seed-0 run is this table's seed 0. "
+                "Its fine-tuning budget (images x epochs) is the one stated above, not the PGD "
+                "table's; the pilot `PGD control at the TRADES size` is the PGD table's setting "
+                "at the TRADES budget, the like-for-like comparison.",
+            ]
         for pilot in res.get("pilots", []):
             lines += ["", f"#### Pilot (one seed): {pilot['name']}", ""]
             lines += _ft_text(pilot["settings"], pilot["command"], pilot.get("machine"))
@@ -496,33 +336,6 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
             ]
         lines += ["", *res.get("verdict", [])]
     (RESULTS / "adversarial.md").write_text("\n".join(lines) + "\n")
-
-
-def _ft_text(s: dict[str, Any], command: str | None, where: str | None = None) -> list[str]:
-    """The paragraph that says how a fine-tuning table was made."""
-    frac = s.get("ft_step_fraction", 0.25)
-    step = round(frac * s.get("ft_eps", 8), 2)
-    select = (
-        "the epoch with the best validation clean + robust accuracy kept (columns `val_*`, "
-        "`val_history`: clean/robust per epoch)"
-        if s.get("ft_select") == "val"
-        else "the last epoch's weights (the best training accuracy)"
-    )
-    out = [
-        f"{s['ft_epochs']} epochs (Adam, lr {s.get('ft_lr', 5e-4)}, cosine) from the trained "
-        f"model on {s.get('ft_n', s.get('train'))} training images, per seed, {select}; the "
-        f"adversarial share of each batch {s.get('ft_share', 0.5)}, PGD-{s.get('ft_steps', 5)} "
-        f"examples at {s.get('ft_eps', 8)}/255 (step {step}/255, random start); clean accuracy "
-        "on the whole test "
-        "split (`clean_acc`, rare scenarios included) and on its nominal inputs "
-        "(`clean_nominal_acc`), PGD (10 steps) robust accuracy at 8/255 on the attacked nominal "
-        "inputs; changes against the original model."
-    ]
-    if where:
-        out += ["", f"Fine-tuned on: {where} (the last run written)."]
-    if command:
-        out += ["", "Command:", "", f"    {command}"]
-    return out
 
 
 def verdict(res: dict[str, Any]) -> list[str]:
@@ -540,103 +353,21 @@ def verdict(res: dict[str, Any]) -> list[str]:
             f"- {attack}: best detector {name}, AUROC {value:.3f}: {ok} the target {target}."
         )
     means = {r["strategy"]: r for r in _mean_rows(res["finetune"][1:])}
-    adv = means.get("adversarial")
-    if adv:
+    means |= {r["strategy"]: r for r in _mean_rows(res.get("finetune_trades", [])[1:])}
+    for strategy, label in (("adversarial", "adversarial"), ("trades", "TRADES")):
+        adv = means.get(strategy)
+        if not adv:
+            continue
         ok_r = "meets" if adv["robust_change_mean"] >= 0.20 else "FALLS SHORT of"
         ok_c = "meets" if adv["clean_change_mean"] >= -0.03 else "FALLS SHORT of"
+        size = res.get("ft_settings_trades", {}) if strategy == "trades" else {}
+        where = f" ({size['ft_n']} images, {size['ft_epochs']} epochs)" if size else ""
         out.append(
-            f"- adversarial fine-tuning: robust accuracy {adv['robust_change_mean']:+.3f} "
+            f"- {label} fine-tuning{where}: robust accuracy {adv['robust_change_mean']:+.3f} "
             f"({ok_r} +0.20), clean accuracy {adv['clean_change_mean']:+.3f} ({ok_c} -0.03), "
-            f"mean of {adv['seeds']} seeds."
+            f"mean of {adv['seeds']} seed{'s' if adv['seeds'] > 1 else ''}."
         )
     return out
-
-
-def _ft_settings(ds: Any, args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "train": len(ds["train"]),
-        "ft_epochs": args.ft_epochs,
-        "ft_n": min(args.ft_n, len(ds["train"])),
-        "ft_lr": args.ft_lr,
-        "ft_steps": args.ft_steps,
-        "ft_share": args.ft_share,
-        "ft_step_fraction": args.ft_step_fraction,
-        "ft_select": args.ft_select,
-    } | ({"ft_eps": args.ft_eps} if args.ft_eps != 8 else {})
-
-
-def _ft_machine(args: argparse.Namespace) -> str:
-    """Where the fine-tuning ran, in words."""
-    info = machine()
-    where = f"{info['cpu_cores']} CPU cores, {args.threads} torch threads"
-    if str(args.device).startswith("cuda"):
-        where = f"{torch.cuda.get_device_name(args.device)} GPU ({where})"
-    return f"{where}, torch {info['torch']}, Python {info['python']}, {info['date']}"
-
-
-@contextlib.contextmanager
-def _locked() -> Any:
-    """An exclusive lock on the result files (on the .json itself, which the fine-tuning stage
-    needs anyway): processes of one dataset (one per seed) merge their rows one at a time."""
-    with open(RESULTS / "adversarial.json", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def finetune_only(name: str, args: argparse.Namespace) -> None:
-    """The fine-tuning stage alone, on the cached model; the other sections are kept.
-
-    ``--only-finetune final`` writes the fine-tuning table: rows already there for the same
-    settings (an earlier final run, another process's seeds, or the one-seed pilot that chose
-    these settings) are kept with their commands, and this run's rows are added. Any other
-    name adds or replaces a pilot table of that name. The tables are rewritten after every
-    run, under a lock (several processes may write them)."""
-    ds = _load(name, args)
-    model = _train(ds, args.epochs).to(args.device)
-    command = f"{COMMAND.split(' --')[0]} {shlex.join(sys.argv[1:])}"
-    settings = _ft_settings(ds, args)
-
-    def on_row(rows: list[dict[str, Any]]) -> None:
-        with _locked():
-            res = json.loads((RESULTS / "adversarial.json").read_text())["datasets"][name]
-            mine = {(r["strategy"], r["seed"]) for r in rows[1:]}
-            if args.only_finetune == "final":
-                kept: list[dict[str, Any]] = []
-                commands: list[str] = []
-                sources = []
-                if res.get("ft_settings") == settings:
-                    sources.append((res["finetune"][1:], res.get("ft_commands", [])))
-                sources += [
-                    (p["rows"][1:], [p["command"]])
-                    for p in res.get("pilots", [])
-                    if p["settings"] == settings
-                ]
-                for src_rows, cmds in sources:
-                    seen = mine | {(r["strategy"], r["seed"]) for r in kept}
-                    new_rows = [r for r in src_rows if (r["strategy"], r["seed"]) not in seen]
-                    kept += new_rows
-                    commands += list(cmds) if new_rows else []
-                res["finetune"] = rows[:1] + sorted(
-                    kept + rows[1:], key=lambda r: (r["strategy"] != "plain", r["seed"])
-                )
-                res["ft_settings"] = settings
-                res["ft_machine"] = _ft_machine(args)
-                res["ft_commands"] = list(dict.fromkeys([*commands, command]))
-                res["ft_command"] = "\n    ".join(res["ft_commands"])
-                res["verdict"] = verdict(res)
-            else:
-                pilots = [p for p in res.get("pilots", []) if p["name"] != args.only_finetune]
-                pilots.append(
-                    {"name": args.only_finetune, "settings": settings, "command": command,
-                     "rows": rows, "machine": _ft_machine(args)}
-                )  # fmt: skip
-                res["pilots"] = pilots
-            write({"datasets": {name: res}}, args)
-
-    finetune(model, ds, args, on_row)
 
 
 def main() -> None:
@@ -672,6 +403,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="fine-tuning device: cpu, cuda")
     parser.add_argument("--ft-seed-list", default="", help="fine-tuning seeds, e.g. 1,2")
     parser.add_argument(
+        "--ft-loss", default="pgd", choices=("pgd", "trades"), help="fine-tuning loss"
+    )
+    parser.add_argument("--ft-beta", type=float, default=6.0, help="TRADES' KL weight")
+    parser.add_argument(
         "--only-finetune",
         default="",
         help="only the fine-tuning stage; 'final' replaces the table, any other name adds a "
@@ -688,7 +423,8 @@ def main() -> None:
     results: dict[str, Any] = {"datasets": {}}
     if args.only_finetune:
         for name in args.datasets.split(","):
-            finetune_only(name, args)
+            command = f"{COMMAND.split(' --')[0]} {shlex.join(sys.argv[1:])}"
+            finetune_only(name, args, command, write, verdict)
         return
     for name in args.datasets.split(","):
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ parameters are the library's settings (steps, step size, ...), and one call runs
     result.success  # (N,) bool: the library claims the attack flipped a correct prediction
 
 ``eps`` is the budget in pixel units of ``[0, 1]`` images, in the attack's own norm
-(``Attack.norm``): L-infinity for FGSM, PGD and Square, which it bounds; L2 for the
+(``Attack.norm``): L-infinity for FGSM, PGD, TPGD and Square, which it bounds; L2 for the
 minimal-perturbation attacks CW-L2 and DeepFool (``minimal = True``), which find the smallest
 perturbation they can, unbounded. An input whose minimal perturbation exceeds ``eps`` counts as
 not attacked at that budget (its clean image is returned), so robust accuracy at a budget keeps
@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_EPS",
     "FGSM",
     "PGD",
+    "TPGD",
     "Attack",
     "AttackResult",
     "CarliniWagnerL2",
@@ -156,6 +157,44 @@ class PGD(_TorchAttack):
         return torchattacks.PGD(
             model, eps=eps, alpha=frac * eps, steps=steps, random_start=bool(self.random_start)
         )
+
+
+@ATTACKS.register(
+    "tpgd",
+    help="TRADES' KL attack (Zhang et al. 2019): PGD L-inf on KL(p(x) || p(x')), no labels.",
+)
+class TPGD(_TorchAttack):
+    """PGD in the L-infinity ball on the KL divergence (TRADES; torchattacks ``TPGD``).
+
+    The inner maximisation of TRADES (Zhang et al., "Theoretically Principled Trade-off between
+    Robustness and Accuracy", ICML 2019): from ``x + 0.001 N(0, I)`` (clipped to ``[0, 1]``)
+    each step ascends ``KL(softmax f(x) || softmax f(x'))`` by ``alpha * sign(grad)`` and
+    projects onto the ball and ``[0, 1]``. The labels are not used by the attack (only by the
+    success claim): it moves the prediction away from the model's own, not from the label.
+
+    Parameters
+    ----------
+    steps
+        Gradient steps (TRADES: 10 on CIFAR-10, 40 on MNIST).
+    step_fraction
+        Step size as a fraction of ``eps`` (``alpha = step_fraction * eps``; TRADES on
+        CIFAR-10: 0.007 at 0.031, about 0.23).
+    """
+
+    paper = "Zhang et al., ICML 2019"
+    _test_params: ClassVar[dict[str, Any]] = {"steps": 3}
+
+    def __init__(self, steps: int = 10, step_fraction: float = 0.25, batch_size: int = 256) -> None:
+        self.steps = steps
+        self.step_fraction = step_fraction
+        self.batch_size = batch_size
+
+    def _make(self, model: nn.Module, eps: float, seed: int) -> Any:
+        import torchattacks
+
+        steps = check_int_param(self, "steps", self.steps)
+        frac = check_float_param(self, "step_fraction", self.step_fraction, 0.0, 1.0, open_low=True)
+        return torchattacks.TPGD(model, eps=eps, alpha=frac * eps, steps=steps)
 
 
 @ATTACKS.register(

@@ -12,7 +12,11 @@ With a ``consistency`` weight ``lambda > 0`` the batch holds the clean rows foll
 augmented views of them (in the same order); the loss is the cross-entropy above on the clean
 rows plus ``lambda`` times the Jensen-Shannon divergence among the ``k`` predictive
 distributions of each input (:func:`jensen_shannon`), the consistency loss of AugMix (Hendrycks
-et al., "AugMix", ICLR 2020; ``lambda = 12``, ``k = 3``).
+et al., "AugMix", ICLR 2020; ``lambda = 12``, ``k = 3``). With ``divergence="kl"`` the
+consistency term is instead the mean ``KL(p_clean || p_view)`` over the views
+(:func:`kl_consistency`): with one adversarial view and ``lambda = beta`` this is the TRADES
+loss (Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
+ICML 2019).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from torch import nn
 
 from dnnsafety.exceptions import ConfigError
 
-__all__ = ["Objective", "jensen_shannon"]
+__all__ = ["DIVERGENCES", "Objective", "jensen_shannon", "kl_consistency"]
+
+DIVERGENCES = ("js", "kl")
+"""The consistency losses of :class:`Objective`: Jensen-Shannon (AugMix), KL (TRADES)."""
 
 
 def jensen_shannon(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -59,6 +66,43 @@ def jensen_shannon(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> tor
     return torch.stack(kl).mean()
 
 
+def kl_consistency(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean ``KL(p_0 || p_i)`` of the first predictive distribution to each of the others.
+
+    ``p_i = softmax(logits_i)``; each KL is summed over classes and averaged over the batch,
+    in nats, and the gradient flows through both distributions. With two tensors (the clean
+    batch, then its adversarial examples) this is the robust term of the TRADES loss (Zhang
+    et al., "Theoretically Principled Trade-off between Robustness and Accuracy", ICML 2019;
+    reference code: ``KLDivLoss(sum)(log_softmax(f(x_adv)), softmax(f(x))) / B``).
+
+    Parameters
+    ----------
+    logits
+        ``k >= 2`` tensors ``(B, C)``: the clean inputs first, then ``k - 1`` views of them.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar ``>= 0``.
+
+    Raises
+    ------
+    ConfigError
+        If fewer than two tensors are given or their shapes differ.
+    """
+    if len(logits) < 2 or any(z.shape != logits[0].shape for z in logits):
+        raise ConfigError(
+            "The KL consistency loss needs >= 2 logit tensors of one shape; got "
+            f"{[tuple(z.shape) for z in logits]}."
+        )
+    p = torch.softmax(logits[0], dim=1)
+    kl = [
+        nn.functional.kl_div(torch.log_softmax(z, dim=1), p, reduction="batchmean")
+        for z in logits[1:]
+    ]
+    return torch.stack(kl).mean()
+
+
 class Objective:
     """Cross-entropy of a batch, optionally weighted per sample or as online group DRO.
 
@@ -73,14 +117,18 @@ class Objective:
     dro_step
         Step size ``eta`` of the group weights (> 0).
     consistency
-        Weight ``lambda >= 0`` of the Jensen-Shannon consistency loss between the clean rows
-        of a batch and its augmented views; 0: none.
+        Weight ``lambda >= 0`` of the consistency loss between the clean rows of a batch and
+        its augmented views; 0: none.
+    divergence
+        The consistency loss: ``"js"``, the Jensen-Shannon divergence among all views
+        (:func:`jensen_shannon`, AugMix), or ``"kl"``, the mean ``KL(p_clean || p_view)``
+        (:func:`kl_consistency`, TRADES).
 
     Raises
     ------
     ConfigError
-        If both ``weights`` and ``groups`` are given, their length is not ``n``, or
-        ``consistency`` is negative or not finite.
+        If both ``weights`` and ``groups`` are given, their length is not ``n``,
+        ``consistency`` is negative or not finite, or ``divergence`` is unknown.
     """
 
     def __init__(
@@ -90,6 +138,7 @@ class Objective:
         groups: np.ndarray | None = None,
         dro_step: float = 0.01,
         consistency: float = 0.0,
+        divergence: str = "js",
     ) -> None:
         if weights is not None and groups is not None:
             raise ConfigError("Give per-sample weights or groups for group DRO, not both.")
@@ -108,6 +157,11 @@ class Objective:
         if not (np.isfinite(consistency) and consistency >= 0):
             raise ConfigError(f"The consistency weight must be >= 0. Got {consistency!r}.")
         self.consistency = float(consistency)
+        if divergence not in DIVERGENCES:
+            raise ConfigError(
+                f"The consistency divergence must be one of {DIVERGENCES}. Got {divergence!r}."
+            )
+        self.divergence = divergence
         self._ce = nn.CrossEntropyLoss(reduction="none")
 
     @property
@@ -147,8 +201,9 @@ class Objective:
                     f"for {b} indices."
                 )
             blocks = torch.split(logits, b)
+            divergence = kl_consistency if self.divergence == "kl" else jensen_shannon
             return self._cross_entropy(blocks[0], y[:b], idx) + self.consistency * (
-                jensen_shannon(blocks)
+                divergence(blocks)
             )
         return self._cross_entropy(logits, y, idx)
 

@@ -173,6 +173,7 @@ def train_model(
     augment: BatchAugment | None = None,
     consistency: float = 0.0,
     select_score: Callable[[nn.Module], float] | None = None,
+    divergence: str = "js",
 ) -> TrainResult:
     """Train ``model`` in place and leave it holding the best epoch's weights.
 
@@ -204,6 +205,9 @@ def train_model(
         Weight of the Jensen-Shannon consistency loss between every clean batch and the views
         ``augment`` appends to it (AugMix: 12; :class:`~dnnsafety.models.objective.Objective`);
         0: none. Needs an ``augment`` that returns the clean batch followed by its views.
+    divergence
+        The consistency loss: ``"js"`` (Jensen-Shannon among the views, AugMix) or ``"kl"``
+        (mean ``KL(p_clean || p_view)``, TRADES with ``consistency = beta``).
     select_score
         ``model -> score >= 0`` evaluated after every epoch (e.g. clean plus robust accuracy on a
         validation split); the epoch with the highest score is kept instead of the one with the
@@ -224,7 +228,7 @@ def train_model(
     optimizer = _optimizer(model, cfg)
     if consistency > 0 and augment is None:
         raise ConfigError("A consistency loss needs an augmentation that adds views of a batch.")
-    loss_fn = Objective(len(labels_t), weights, groups, dro_step, consistency)
+    loss_fn = Objective(len(labels_t), weights, groups, dro_step, consistency, divergence)
     history: list[EpochStats] = []
     best_score, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
     start_epoch = 0

@@ -136,6 +136,7 @@ def finetune_plan(
         dro_step=plan.dro_step,
         augment=plan.augment,
         consistency=plan.consistency,
+        divergence=plan.divergence,
     )
     new.eval()
     return new, result

@@ -26,6 +26,7 @@ from torch import nn
 from dnnsafety._validation import check_random_state
 from dnnsafety.data.dataset import Split
 from dnnsafety.exceptions import InvalidInputError
+from dnnsafety.models.objective import DIVERGENCES
 from dnnsafety.models.training import BatchAugment
 from dnnsafety.registry import Registry
 from dnnsafety.retraining.rootcauses import RootCauses
@@ -118,6 +119,10 @@ class TrainingPlan:
         Weight of a Jensen-Shannon consistency loss between each clean batch and the views
         ``augment`` appends after it (AugMix, Hendrycks et al. ICLR 2020: 12); 0: none
         (:class:`~dnnsafety.models.objective.Objective`).
+    divergence
+        The consistency loss: ``"js"`` (Jensen-Shannon among the clean batch and its views,
+        AugMix) or ``"kl"`` (mean ``KL(p_clean || p_view)``: TRADES, Zhang et al. ICML 2019,
+        with ``consistency = beta`` and one adversarial view).
     info
         Figures reported with the run in ``comparison.json`` (e.g. ``{"generated": 1000}``).
     """
@@ -130,6 +135,7 @@ class TrainingPlan:
     augment: BatchAugment | None = None
     info: dict[str, JSONValue] = field(default_factory=dict)
     consistency: float = 0.0
+    divergence: str = "js"
 
     def validate(self) -> None:
         """Check shapes and values.
@@ -139,7 +145,7 @@ class TrainingPlan:
         InvalidInputError
             If the labels, weights or groups do not have one entry per image, a weight is
             negative or not finite, or all weights are 0, or a consistency loss is asked
-            without an augmentation.
+            without an augmentation, or the divergence is unknown.
         """
         n = len(self.images)
         if self.images.ndim != 4 or n == 0:
@@ -164,6 +170,10 @@ class TrainingPlan:
             raise InvalidInputError(f"The consistency weight must be >= 0. Got {self.consistency}.")
         if self.consistency > 0 and self.augment is None:
             raise InvalidInputError("A consistency loss needs an augment that adds views.")
+        if self.divergence not in DIVERGENCES:
+            raise InvalidInputError(
+                f"The consistency divergence must be one of {DIVERGENCES}. Got {self.divergence!r}."
+            )
         if not self.dro_step > 0:
             raise InvalidInputError(f"The group DRO step must be > 0. Got {self.dro_step}.")
 

@@ -148,5 +148,6 @@ def check_mitigation(mitigation: Any) -> None:
         dro_step=plan.dro_step,
         augment=plan.augment,
         consistency=plan.consistency,
+        divergence=plan.divergence,
     )
     json.dumps(plan.info)

@@ -30,7 +30,7 @@ FAST = {"square": {"n_queries": 100}, "deepfool": {"steps": 10}, "cw": {"steps":
 
 @pytest.mark.parametrize(
     "name",
-    ["fgsm", "pgd", "cw", pytest.param("deepfool", marks=pytest.mark.slow), "square"],
+    ["fgsm", "pgd", "tpgd", "cw", pytest.param("deepfool", marks=pytest.mark.slow), "square"],
 )
 def test_claimed_successes_change_the_prediction(name, digits_model, batch):
     images, labels = batch
