@@ -83,6 +83,9 @@ def register_variants() -> None:
     ``hybrid-equal``: the budget split equally among the root causes (``budget // K`` each,
     the most uncertain of each neighbourhood; the remainder by global entropy), the floor rule
     with no cap: with clusters that are the scenarios, every scenario gets the same labels;
+    ``hybrid-contrast-size`` / ``hybrid-contrast-floor10``: HUDD's size quotas (each root
+    cause's share of the test errors) / the floor of 10, with neighbourhoods by the contrastive
+    distance of ``closest-contrast`` (near the cluster, far from correctly classified inputs);
     ``cluster-margin-emb``: Cluster-Margin in the model's penultimate-layer embedding, as
     published (the library's ``cluster-margin`` clusters in the analysis feature space).
     """
@@ -94,6 +97,9 @@ def register_variants() -> None:
 
     def hybrid(name: str, **fixed: Any) -> None:
         class Variant(HybridSelector):
+            if fixed.get("distance") == "contrastive":  # ClusterSpace.correct is built
+                requires: ClassVar[frozenset[str]] = frozenset({"probs", "space", "correct"})
+
             def __init__(self, *, f: float = 2.0, batch_size: int | None = None) -> None:
                 super().__init__(f=f, batch_size=batch_size, **fixed)
 
@@ -106,6 +112,8 @@ def register_variants() -> None:
     for k in (5, 10, 15, 20):
         hybrid(f"hybrid-floor{k}", quota="floor", floor=k)
     hybrid("hybrid-equal", quota="floor", floor=10**9)  # floor capped at budget // K
+    hybrid("hybrid-contrast-size", quota="size", distance="contrastive")
+    hybrid("hybrid-contrast-floor10", quota="floor", floor=10, distance="contrastive")
 
     class EmbeddingClusterMargin(ClusterMarginSelector):
         requires: ClassVar[frozenset[str]] = frozenset({"probs", "activations"})
