@@ -54,6 +54,7 @@ from dnnsafety.selection.selectors import (
     Selector,
     check_batch_size,
 )
+from dnnsafety.types import FeatureRows
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def contrastive_scores(dist: np.ndarray, d_ok: np.ndarray) -> np.ndarray:
 
 
 def contrastive_to_correct(
-    features: np.ndarray,
+    features: FeatureRows,
     dist: np.ndarray,
     correct: np.ndarray | None,
     batch_size: int | None,
