@@ -21,12 +21,18 @@ Tables (``benchmarks/results/``):
   ``hybrid_rules_signs_sweep``: depth, RIPPER's rule cap and an exhaustive two-interval search
   for the night and fog clusters.
 
+``--analysis default`` does the same with the product's default (black-box) root-cause
+clusters instead of HUDD's, on the same trained model (copied from the HUDD run folder when
+it is there): run folder ``out/hybrid-<dataset>-default``, tables ``hybrid_<dataset>_default*``
+and ``hybrid_rules_signs_default*``. Selection then works in the black-box analysis's feature
+space (the MobileNetV2 vectors before UMAP, pool images included).
+
 Selector variants measured beside the library's (``register_variants``): ``hybrid-errors``,
-``hybrid-errors-n1``, ``hybrid-floor<k>``, ``cluster-margin-emb``.
+``hybrid-errors-n1``, ``hybrid-floor<k>``, ``hybrid-equal``, ``cluster-margin-emb``.
 
 Reproduce: .venv/bin/python benchmarks/bench_hybrid.py [--datasets signs,fashion-mnist]
-    [--seeds 5] [--epochs 5] [--strategies ...] [--threads 1] [--no-generated] [--no-control]
-    [--bag-size N] [--tag SUFFIX] [--rules-only]
+    [--analysis hudd|default] [--seeds 5] [--epochs 5] [--strategies ...] [--threads 1]
+    [--no-generated] [--no-control] [--bag-size N] [--tag SUFFIX] [--rules-only]
 (the exact lines of every table: docs/benchmarks.md)
 """
 
@@ -74,6 +80,12 @@ def register_variants() -> None:
     ``hybrid-errors``: quotas proportional to each cluster's expected errors in its pool
     neighbourhood (sum of ``1 - max p``); ``hybrid-floor<k>``: ``k`` labels per root cause (the
     most uncertain of its neighbourhood), the rest of the budget by global entropy;
+    ``hybrid-equal``: the budget split equally among the root causes (``budget // K`` each,
+    the most uncertain of each neighbourhood; the remainder by global entropy), the floor rule
+    with no cap: with clusters that are the scenarios, every scenario gets the same labels;
+    ``hybrid-contrast-size`` / ``hybrid-contrast-floor10``: HUDD's size quotas (each root
+    cause's share of the test errors) / the floor of 10, with neighbourhoods by the contrastive
+    distance of ``closest-contrast`` (near the cluster, far from correctly classified inputs);
     ``cluster-margin-emb``: Cluster-Margin in the model's penultimate-layer embedding, as
     published (the library's ``cluster-margin`` clusters in the analysis feature space).
     """
@@ -85,6 +97,9 @@ def register_variants() -> None:
 
     def hybrid(name: str, **fixed: Any) -> None:
         class Variant(HybridSelector):
+            if fixed.get("distance") == "contrastive":  # ClusterSpace.correct is built
+                requires: ClassVar[frozenset[str]] = frozenset({"probs", "space", "correct"})
+
             def __init__(self, *, f: float = 2.0, batch_size: int | None = None) -> None:
                 super().__init__(f=f, batch_size=batch_size, **fixed)
 
@@ -96,6 +111,9 @@ def register_variants() -> None:
     hybrid("hybrid-errors-n1", quota="errors", neighbourhood=1.0)
     for k in (5, 10, 15, 20):
         hybrid(f"hybrid-floor{k}", quota="floor", floor=k)
+    hybrid("hybrid-equal", quota="floor", floor=10**9)  # floor capped at budget // K
+    hybrid("hybrid-contrast-size", quota="size", distance="contrastive")
+    hybrid("hybrid-contrast-floor10", quota="floor", floor=10, distance="contrastive")
 
     class EmbeddingClusterMargin(ClusterMarginSelector):
         requires: ClassVar[frozenset[str]] = frozenset({"probs", "activations"})
@@ -127,12 +145,53 @@ def base_config(dataset: str) -> RunConfig:
     return config
 
 
-def pipeline(dataset: str, epochs: int) -> Pipeline:
-    """The trained, evaluated and analysed (HUDD) run of ``dataset``, cached in out/."""
+ANALYSES = ("hudd", "default")
+"""``--analysis``: HUDD's white-box clusters (run folder ``out/hybrid-<dataset>``, the tables
+without suffix), or the product's default black-box analysis (MobileNetV2 pooled embedding +
+block 13, UMAP, guarded DBSCAN per true class; run folder ``out/hybrid-<dataset>-default``,
+tables with the ``_default`` suffix)."""
+
+ANALYSIS_NAMES = {
+    "hudd": "HUDD (white-box)",
+    "default": "default black-box (MobileNetV2 + block 13, UMAP, guarded DBSCAN)",
+}
+
+
+def run_folder(dataset: str, analysis: str) -> Path:
+    """Run folder of ``dataset`` analysed by ``analysis`` (:data:`ANALYSES`)."""
+    return OUT / (f"hybrid-{dataset}" if analysis == "hudd" else f"hybrid-{dataset}-{analysis}")
+
+
+def _share_model(source: Path, target: Path) -> None:
+    """Copy the trained model of ``source`` (the HUDD run) into the empty run folder ``target``.
+
+    Both runs have the same data, model and training settings (only the analysis differs), so
+    the training stage has the same fingerprint: the copy is what ``train`` would reuse, and
+    both analyses look at the errors of the same model."""
+    import json
+    import shutil
+
+    stages = source / "stages.json"
+    if (target / "model.pt").exists() or not stages.is_file():
+        return
+    train = json.loads(stages.read_text(encoding="utf-8")).get("train")
+    if not train or not all((source / o).exists() for o in train["outputs"]):
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    for name in train["outputs"]:
+        shutil.copy2(source / name, target / name)
+    (target / "stages.json").write_text(json.dumps({"train": train}, indent=2), encoding="utf-8")
+
+
+def pipeline(dataset: str, epochs: int, analysis: str = "hudd") -> Pipeline:
+    """The trained, evaluated and analysed run of ``dataset``, cached in out/."""
     config = base_config(dataset)
     config.retrain.epochs = epochs
-    config.analysis.features = ""  # HUDD (no longer the default)
-    run = Pipeline(RunDir(OUT / f"hybrid-{dataset}"), config)
+    if analysis == "hudd":
+        config.analysis.features = ""  # HUDD (no longer the default)
+    else:
+        _share_model(run_folder(dataset, "hudd"), run_folder(dataset, analysis))
+    run = Pipeline(RunDir(run_folder(dataset, analysis)), config)
     run.train()
     run.evaluate()
     run.analyze()
@@ -142,6 +201,9 @@ def pipeline(dataset: str, epochs: int) -> Pipeline:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--datasets", default="signs,fashion-mnist")
+    parser.add_argument(
+        "--analysis", choices=ANALYSES, default="hudd", help="root-cause clusters to select by"
+    )
     parser.add_argument("--strategies", default=LABEL_BASED)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
@@ -162,13 +224,13 @@ def main() -> None:
     register_variants()
     for dataset in args.datasets.split(","):
         t0 = time.perf_counter()
-        run = pipeline(dataset, args.epochs)
+        run = pipeline(dataset, args.epochs, args.analysis)
         print(f"{dataset}: prepared in {time.perf_counter() - t0:.0f} s", flush=True)
         if args.prepare:
             continue
         if args.rules_only:
             if dataset == "signs":
-                rules_table(run)
+                rules_table(run, args.analysis)
             continue
         run_dataset(run, dataset, args)
 
@@ -235,19 +297,25 @@ def run_dataset(run: Pipeline, dataset: str, args: argparse.Namespace) -> None:
         f"Reduced field-like setup: {size['n_train']} training, {size['n_val']} validation, "
         f"{size['n_test']} test and {size['n_pool']} pool images (each rare scenario "
         f"{POOL_RARE:.0%} of the pool, {_pool_rare_share(run):.0%} rare in all), small_cnn "
-        f"trained 8 epochs with a cosine learning rate, HUDD (white-box) clusters: "
-        f"{len(data['clusters'])}. Budget {data['budget']} labels, bag of {data['bag_size']} "
-        f"images for every label-based strategy, {len(data['seeds'])} seed(s), fine-tuning "
-        f"{args.epochs} epochs (SGD lr 1e-3, momentum 0.9, best epoch on validation). Mean "
-        f"[95% CI] over seeds. A12 / p (Vargha-Delaney, Mann-Whitney) of each strategy against "
-        f"entropy and DeepGini on pooled rare-scenario and on worst-scenario accuracy (>= 0.7: "
-        f"the issue's bar). Rare images "
+        f"trained 8 epochs with a cosine learning rate, {ANALYSIS_NAMES[args.analysis]} "
+        f"clusters: {len(data['clusters'])}. Budget {data['budget']} labels, bag of "
+        f"{data['bag_size']} images for every label-based strategy, {len(data['seeds'])} "
+        f"seed(s), fine-tuning {args.epochs} epochs (SGD lr 1e-3, momentum 0.9, best epoch on "
+        f"validation). Mean [95% CI] over seeds. A12 / p (Vargha-Delaney, Mann-Whitney) of "
+        f"each strategy against entropy and DeepGini on pooled rare-scenario and on "
+        f"worst-scenario accuracy (>= 0.7: the issue's bar). Rare images "
         f"labelled: rare-scenario images among the first seed's selection.{extra} Wall time "
         f"of this invocation (finished runs are reused): {seconds:.0f} s."
     )
-    suffix = ("" if args.seeds == 5 else f"_{args.seeds}seed") + args.tag
+    suffix = (
+        _analysis_suffix(args.analysis)
+        + ("" if args.seeds == 5 else f"_{args.seeds}seed")
+        + args.tag
+    )
     command = (
-        f"benchmarks/bench_hybrid.py --datasets {dataset} --seeds {args.seeds} --epochs "
+        f"benchmarks/bench_hybrid.py --datasets {dataset}"
+        + ("" if args.analysis == "hudd" else f" --analysis {args.analysis}")
+        + f" --seeds {args.seeds} --epochs "
         f"{args.epochs} --strategies {args.strategies} --budget {args.budget}"
         + (f" --bag-size {args.bag_size}" if args.bag_size else "")
         + ("" if args.generated else " --no-generated")
@@ -256,7 +324,8 @@ def run_dataset(run: Pipeline, dataset: str, args: argparse.Namespace) -> None:
     )
     write_table(
         f"hybrid_{dataset}{suffix}",
-        f"Retraining that fixes every root cause on {dataset} (HUDD clusters, reduced size)",
+        f"Retraining that fixes every root cause on {dataset} "
+        f"({ANALYSIS_NAMES[args.analysis]} clusters, reduced size)",
         command,
         rows,
         notes,
@@ -277,10 +346,16 @@ def run_dataset(run: Pipeline, dataset: str, args: argparse.Namespace) -> None:
         f"Accuracy on each root-cause cluster's test errors, {dataset}",
         command,
         cluster_rows,
-        "Mean over seeds of the accuracy on the test errors of each HUDD cluster (the "
+        f"Mean over seeds of the accuracy on the test errors of each "
+        f"{ANALYSIS_NAMES[args.analysis]} cluster (the "
         "original model gets all of them wrong); in brackets the cluster's dominant "
         "ground-truth scenario and its share.",
     )
+
+
+def _analysis_suffix(analysis: str) -> str:
+    """Table-name suffix of an analysis: none for HUDD (the tables as they were)."""
+    return "" if analysis == "hudd" else f"_{analysis}"
 
 
 def _a12(versus: dict[str, Any] | None, key: str, p_key: str) -> str:
@@ -308,7 +383,7 @@ def _rules_inputs(run: Pipeline) -> tuple[pd.DataFrame, np.ndarray, dict[str, An
     return meta, labels, data
 
 
-def rules_table(run: Pipeline) -> None:
+def rules_table(run: Pipeline, analysis: str = "hudd") -> None:
     """Every cluster's best rule from the decision tree and from RIPPER (signs metadata)."""
     meta, labels, data = _rules_inputs(run)
     learned, seconds = {}, {}
@@ -331,10 +406,15 @@ def rules_table(run: Pipeline) -> None:
             row[f"{method} recall"] = f"{best.recall:.2f}" if best else "-"
             row[f"{method} support"] = best.support if best else "-"
         rows.append(row)
+    suffix = _analysis_suffix(analysis)
+    command = "benchmarks/bench_hybrid.py --datasets signs --rules-only" + (
+        "" if analysis == "hudd" else f" --analysis {analysis}"
+    )
     write_table(
-        "hybrid_rules_signs",
-        "Metadata rules of each root-cause cluster (signs, HUDD clusters, reduced size)",
-        "benchmarks/bench_hybrid.py --datasets signs --rules-only",
+        f"hybrid_rules_signs{suffix}",
+        f"Metadata rules of each root-cause cluster (signs, {ANALYSIS_NAMES[analysis]} "
+        "clusters, reduced size)",
+        command,
         rows,
         f"Rules separate a cluster's members from the other test errors ({len(meta)} errors, "
         f"{meta.shape[1]} metadata columns, numeric ones used). Decision tree: depth 3, leaves "
@@ -343,13 +423,18 @@ def rules_table(run: Pipeline) -> None:
         "and recall on the errors the rules were learned from. Purity: the share of the "
         "cluster's dominant ground-truth scenario; a rule on that scenario's parameters "
         "covers at most that share of the members. Depth, RIPPER and an exhaustive search "
-        "for the night and fog clusters: hybrid_rules_signs_sweep.md.",
+        f"for the night and fog clusters: hybrid_rules_signs{suffix}_sweep.md.",
     )
-    rules_sweep(run, meta, labels, data)
+    rules_sweep(run, meta, labels, data, suffix, command)
 
 
 def rules_sweep(
-    run: Pipeline, meta: pd.DataFrame, labels: np.ndarray, data: dict[str, Any]
+    run: Pipeline,
+    meta: pd.DataFrame,
+    labels: np.ndarray,
+    data: dict[str, Any],
+    suffix: str = "",
+    command: str = "benchmarks/bench_hybrid.py --datasets signs --rules-only",
 ) -> None:
     """Night and largest fog cluster: tree depth, RIPPER's rule cap, the scenario parameter
     alone, and the best two-interval box by exhaustive search (the ceiling of such rules)."""
@@ -393,12 +478,12 @@ def rules_sweep(
         box = _best_box(x, target, parameter)
         add(f"exhaustive {parameter} x any parameter box (best min(P, R))", box)
     write_table(
-        "hybrid_rules_signs_sweep",
+        f"hybrid_rules_signs{suffix}_sweep",
         "Rules of the night and fog root-cause clusters: learners, depth and the search ceiling",
-        "benchmarks/bench_hybrid.py --datasets signs --rules-only",
+        command,
         rows,
-        "Same errors as hybrid_rules_signs.md. Trees: CART, balanced class weights, the best "
-        "leaf rule (F1). Threshold alone: the simulator's own parameter of the scenario, "
+        f"Same errors as hybrid_rules_signs{suffix}.md. Trees: CART, balanced class weights, "
+        "the best leaf rule (F1). Threshold alone: the simulator's own parameter of the scenario, "
         "200 quantile thresholds, either side. Exhaustive box: one interval on the scenario "
         "parameter and one on any other numeric parameter, bounds at 60 quantiles, every "
         "pair tried, the highest min(precision, recall) (on that grid; the tree's own "

@@ -54,6 +54,7 @@ from dnnsafety.selection.selectors import (
     Selector,
     check_batch_size,
 )
+from dnnsafety.types import FeatureRows
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,49 @@ def contrastive_scores(dist: np.ndarray, d_ok: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(total > 0, dist / np.where(total > 0, total, 1.0), 0.5)
     return score
+
+
+def contrastive_to_correct(
+    features: FeatureRows,
+    dist: np.ndarray,
+    correct: np.ndarray | None,
+    batch_size: int | None,
+    who: str,
+    distance: str = "contrastive",
+) -> np.ndarray:
+    """``dist`` (``P x K``) as ``distance`` asks: unchanged for ``"nearest"``,
+    :func:`contrastive_scores` against the distance of each of the ``P`` pool ``features`` to
+    its nearest ``correct`` reference input for ``"contrastive"``.
+
+    Raises
+    ------
+    ConfigError
+        Another ``distance``.
+    InvalidInputError
+        ``"contrastive"`` without ``correct`` features.
+    """
+    if distance not in ClosestSelector.DISTANCES:
+        raise ConfigError(
+            f"The 'distance' parameter of {who} must be one of "
+            f"{', '.join(ClosestSelector.DISTANCES)}. Got {distance!r}."
+        )
+    if distance == "nearest":
+        return dist
+    if correct is None:
+        raise InvalidInputError(
+            f"The {who} selector needs features of correctly classified inputs: "
+            "pass ClusterSpace(features, labels, correct=...) in the same feature space."
+        )
+    reference = Reference(correct, "ClusterSpace.correct")
+    d_ok = group_min_distances(
+        features,
+        reference,
+        np.zeros(reference.n, dtype=np.int64),
+        1,
+        batch_size=batch_size,
+        what="PoolView.features",
+    )[:, 0]
+    return contrastive_scores(dist, d_ok)
 
 
 def closest_assignment(
@@ -298,8 +342,6 @@ class ClosestSelector(Selector):
         member = np.isin(space.labels, ids)
         groups = np.searchsorted(ids, space.labels[member])
         reference = Reference(space.features[member], "ClusterSpace.features")
-        if self.distance == "contrastive":
-            correct = Reference(space.correct, "ClusterSpace.correct")
         dist = group_min_distances(
             pool.features,
             reference,
@@ -311,17 +353,7 @@ class ClosestSelector(Selector):
         raw = None
         if self.distance == "contrastive":
             raw = dist
-            dist = contrastive_scores(
-                raw,
-                group_min_distances(
-                    pool.features,
-                    correct,
-                    np.zeros(correct.n, dtype=np.int64),
-                    1,
-                    batch_size=batch_size,
-                    what="PoolView.features",
-                )[:, 0],
-            )
+            dist = contrastive_to_correct(pool.features, raw, space.correct, batch_size, self.name)
         rows, position, last_rank = closest_assignment(dist, quotas, tiebreak=raw)
         farther = int(np.sum(dist[rows, position] > dist[rows].min(axis=1))) if len(rows) else 0
         logger.info(

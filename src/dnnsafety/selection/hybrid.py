@@ -44,6 +44,7 @@ import numpy as np
 
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.selection._nearest import Reference, group_min_distances, read_block
+from dnnsafety.selection.closest import contrastive_to_correct as _distance
 from dnnsafety.selection.closest import eligible_clusters, natural_quotas, scale_quotas
 from dnnsafety.selection.selectors import (
     SELECTORS,
@@ -212,6 +213,9 @@ class HybridSelector(Selector):
         With ``quota="floor"``: labels every root cause gets (at most ``budget // K``), the
         most uncertain of its ``neighbourhood * floor`` nearest inputs; the rest of the budget
         goes to the most uncertain remaining pool inputs, wherever they are. An int >= 0.
+    distance
+        ``"nearest"`` (ClosestU's) or ``"contrastive"`` (``closest-contrast``'s; needs
+        ``ClusterSpace.correct``): the distance that makes the neighbourhoods.
 
     Notes
     -----
@@ -230,7 +234,9 @@ class HybridSelector(Selector):
         floor: int = 10,
         batch_size: int | None = None,
         balance: bool = False,
+        distance: str = "nearest",
     ) -> None:
+        self.distance = distance
         self.f = f
         self.neighbourhood = neighbourhood
         self.uncertainty = uncertainty
@@ -283,6 +289,8 @@ class HybridSelector(Selector):
             batch_size=batch_size,
             what="PoolView.features",
         )
+        ok = clusters.correct
+        dist = _distance(pool.features, dist, ok, batch_size, self.name, self.distance)
         nearest = np.argmin(dist, axis=1)
         own = dist[np.arange(len(dist)), nearest]
         # each cluster's cell, nearest first (ties: lower pool row)
@@ -344,6 +352,7 @@ class HybridSelector(Selector):
                 "neighbourhood": factor,
                 "uncertainty": self.uncertainty,
                 "quota": self.quota,
+                "distance": self.distance,
                 **({"floor": int(self.floor)} if self.quota == "floor" else {}),
             },
             "cluster_sizes": {str(c): int(s) for c, s in zip(ids, sizes, strict=True)},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dnnsafety.exceptions import ConfigError
+from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.selection import SELECTORS, ClusterSpace, PoolView
 from dnnsafety.selection.hybrid import hybrid_quotas, margin_score, uncertainty_score
 
@@ -181,3 +181,52 @@ def test_floor_quota_gives_every_root_cause_its_floor_and_the_rest_to_entropy():
     assert big.info["quotas"] == {"0": 3, "1": 3, "2": 3}
     with pytest.raises(ConfigError):
         SELECTORS.create("hybrid", {"quota": "floor", "floor": -1}).select(pool, 9, clusters=space)
+
+
+def _look_alikes() -> tuple[PoolView, ClusterSpace, np.ndarray]:
+    """Root causes at x = 0 and x = 20 (10 errors each); correctly classified inputs at
+    x = -2. Pool: 10 look-alikes at x = -1 (nearer to cause 0 than anything else, but as near
+    to the correct inputs), 10 inputs of cause 0 at x = 1.5 (farther from the cause, far from
+    the correct inputs), 10 of cause 1 at x = 21. Equal softmax rows: uncertainty ties."""
+    rng = np.random.default_rng(0)
+
+    def blob(x: float, n: int) -> np.ndarray:
+        return np.c_[x + rng.normal(0, 0.05, n), rng.normal(0, 0.05, n)]
+
+    errors = np.concatenate([blob(0.0, 10), blob(20.0, 10)])
+    feats = np.concatenate([blob(-1.0, 10), blob(1.5, 10), blob(21.0, 10)]).astype(np.float32)
+    kind = np.repeat([0, 1, 2], 10)  # look-alike, cause 0, cause 1
+    pool = PoolView(
+        np.array([f"p{i:02d}" for i in range(30)]), np.full((30, 3), 1 / 3), features=feats
+    )
+    space = ClusterSpace(errors, np.repeat([0, 1], 10), correct=blob(-2.0, 20))
+    return pool, space, kind
+
+
+def test_contrastive_neighbourhoods_skip_look_alikes_of_correct_inputs():
+    pool, space, kind = _look_alikes()
+    params = {"quota": "size", "neighbourhood": 1.0}
+    nearest = SELECTORS.create("hybrid", params).select(pool, 10, clusters=space)
+    contrast = SELECTORS.create("hybrid", {**params, "distance": "contrastive"}).select(
+        pool, 10, clusters=space
+    )
+    assert nearest.info["quotas"] == contrast.info["quotas"] == {"0": 5, "1": 5}
+    # cause 0's quota: the nearest distance takes the look-alikes, the contrastive one the
+    # inputs of the cause itself; cause 1's inputs are chosen either way
+    assert np.bincount(kind[np.searchsorted(pool.ids, nearest.ids)], minlength=3).tolist() == [
+        5,
+        0,
+        5,
+    ]
+    rows = np.searchsorted(pool.ids, contrast.ids)
+    assert np.bincount(kind[rows], minlength=3).tolist() == [0, 5, 5]
+    assert contrast.info["params"]["distance"] == "contrastive"
+
+
+def test_contrastive_distance_needs_correct_inputs_and_a_known_name():
+    pool, space, _ = _look_alikes()
+    without = ClusterSpace(space.features, space.labels)
+    with pytest.raises(InvalidInputError, match="correctly classified"):
+        SELECTORS.create("hybrid", {"distance": "contrastive"}).select(pool, 10, clusters=without)
+    with pytest.raises(ConfigError, match="'distance' parameter of hybrid"):
+        SELECTORS.create("hybrid", {"distance": "cosine"}).select(pool, 10, clusters=space)
