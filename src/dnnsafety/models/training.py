@@ -280,7 +280,7 @@ def train_model(
                 total_loss += float(loss.detach()) * len(y)
                 total_correct += int((logits.argmax(1) == y).sum())
                 seen += len(y)
-                bar.update(len(y))
+                bar.update(len(idx))  # training images: an augmentation may add rows
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_correct / seen:.3f}")
         train_acc = total_correct / seen
         val_acc = (
