@@ -21,7 +21,7 @@ from dnnsafety.exceptions import ConfigError
 from dnnsafety.retraining.finetune import TestScore, finetune_plan, score_run
 from dnnsafety.retraining.mitigation import CONTEXT_FIELDS, MitigationContext, TrainingPlan
 from dnnsafety.retraining.mitigations import MITIGATIONS
-from dnnsafety.runs import fingerprint, write_json
+from dnnsafety.runs import CONFIG_FILE, fingerprint, write_json
 from dnnsafety.selection import SELECTORS
 
 if TYPE_CHECKING:
@@ -117,8 +117,14 @@ def mitigate(
 ) -> tuple[torch.nn.Module, TestScore, dict[str, Any], TrainingPlan]:
     """Fine-tune as the mitigation ``strategy`` plans, and score on the test split."""
     t0 = time.perf_counter()
-    mitigation = MITIGATIONS.create(strategy, session.config.params.get(strategy, {}))
-    plan = mitigation.plan(mitigation_context(session, strategy), random_state=seed)
+    params = session.config.params.get(strategy, {})
+    try:
+        mitigation = MITIGATIONS.create(strategy, params)
+        plan = mitigation.plan(mitigation_context(session, strategy), random_state=seed)
+    except ConfigError as exc:
+        if not params:
+            raise
+        raise ConfigError(f"{exc} {saved_params_hint(session.pipeline, strategy)}") from exc
     reset = None
     if session.config.from_scratch:
         torch.manual_seed(seed)
@@ -134,6 +140,22 @@ def mitigate(
     score = score_run(model, session.test, session.original_correct, session.test_clusters)
     info = {"best_epoch": result.best_epoch, "seconds": time.perf_counter() - t0}
     return model, score, info, plan
+
+
+def saved_params_hint(pipeline: Pipeline, strategy: str) -> str:
+    """Where ``[retrain.params.<strategy>]`` lives and how to replace it.
+
+    A ``--set`` value is saved in the run's ``config.toml`` and read again by every later
+    command on the run, so a bad one keeps failing until it is replaced.
+    """
+    given = pipeline.config.retrain.params.get(strategy, {})
+    table = ", ".join(f"{k} = {json.dumps(v)}" for k, v in given.items())
+    return (
+        f"[retrain.params.{strategy}] is {{{table}}}, saved in {pipeline.run / CONFIG_FILE} "
+        f"and used by every later command on this run: replace it with "
+        f"--set 'retrain.params.{strategy}={{...}}' (the whole table; "
+        f"--set 'retrain.params.{strategy}={{}}' for the defaults) or edit that file."
+    )
 
 
 def _effective_params(name: str, given: dict[str, Any]) -> dict[str, Any]:
