@@ -57,12 +57,19 @@ REQUIREMENTS: dict[str, str] = {
 """What a selector may list in ``requires``, and what the orchestrator builds for it."""
 
 
-def requirements(strategy: str) -> frozenset[str]:
+def requirements(strategy: str, params: Mapping[str, Any] | None = None) -> frozenset[str]:
     """What the selector ``strategy`` requires (its ``requires``), checked against
-    :data:`REQUIREMENTS` (empty for a mitigation: it selects nothing)."""
+    :data:`REQUIREMENTS` (empty for a mitigation: it selects nothing).
+
+    With ``params`` (its ``[retrain.params.<strategy>]``), ``distance = "contrastive"`` (a
+    parameter of ``closest`` and ``hybrid``) adds ``"correct"``: the features of correctly
+    classified inputs that the contrastive distance compares with.
+    """
     if is_mitigation(strategy):
         return frozenset()
     needs = frozenset(getattr(SELECTORS.get(strategy), "requires", frozenset()))
+    if (params or {}).get("distance") == "contrastive":
+        needs |= {"correct"}
     unknown = sorted(needs - set(REQUIREMENTS))
     if unknown:
         raise ConfigError(
@@ -157,7 +164,7 @@ class RetrainSession:
     def pool_view(self, strategy: str) -> tuple[PoolView, ClusterSpace | None]:
         """The pool as the strategy sees it, and the clusters when it uses them: exactly what
         its selector ``requires``."""
-        needs = requirements(strategy)
+        needs = requirements(strategy, self.config.params.get(strategy))
         probs = self.pool_probs if "probs" in needs else None
         features = None
         clusters = None

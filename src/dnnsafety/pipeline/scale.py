@@ -344,8 +344,8 @@ def select_from_pool(
             f"The pool {pool.path} holds {'x'.join(map(str, pool.images.shape[1:]))} images; "
             f"the run's model takes {'x'.join(map(str, expected))}."
         )
-    needs = requirements(strategy)
     params: dict[str, Any] = dict(selector_params(strategy, pipeline.config.retrain.params))
+    needs = requirements(strategy, params)
     clusters = None
     features = None
     if "space" in needs:

@@ -17,3 +17,16 @@ def test_a_selectors_parameters_pass_through_unchanged():
 def test_a_parameter_the_selector_does_not_take_is_named_with_the_ones_it_takes():
     with pytest.raises(ConfigError, match=r"retrain.params.hybrid sets flor.*takes: .*floor"):
         selector_params("hybrid", {"hybrid": {"flor": 10}})
+
+
+def test_a_contrastive_distance_set_as_a_parameter_makes_compare_build_the_correct_inputs():
+    """``--set 'retrain.params.hybrid={distance = "contrastive"}'`` (and the same for
+    ``closest``) needs the correctly classified inputs' features: the pipeline must build
+    them, not leave the selector to fail after the pool features were computed."""
+    from dnnsafety.pipeline.retrain import requirements
+
+    assert "correct" not in requirements("hybrid")
+    assert "correct" not in requirements("hybrid", {"distance": "nearest"})
+    assert "correct" in requirements("hybrid", {"distance": "contrastive"})
+    assert "correct" in requirements("closest", {"distance": "contrastive"})
+    assert requirements("closest-contrast") >= {"space", "correct"}
