@@ -18,7 +18,7 @@ def test_a_bad_saved_mitigation_parameter_names_its_table_and_the_fix(
     run = tmp_path / "run"
     assert main(["--quiet", "evaluate", str(run), "--dataset", "digits", *FAST]) == 0
     argv = ["compare", str(run), "--strategies", "adversarial", "--seeds", "1"]
-    bad = "retrain.params.adversarial={loss = \"trades\", beta = -1}"
+    bad = 'retrain.params.adversarial={loss = "trades", beta = -1}'
     assert main([*argv, "--set", bad]) != 0
     first = capsys.readouterr().err
     assert "'beta' parameter of AdversarialFineTuning" in first

@@ -1,6 +1,6 @@
 """Adversarial inputs (METHOD.md §7): attacks, robust accuracy and label-free detectors.
 
-* :mod:`~dnnsafety.adversarial.attacks` - FGSM, PGD, CW-L2, DeepFool and Square from
+* :mod:`~dnnsafety.adversarial.attacks` - FGSM, PGD, TPGD, CW-L2, DeepFool and Square from
   torchattacks / ART behind one contract, in the :data:`ATTACKS` registry; robust accuracy
   per budget.
 * :mod:`~dnnsafety.adversarial.detectors` - label-free detectors registered in

@@ -30,7 +30,7 @@ def _floats(value: str | None) -> list[float] | None:
     "--eps",
     type=float,
     help="Budget of the stored adversarial inputs, pixel units of [0, 1] (L-inf for fgsm, pgd, "
-    "square; L2 for cw, deepfool). Default 8/255 (L-inf) or 1.0 (L2).",
+    "tpgd, square; L2 for cw, deepfool). Default 8/255 (L-inf) or 1.0 (L2).",
 )
 @click.option("--eps-list", help="Comma-separated budgets of the robust-accuracy curve.")
 @click.option("--n", type=click.IntRange(min=0), default=2000, show_default=True,
@@ -63,7 +63,7 @@ def command(
     derive: Path | None,
     settings: Any,
 ) -> None:
-    """Attack the model of RUN_DIR on its test inputs (FGSM, PGD, CW-L2, DeepFool, Square).
+    """Attack the model of RUN_DIR on its test inputs (FGSM, PGD, TPGD, CW-L2, DeepFool, Square).
 
     Writes adversarial/<attack>/ (inputs.npz with the clean and adversarial images and
     predictions, predictions.csv, robustness.png, roc.png, examples.png) and adds the attack to
