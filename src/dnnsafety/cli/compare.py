@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import click
 
 from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.cli.summary import print_comparison
+from dnnsafety.exceptions import ConfigError
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.report import render_report
 from dnnsafety.report.sections.retraining import MIN_RUNS_FOR_STATISTICS
@@ -59,7 +61,8 @@ def command(
     )
     if not (click.get_current_context().obj or {}).get("quiet"):
         n_seeds = seeds or config.retrain.seeds
-        for line in cost_lines(run_dir, names, n_seeds, config.retrain.epochs):
+        lines = cost_lines(run_dir, names, n_seeds, config.retrain.epochs, config.retrain.params)
+        for line in lines:
             click.echo(line)
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
@@ -73,13 +76,23 @@ def command(
     click.echo(f"Report: {render_report(run_dir)}")
 
 
-def cost_lines(run_dir: Path, names: list[str], seeds: int, epochs: int) -> list[str]:
+def cost_lines(
+    run_dir: Path,
+    names: list[str],
+    seeds: int,
+    epochs: int,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
     """What ``compare`` is about to cost, said before it starts, and how to make it cheaper.
 
     Every strategy and the no-new-labels control are fine-tuned once per seed. The time
     estimate multiplies the fine-tunes and epochs by the mean epoch time of the run's own
-    training (``training.json``); without that file there is no estimate.
+    training (``training.json``), and a mitigation's epochs by its
+    :meth:`~dnnsafety.retraining.mitigation.Mitigation.epoch_cost` (built with its
+    ``params[name]``: adversarial fine-tuning attacks every batch); without that file there
+    is no estimate.
     """
+    factors = {name: _epoch_cost(name, (params or {}).get(name) or {}) for name in names}
     n_finetunes = (len(names) + 1) * seeds
     lines = [
         f"compare: {len(names)} strateg{'y' if len(names) == 1 else 'ies'} "
@@ -88,11 +101,13 @@ def cost_lines(run_dir: Path, names: list[str], seeds: int, epochs: int) -> list
     ]
     epoch_s = _mean_epoch_seconds(run_dir / "training.json")
     if epoch_s is not None:
-        total = n_finetunes * epochs * epoch_s
+        total = seeds * (1 + sum(factors.values())) * epochs * epoch_s
+        slower = [f"{name} {f:.1f}x" for name, f in factors.items() if f != 1.0]
+        weighted = f", epochs of {', '.join(slower)} as long" if slower else ""
         lines.append(
             f"Estimated time: about {_duration(total)} ({n_finetunes} x {epochs} epochs x "
-            f"{epoch_s:.1f}s per epoch of the original training), plus selecting; runs "
-            "already saved in this folder are reused."
+            f"{epoch_s:.1f}s per epoch of the original training{weighted}), plus selecting; "
+            "runs already saved in this folder are reused."
         )
     cheaper = []
     if seeds > MIN_RUNS_FOR_STATISTICS:
@@ -107,6 +122,17 @@ def cost_lines(run_dir: Path, names: list[str], seeds: int, epochs: int) -> list
     if cheaper:
         lines.append("Cheaper: " + ", ".join(cheaper) + ".")
     return lines
+
+
+def _epoch_cost(name: str, params: Mapping[str, Any]) -> float:
+    """A mitigation's epoch time relative to a plain epoch; 1.0 for selectors and for
+    parameters the mitigation does not take (the run itself reports those)."""
+    if name not in MITIGATIONS.names():
+        return 1.0
+    try:
+        return float(MITIGATIONS.create(name, params).epoch_cost())
+    except (ConfigError, TypeError):
+        return 1.0
 
 
 def _mean_epoch_seconds(path: Path) -> float | None:

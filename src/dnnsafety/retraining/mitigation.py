@@ -221,6 +221,11 @@ class Mitigation(BaseEstimator):
     def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
         raise NotImplementedError
 
+    def epoch_cost(self) -> float:
+        """Time of one fine-tuning epoch relative to a plain one (for time estimates): 1.0
+        unless the mitigation does more work per batch (an attack, extra views)."""
+        return 1.0
+
 
 MITIGATIONS: Registry[type[Mitigation]] = Registry("mitigation")
 """Name -> retraining strategy that needs no new labels (run by ``compare``)."""

@@ -167,6 +167,18 @@ class AdversarialFineTuning(Mitigation):
         self.loss = loss
         self.beta = beta
 
+    def epoch_cost(self) -> float:
+        """About ``1 + share * steps`` plain epochs with PGD (an attack step costs about one
+        training step on the rows it attacks), ``steps + 2`` with TRADES (every row attacked,
+        then trained on twice the rows); 1.0 for parameters :meth:`plan` would refuse."""
+        try:
+            steps = check_int_param(self, "steps", self.steps)
+            if self.loss == "trades":
+                return float(steps + 2)
+            return 1.0 + check_float_param(self, "share", self.share, 0.0, 1.0) * steps
+        except ConfigError:
+            return 1.0
+
     def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
         eps = check_float_param(self, "eps", self.eps, 0.0, 1.0, open_low=True)
         share = check_float_param(self, "share", self.share, 0.0, 1.0)
