@@ -374,7 +374,10 @@ class Pipeline:
         self, name: str, skipped: bool, t0: float, outputs: tuple[str, ...]
     ) -> StageOutcome:
         out = StageOutcome(name, skipped, time.perf_counter() - t0, outputs)
-        if skipped:
+        if skipped and any(o.name == name for o in self.outcomes):
+            # asked for again by a later step of this command: already logged
+            log.debug("stage %s reused within this command", name)
+        elif skipped:
             log.info("stage %s reused: nothing it depends on changed since it ran", name)
         else:
             log.info("stage %s done in %.1fs", name, out.seconds)
