@@ -142,6 +142,23 @@ def mitigate(
     return model, score, info, plan
 
 
+def check_mitigation_params(pipeline: Pipeline, strategy: str) -> None:
+    """Refuse a ``[retrain.params.<strategy>]`` key the mitigation does not take, before any
+    work (its values are checked when it plans a run).
+
+    Raises
+    ------
+    ConfigError
+        A parameter the mitigation does not take; the message names the valid ones and how
+        to replace the saved table.
+    """
+    params = pipeline.config.retrain.params.get(strategy, {})
+    try:
+        MITIGATIONS.create(strategy, params)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} {saved_params_hint(pipeline, strategy)}") from exc
+
+
 def saved_params_hint(pipeline: Pipeline, strategy: str) -> str:
     """Where ``[retrain.params.<strategy>]`` lives and how to replace it.
 

@@ -30,7 +30,12 @@ from dnnsafety.data.dataset import reveal_labels
 from dnnsafety.evaluation.retraining import add_versus, summarize_runs
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.pipeline.artifacts import Comparison, StrategyResult, write_artifact
-from dnnsafety.pipeline.mitigate import cached_mitigation_run, check_strategy, is_mitigation
+from dnnsafety.pipeline.mitigate import (
+    cached_mitigation_run,
+    check_mitigation_params,
+    check_strategy,
+    is_mitigation,
+)
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
 from dnnsafety.runs import fingerprint, write_json
@@ -313,6 +318,8 @@ def compare(
         raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
     for name in strategies:
         check_strategy(name)  # unknown names fail before any work
+        if is_mitigation(name):  # so do parameters a mitigation does not take
+            check_mitigation_params(pipeline, name)
     if bag_size is not None and (
         isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
     ):
