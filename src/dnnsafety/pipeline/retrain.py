@@ -166,10 +166,12 @@ class RetrainSession:
 
         return activation_reference(self.pipeline)
 
-    def pool_view(self, strategy: str) -> tuple[PoolView, ClusterSpace | None]:
+    def pool_view(
+        self, strategy: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[PoolView, ClusterSpace | None]:
         """The pool as the strategy sees it, and the clusters when it uses them: exactly what
-        its selector ``requires``."""
-        needs = requirements(strategy, self.config.params.get(strategy))
+        its selector ``requires`` with the parameters ``params``."""
+        needs = requirements(strategy, params)
         probs = self.pool_probs if "probs" in needs else None
         features = None
         clusters = None
@@ -220,7 +222,7 @@ class RetrainSession:
                     "strategy such as entropy."
                 )
         params.update(selector_params(strategy, self.config.params))
-        view, clusters = self.pool_view(strategy)
+        view, clusters = self.pool_view(strategy, params)
         selection = cls(**params).select(
             view, budget, clusters=clusters, oracle=self.oracle, random_state=seed
         )

@@ -170,3 +170,12 @@ def test_a_feature_table_without_a_name_is_the_white_box_analysis():
 
     assert analysis_for(AnalysisConfig(features=PluginConfig("", {}))).name == "hudd"
     assert analysis_for(AnalysisConfig(features=PluginConfig("pixels", {}))).name == "safe"
+
+
+def test_a_contrastive_distance_parameter_makes_the_pool_view_build_the_correct_inputs():
+    built: list[str] = []
+    _, clusters = _session(built).pool_view("hybrid", {"distance": "contrastive"})
+    assert "correct_reference" in built and clusters is not None and clusters.correct is not None
+    built.clear()
+    _, clusters = _session(built).pool_view("hybrid", {"distance": "nearest"})
+    assert "correct_reference" not in built and clusters is not None and clusters.correct is None
