@@ -124,10 +124,13 @@ def print_comparison(run_dir: Path) -> None:
         if n_runs == 1
         else f"{n_runs} runs per strategy"
     )
-    click.echo(
-        f"\nTest accuracy after retraining, {what}; "
-        f"budget {data['budget']} labels, {data['bag_size']} new training images per run:"
+    labelled = any(entry.get("cost") for entry in data["strategies"].values())
+    spent = (
+        f"budget {data['budget']} labels, {data['bag_size']} new training images per run"
+        if labelled
+        else "no new labels (mitigations only)"
     )
+    click.echo(f"\nTest accuracy after retraining, {what}; {spent}:")
     click.echo(head)
     orig = data["original"]
     click.echo(
