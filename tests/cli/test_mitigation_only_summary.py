@@ -47,3 +47,17 @@ def test_the_budget_is_stated_only_when_a_strategy_spent_labels(
         assert "budget 60 labels" in out
     else:
         assert "budget 60" not in out and "no new labels" in out
+
+
+def test_a_mixed_comparison_says_only_the_label_based_strategies_spent_the_budget() -> None:
+    from dnnsafety.report.render import _render_section
+    from dnnsafety.report.sections import SECTIONS
+
+    data = _comparison(0)
+    data["strategies"]["closest"] = {"cost": 60, "bag_size": 0, "runs": [RUN], "summary": SUMMARY}
+    context = retraining_section(SimpleNamespace(comparison=data))  # type: ignore[arg-type]
+    assert context is not None and context["mixed"] and context["labelled"]
+    run = SimpleNamespace(comparison=data)
+    html = str(_render_section(run, SECTIONS["retraining"])["html"])  # type: ignore[arg-type,index]
+    assert "The label-based strategies spent a labelling budget of 60" in html
+    assert "Each strategy spent" not in html

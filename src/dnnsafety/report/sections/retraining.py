@@ -312,6 +312,9 @@ def retraining_section(run: RunData) -> Context | None:
         "budget": num(as_int(data.get("budget"))),
         # mitigations (adversarial fine-tuning, ...) spend no labels: no budget to state
         "labelled": any(as_int(as_dict(s).get("cost")) for s in _strategies(data).values()),
+        # selectors beside mitigations: only the label-based ones spent the budget
+        "mixed": len({bool(as_int(as_dict(s).get("cost"))) for s in _strategies(data).values()})
+        == 2,
         "n_seeds": len(as_list(data.get("seeds"))),
         "n_runs": runs_per_strategy(data),
         "min_runs": MIN_RUNS_FOR_STATISTICS,
