@@ -33,6 +33,14 @@ DIVERGENCES = ("js", "kl")
 """The consistency losses of :class:`Objective`: Jensen-Shannon (AugMix), KL (TRADES)."""
 
 
+def _check_views(logits: list[torch.Tensor] | tuple[torch.Tensor, ...], loss: str) -> None:
+    if len(logits) < 2 or any(z.shape != logits[0].shape for z in logits):
+        raise ConfigError(
+            f"The {loss} consistency loss needs >= 2 logit tensors of one shape; got "
+            f"{[tuple(z.shape) for z in logits]}."
+        )
+
+
 def jensen_shannon(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Mean generalised Jensen-Shannon divergence among ``k`` predictive distributions.
 
@@ -55,11 +63,7 @@ def jensen_shannon(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> tor
     ConfigError
         If fewer than two tensors are given or their shapes differ.
     """
-    if len(logits) < 2 or any(z.shape != logits[0].shape for z in logits):
-        raise ConfigError(
-            "The Jensen-Shannon consistency loss needs >= 2 logit tensors of one shape; got "
-            f"{[tuple(z.shape) for z in logits]}."
-        )
+    _check_views(logits, "Jensen-Shannon")
     probs = [torch.softmax(z, dim=1) for z in logits]
     mixture = torch.clamp(torch.stack(probs).mean(dim=0), 1e-7, 1.0).log()
     kl = [nn.functional.kl_div(mixture, p, reduction="batchmean") for p in probs]
@@ -90,11 +94,7 @@ def kl_consistency(logits: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> tor
     ConfigError
         If fewer than two tensors are given or their shapes differ.
     """
-    if len(logits) < 2 or any(z.shape != logits[0].shape for z in logits):
-        raise ConfigError(
-            "The KL consistency loss needs >= 2 logit tensors of one shape; got "
-            f"{[tuple(z.shape) for z in logits]}."
-        )
+    _check_views(logits, "KL")
     p = torch.softmax(logits[0], dim=1)
     kl = [
         nn.functional.kl_div(torch.log_softmax(z, dim=1), p, reduction="batchmean")

@@ -66,15 +66,14 @@ def requirements(strategy: str, params: Mapping[str, Any] | None = None) -> froz
     """What the selector ``strategy`` requires (its ``requires``), checked against
     :data:`REQUIREMENTS` (empty for a mitigation: it selects nothing).
 
-    With ``params`` (its ``[retrain.params.<strategy>]``), ``distance = "contrastive"`` (a
-    parameter of ``closest`` and ``hybrid``) adds ``"correct"``: the features of correctly
-    classified inputs that the contrastive distance compares with.
+    With ``params`` (its ``[retrain.params.<strategy>]``), what the selector built with them
+    reads (:attr:`~dnnsafety.selection.Selector.needs`): e.g. ``distance = "contrastive"``
+    of ``closest`` and ``hybrid`` adds ``"correct"``, the correctly classified inputs.
     """
     if is_mitigation(strategy):
         return frozenset()
-    needs = frozenset(getattr(SELECTORS.get(strategy), "requires", frozenset()))
-    if (params or {}).get("distance") == "contrastive":
-        needs |= {"correct"}
+    cls = SELECTORS.get(strategy)
+    needs = frozenset(cls(**params).needs if params else getattr(cls, "requires", frozenset()))
     unknown = sorted(needs - set(REQUIREMENTS))
     if unknown:
         raise ConfigError(

@@ -9,10 +9,10 @@ from dnnsafety.selection.closest import (
     ClosestSelector,
     ContrastiveClosestSelector,
     closest_assignment,
-    contrastive_scores,
     natural_quotas,
     scale_quotas,
 )
+from dnnsafety.selection.contrastive import contrastive_scores
 from dnnsafety.selection.hybrid import ClusterMarginSelector, HybridSelector
 from dnnsafety.selection.selectors import (
     SELECTORS,

@@ -45,6 +45,11 @@ import numpy as np
 
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.selection._nearest import Reference, group_min_distances
+from dnnsafety.selection.contrastive import (
+    DISTANCES,
+    DistanceParameter,
+    contrastive_to_correct,
+)
 from dnnsafety.selection.selectors import (
     SELECTORS,
     ClusterSpace,
@@ -54,7 +59,6 @@ from dnnsafety.selection.selectors import (
     Selector,
     check_batch_size,
 )
-from dnnsafety.types import FeatureRows
 
 logger = logging.getLogger(__name__)
 
@@ -105,68 +109,6 @@ def scale_quotas(natural: np.ndarray, budget: int) -> np.ndarray:
     while quotas.sum() < budget:
         quotas[int(np.argmax(share - quotas))] += 1
     return quotas
-
-
-def contrastive_scores(dist: np.ndarray, d_ok: np.ndarray) -> np.ndarray:
-    """``d / (d + d_ok)`` per pool input and cluster, 0.5 where both are 0.
-
-    Parameters
-    ----------
-    dist
-        ``P x K`` distances to the clusters' nearest members.
-    d_ok
-        ``(P,)`` distances to the nearest correctly classified reference input.
-
-    Both must be finite and non-negative (the selectors' inputs are checked for that).
-    """
-    dist = np.asarray(dist, dtype=np.float64)
-    total = dist + np.asarray(d_ok, dtype=np.float64)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        score = np.where(total > 0, dist / np.where(total > 0, total, 1.0), 0.5)
-    return score
-
-
-def contrastive_to_correct(
-    features: FeatureRows,
-    dist: np.ndarray,
-    correct: np.ndarray | None,
-    batch_size: int | None,
-    who: str,
-    distance: str = "contrastive",
-) -> np.ndarray:
-    """``dist`` (``P x K``) as ``distance`` asks: unchanged for ``"nearest"``,
-    :func:`contrastive_scores` against the distance of each of the ``P`` pool ``features`` to
-    its nearest ``correct`` reference input for ``"contrastive"``.
-
-    Raises
-    ------
-    ConfigError
-        Another ``distance``.
-    InvalidInputError
-        ``"contrastive"`` without ``correct`` features.
-    """
-    if distance not in ClosestSelector.DISTANCES:
-        raise ConfigError(
-            f"The 'distance' parameter of {who} must be one of "
-            f"{', '.join(ClosestSelector.DISTANCES)}. Got {distance!r}."
-        )
-    if distance == "nearest":
-        return dist
-    if correct is None:
-        raise InvalidInputError(
-            f"The {who} selector needs features of correctly classified inputs: "
-            "pass ClusterSpace(features, labels, correct=...) in the same feature space."
-        )
-    reference = Reference(correct, "ClusterSpace.correct")
-    d_ok = group_min_distances(
-        features,
-        reference,
-        np.zeros(reference.n, dtype=np.int64),
-        1,
-        batch_size=batch_size,
-        what="PoolView.features",
-    )[:, 0]
-    return contrastive_scores(dist, d_ok)
 
 
 def closest_assignment(
@@ -236,7 +178,7 @@ def closest_assignment(
 
 
 @SELECTORS.register("closest", help="HUDD ClosestU: pool inputs nearest to the root-cause clusters")
-class ClosestSelector(Selector):
+class ClosestSelector(DistanceParameter, Selector):
     """HUDD's ClosestU unsafe-set selection (see the module docstring).
 
     Parameters
@@ -253,7 +195,7 @@ class ClosestSelector(Selector):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"space"})
-    DISTANCES = ("nearest", "contrastive")
+    DISTANCES = DISTANCES
 
     def __init__(
         self, *, f: float = 2.0, batch_size: int | None = None, distance: str = "nearest"

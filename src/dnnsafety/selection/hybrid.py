@@ -44,8 +44,9 @@ import numpy as np
 
 from dnnsafety.exceptions import ConfigError, InvalidInputError
 from dnnsafety.selection._nearest import Reference, group_min_distances, read_block
-from dnnsafety.selection.closest import contrastive_to_correct as _distance
 from dnnsafety.selection.closest import eligible_clusters, natural_quotas, scale_quotas
+from dnnsafety.selection.contrastive import DistanceParameter
+from dnnsafety.selection.contrastive import contrastive_to_correct as _distance
 from dnnsafety.selection.selectors import (
     SELECTORS,
     ClusterSpace,
@@ -178,7 +179,7 @@ def _check_floor(value: object, selector: str) -> int:
     help="root-cause quotas (HUDD) filled with the most uncertain inputs of each cluster's "
     "neighbourhood",
 )
-class HybridSelector(Selector):
+class HybridSelector(DistanceParameter, Selector):
     """Root-cause quotas filled by uncertainty inside each cluster's neighbourhood.
 
     See the module docstring for the algorithm.

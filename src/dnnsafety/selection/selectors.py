@@ -333,9 +333,15 @@ class Selector(BaseEstimator, ABC):
             selection = replace(selection, info={**info, **selection.info})
         return selection
 
+    @property
+    def needs(self) -> frozenset[str]:
+        """What this selector reads with its parameters: ``requires``, plus what a parameter
+        adds (e.g. ``"correct"`` for a contrastive distance)."""
+        return self.requires
+
     def _check_requirements(self, pool: PoolView, clusters: ClusterSpace | None) -> None:
-        """Raise :class:`InvalidInputError` saying how to provide what ``requires`` lists."""
-        needs = self.requires
+        """Raise :class:`InvalidInputError` saying how to provide what :attr:`needs` lists."""
+        needs = self.needs
         if "probs" in needs:
             need_probs(pool, self.name)
         if "space" in needs:

@@ -26,11 +26,11 @@ import numpy as np
 from dnnsafety.exceptions import InvalidInputError
 from dnnsafety.selection.closest import (
     closest_assignment,
-    contrastive_scores,
     eligible_clusters,
     natural_quotas,
     scale_quotas,
 )
+from dnnsafety.selection.contrastive import contrastive_scores
 from dnnsafety.selection.selectors import Selection
 
 log = logging.getLogger(__name__)
