@@ -208,6 +208,9 @@ class RetrainConfig:
     repeated per strategy with seeds ``seed, seed+1, ...``; the bag is re-drawn for each run.
     ``params`` holds parameters per strategy name (``[retrain.params.jtt]`` ``lambda_up = 20``;
     on the command line ``--set 'retrain.params.jtt={lambda_up = 20}'``).
+    ``robust`` says when ``compare`` also scores every model's robust accuracy (PGD-10 on
+    ``robust_n`` test inputs): ``auto`` when a compared strategy trains against an attack (at
+    its budget), ``always`` (at that budget, else 8/255), ``never``.
     """
 
     strategy: str = "closest"
@@ -227,6 +230,8 @@ class RetrainConfig:
     select_by: str = "val"
     from_scratch: bool = False
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    robust: str = "auto"
+    robust_n: int = 500
 
     def train_config(self, threads: int = 0) -> TrainConfig:
         """The training hyper-parameters of one retraining run."""

@@ -51,6 +51,7 @@ def command(
     the columns selected.<strategy> of samples.parquet.
     """
     from dnnsafety.pipeline.retrain import compare, needs_analysis
+    from dnnsafety.pipeline.robust_eval import robust_eval
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
@@ -67,6 +68,7 @@ def command(
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("compare", tuple(names))  # before the analysis
+        robust_eval(pipe, names)  # a bad [retrain] robust setting, too
         if needs_analysis(names):
             pipe.analyze()
         else:

@@ -106,7 +106,10 @@ def print_comparison(run_dir: Path) -> None:
     # without ground-truth scenarios there is no rare-scenario accuracy to show
     show_rare = any(s != UNKNOWN_SCENARIO for s in data["scenarios"])
     w = max(14, *(len(n) + 2 for n in data["strategies"]))
-    head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}" + (f"{'rare':>18}" * show_rare)
+    robust = data.get("robust") or {}
+    show_robust = bool(robust)
+    head = f"{'strategy':<{w}}{'labels':>7}{'overall':>18}" + (f"{'robust':>18}" * show_robust)
+    head += f"{'rare':>18}" * show_rare
     head += f"{'worst scenario':>18}{'mean scenario':>18}" * show_rare
     head += "".join(f"{s[:12]:>14}" for s in scen)
     from dnnsafety.report.sections.retraining import (
@@ -131,10 +134,18 @@ def print_comparison(run_dir: Path) -> None:
         else "no new labels (mitigations only)"
     )
     click.echo(f"\nTest accuracy after retraining, {what}; {spent}:")
+    if show_robust:
+        from dnnsafety.report.sections.retraining import robust_label
+
+        click.echo(
+            f"(robust: {robust_label(data)} on {robust.get('n')} test inputs, the same for "
+            "every model)"
+        )
     click.echo(head)
     orig = data["original"]
     click.echo(
         f"{'original':<{w}}{0:>7}{_pct(orig['overall']):>18}"
+        + (f"{_pct(orig.get('robust_accuracy')):>18}" if show_robust else "")
         + (f"{_pct(orig.get('rare')):>18}" if show_rare else "")
         + "".join(
             f"{_pct(orig.get(k)):>18}" for k in ("worst_scenario", "mean_scenario") * show_rare
@@ -154,12 +165,13 @@ def print_comparison(run_dir: Path) -> None:
                 text += f" ±{(high - low) / 2:.1%}"
             return f"{text:>{width}}"
 
+        none: dict[str, float | None] = {"mean": None, "low": None, "high": None}
         click.echo(
             f"{name:<{w}}{entry['cost']:>7}{cell(summ['overall'])}"
+            + (cell(summ.get("robust_accuracy") or none) if show_robust else "")
             + (cell(summ["rare"]) if show_rare else "")
             + "".join(
-                cell(summ.get(k) or {"mean": None, "low": None, "high": None})
-                for k in ("worst_scenario", "mean_scenario") * show_rare
+                cell(summ.get(k) or none) for k in ("worst_scenario", "mean_scenario") * show_rare
             )
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )

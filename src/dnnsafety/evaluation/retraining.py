@@ -36,6 +36,8 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "per_cluster": {k: ci([r["per_cluster"][k] for r in runs]) for k in keys_c},
         "improved": ci([r["improved"] for r in runs]),
         "worsened": ci([r["worsened"] for r in runs]),
+        # only comparisons that measure robust accuracy have it (``[retrain] robust``)
+        "robust_accuracy": ci([r.get("robust_accuracy") for r in runs]),
     }
 
 

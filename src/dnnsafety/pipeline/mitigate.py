@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from dnnsafety.config import RetrainConfig
     from dnnsafety.data.dataset import Dataset, Split
+    from dnnsafety.pipeline.robust_eval import RobustScorer
     from dnnsafety.pipeline.run import Pipeline
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class RetrainSession(Protocol):
 
     @property
     def test_clusters(self) -> Mapping[str, int]: ...
+
+    robust: RobustScorer
 
 
 def is_mitigation(strategy: str) -> bool:
@@ -199,6 +202,7 @@ def cached_mitigation_run(
         "mitigation-run-v2",
         # a strategy that reads the root-cause clusters depends on the analysis too
         *([pipeline.analysis_key] if "clusters" in MITIGATIONS.get(name).requires else []),
+        *session.robust.key(),
     )
     path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
     if path.is_file():
@@ -207,13 +211,15 @@ def cached_mitigation_run(
             log.info("%s: reused, saved by an earlier run", step)
             return dict(saved["run"])
     log.info("%s: training with the %s mitigation (no new labels)", step, name)
-    _, score, info, plan = mitigate(session, name, seed)
+    model, score, info, plan = mitigate(session, name, seed)
+    robust = session.robust.accuracy(model)
     extra = len(plan.labels) - len(session.dataset["train"])
     log.info("%s: done in %.0fs, test accuracy %.1f%%", step, info["seconds"], score.overall * 100)
     run = {
         "seed": seed,
         "cost": int(MITIGATIONS.get(name).cost),
         **score.to_dict(),
+        **robust,
         **info,
         "extra_images": int(max(extra, 0)),
         "plan": dict(plan.info),

@@ -36,6 +36,7 @@ from dnnsafety.pipeline.mitigate import (
     check_strategy,
     is_mitigation,
 )
+from dnnsafety.pipeline.robust_eval import RobustScorer, robust_eval
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
 from dnnsafety.runs import fingerprint, write_json
@@ -110,6 +111,8 @@ class RetrainSession:
         samples = pipeline.run.read_samples()
         self.samples = samples
         self._selections: dict[tuple[str, int, int | None], Selection] = {}
+        self.robust = RobustScorer(None, self.test)
+        """Robust accuracy of each model, when ``compare`` measures it (:func:`robust_eval`)."""
 
     # -- shared inputs -------------------------------------------------------------------
     def budget(self, budget: int | None) -> int:
@@ -331,10 +334,12 @@ def compare(
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds!r}.")
     pipeline.check_supported("compare", tuple(strategies))  # before any long step
     session = RetrainSession(pipeline)
+    session.robust = RobustScorer(robust_eval(pipeline, strategies), session.test)
     n_budget = session.budget(budget)
     base_seed = pipeline.config.seed
     seed_list = [base_seed + i for i in range(n_seeds)]
     original = session.original_score()
+    original_robust = session.robust.accuracy(pipeline.model())
     n_finetunes = (len(strategies) + int(control)) * n_seeds
     log.info(
         "compare: %d strateg%s%s x %d seed(s) = %d fine-tunes of %d epoch(s) each",
@@ -401,10 +406,11 @@ def compare(
         seeds=seed_list,
         scenarios=sorted(original.per_scenario),
         clusters=sorted(int(c) for c in original.per_cluster),
-        original=original.to_dict(),
+        original={**original.to_dict(), **original_robust},
         strategies={name: StrategyResult(**entry) for name, entry in entries.items()},
         settings=pipeline.config.section("retrain"),
         control=baseline,
+        robust=None if session.robust.spec is None else session.robust.spec.to_dict(),
     )
     write_artifact(pipeline.run, comparison)
     return comparison.to_json()
@@ -453,6 +459,7 @@ def _cached_run(
         bag_size,
         selection.ids.tolist(),
         "retrain-run-v1",
+        *session.robust.key(),
     )
     # the key is in the name: runs of other settings in the same folder are kept, not replaced
     path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
@@ -466,9 +473,10 @@ def _cached_run(
                 return dict(saved["run"])
     log.info("%s: training on train + %d new images", step, bag_size)
     images, labels = session.bag(selection, seed, size=bag_size)
-    _, score, info = session.retrain(images, labels, seed)
+    model, score, info = session.retrain(images, labels, seed)
+    robust = session.robust.accuracy(model)
     log.info("%s: done in %.0fs, test accuracy %.1f%%", step, info["seconds"], score.overall * 100)
-    run = {"seed": seed, "cost": int(selection.cost), **score.to_dict(), **info}
+    run = {"seed": seed, "cost": int(selection.cost), **score.to_dict(), **robust, **info}
     write_json(path, {"key": key, "run": run})
     return run
 

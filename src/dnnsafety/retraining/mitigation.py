@@ -226,6 +226,12 @@ class Mitigation(BaseEstimator):
         unless the mitigation does more work per batch (an attack, extra views)."""
         return 1.0
 
+    def threat_eps(self) -> float | None:
+        """The L-infinity budget (pixel units of ``[0, 1]``) the mitigation trains the model
+        to withstand, or ``None`` when it does not train against an attack. ``compare``
+        then reports every model's robust accuracy at that budget (``[retrain] robust``)."""
+        return None
+
 
 MITIGATIONS: Registry[type[Mitigation]] = Registry("mitigation")
 """Name -> retraining strategy that needs no new labels (run by ``compare``)."""

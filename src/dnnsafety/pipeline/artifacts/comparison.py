@@ -86,6 +86,10 @@ class Comparison(Artifact):
         The ``retrain`` configuration.
     control
         The same fine-tuning without new images, when it ran.
+    robust
+        How robust accuracy was measured (:class:`~dnnsafety.pipeline.robust_eval.RobustEval`:
+        ``eps``, ``n``, ``seed``, ``attack``, ``steps``), when it was: every run and
+        ``original`` then hold ``robust_accuracy``.
     schema_version
         Layout version (:data:`SCHEMA_VERSION`).
     """
@@ -103,6 +107,7 @@ class Comparison(Artifact):
     clusters: list[int] | None = None
     settings: JSONObject | None = None
     control: StrategyResult | None = None
+    robust: JSONObject | None = None
     schema_version: int = SCHEMA_VERSION
 
     @classmethod
@@ -119,5 +124,6 @@ class Comparison(Artifact):
             clusters=get_list(data, "clusters", optional=True),
             settings=get_object(data, "settings", optional=True),
             control=None if control is None else StrategyResult.from_json(control, "control"),
+            robust=get_object(data, "robust", optional=True),
             schema_version=version,
         )

@@ -97,11 +97,14 @@ def _main_table(data: dict[str, Any]) -> Table:
     show_rare = any(s != UNKNOWN_SCENARIO for s in _scenarios(data))
     scenarios = [s for s in _scenarios(data) if s != UNKNOWN_SCENARIO]
     original = as_dict(data.get("original"))
-    headers = ["strategy", "labels spent", "overall", "rare scenarios"]
-    headers += ["worst scenario", "mean over scenarios", *scenarios]
+    robust = robust_label(data)
+    headers = ["strategy", "labels spent", "overall", *([robust] if robust else [])]
+    headers += ["rare scenarios", "worst scenario", "mean over scenarios", *scenarios]
     headers += ["improved", "worsened", "time / run"]
     base: list[Cell] = [Cell("original model", italic=True), Cell("–", numeric=True)]
     base.append(_ci_cell({"mean": original.get("overall")})[0])
+    if robust:
+        base.append(_ci_cell({"mean": original.get("robust_accuracy")})[0])
     base.append(_ci_cell({"mean": original.get("rare")})[0])
     base += [_ci_cell({"mean": original.get(k)})[0] for k in SCENARIO_SUMMARIES]
     per_scenario = as_dict(original.get("per_scenario"))
@@ -109,38 +112,50 @@ def _main_table(data: dict[str, Any]) -> Table:
     base += [Cell("–", numeric=True)] * 3
     rows, values = [], []
     for name, strategy in _strategies(data).items():
-        cells, means = _strategy_row(text(name), strategy, scenarios, stats)
+        cells, means = _strategy_row(text(name), strategy, scenarios, stats, bool(robust))
         rows.append(cells)
         values.append(means)
-    ops = [min, max, max, max, max, *([max] * len(scenarios)), max, min]
+    ops = [min, max, *([max] if robust else []), max, max, max, *([max] * len(scenarios))]
+    ops += [max, min]
     extra, css = [], ["sel"]
     control = as_dict(data.get("control"))
     if control.get("runs"):
         label = Cell("fine-tuned, no new labels", italic=True)
-        extra.append(_strategy_row(label, control, scenarios, stats)[0])
+        extra.append(_strategy_row(label, control, scenarios, stats, bool(robust))[0])
         css.append("")
-    if not show_rare:  # drop the rare, worst and mean-scenario columns (cells 3-5, values 2-4)
-        del headers[3:6]
+    if not show_rare:  # drop the rare, worst and mean-scenario columns
+        first = 4 if robust else 3  # their first cell (the values have no label: one less)
+        del headers[first : first + 3]
         for row in [base, *extra, *rows]:
-            del row[3:6]
+            del row[first : first + 3]
         for means in values:
-            del means[2:5]
-        del ops[2:5]
+            del means[first - 1 : first + 2]
+        del ops[first - 1 : first + 2]
     if stats:
         _mark_best(rows, values, ops)
     return table(headers, [base, *extra, *rows], "", css + [""] * len(rows))
 
 
 def _strategy_row(
-    label: Cell, strategy: dict[str, Any], scenarios: list[str], stats: bool = True
+    label: Cell,
+    strategy: dict[str, Any],
+    scenarios: list[str],
+    stats: bool = True,
+    robust: bool = False,
 ) -> tuple[list[Cell], list[float | None]]:
     """Cells of one strategy (or the control) and the values the best-marking compares."""
     runs = [r for r in strategy.get("runs") or [] if isinstance(r, dict)]
     summary = as_dict(strategy.get("summary"))
     overall, overall_mean = _ci_cell(summary.get("overall"), stats)
+    cells = [label, Cell(num(strategy.get("cost")), numeric=True), overall]
+    means: list[float | None] = [as_float(strategy.get("cost")), overall_mean]
+    if robust:
+        cell, mean = _ci_cell(summary.get("robust_accuracy"), stats)
+        cells.append(cell)
+        means.append(mean)
     rare, rare_mean = _ci_cell(summary.get("rare"), stats)
-    cells = [label, Cell(num(strategy.get("cost")), numeric=True), overall, rare]
-    means: list[float | None] = [as_float(strategy.get("cost")), overall_mean, rare_mean]
+    cells.append(rare)
+    means.append(rare_mean)
     for key in SCENARIO_SUMMARIES:  # worst-group accuracy, mean over scenarios
         cell, mean = _ci_cell(summary.get(key), stats)
         cells.append(cell)
@@ -154,6 +169,17 @@ def _strategy_row(
     cells.append(Cell(seconds(_run_mean(runs, "seconds")), numeric=True))
     means += [improved, worsened]
     return cells, means
+
+
+def robust_label(data: dict[str, Any]) -> str:
+    """The robust-accuracy column's title (e.g. ``robust accuracy (PGD-10, 8/255)``), or ``""``
+    when the comparison did not measure it (``comparison.json`` ``robust``)."""
+    spec = as_dict(data.get("robust"))
+    eps = as_float(spec.get("eps"))
+    if eps is None:
+        return ""
+    attack = f"{str(spec.get('attack', 'pgd')).upper()}-{spec.get('steps')}"
+    return f"robust accuracy ({attack}, {eps * 255:.3g}/255)"
 
 
 def _id_key(cid: str) -> int:
@@ -316,6 +342,8 @@ def retraining_section(run: RunData) -> Context | None:
         "mixed": len({bool(as_int(as_dict(s).get("cost"))) for s in _strategies(data).values()})
         == 2,
         "n_seeds": len(as_list(data.get("seeds"))),
+        "robust": robust_label(data),
+        "robust_n": as_int(as_dict(data.get("robust")).get("n")),
         "n_runs": runs_per_strategy(data),
         "min_runs": MIN_RUNS_FOR_STATISTICS,
         "main_table": _main_table(data),

@@ -179,6 +179,16 @@ class AdversarialFineTuning(Mitigation):
         except ConfigError:
             return 1.0
 
+    def threat_eps(self) -> float | None:
+        """``eps``: the budget it trains against.
+
+        Raises
+        ------
+        ConfigError
+            If ``eps`` is not in ``(0, 1]``.
+        """
+        return check_float_param(self, "eps", self.eps, 0.0, 1.0, open_low=True)
+
     def _plan(self, context: MitigationContext, random_state: int) -> TrainingPlan:
         eps = check_float_param(self, "eps", self.eps, 0.0, 1.0, open_low=True)
         share = check_float_param(self, "share", self.share, 0.0, 1.0)

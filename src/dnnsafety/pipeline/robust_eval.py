@@ -1,0 +1,165 @@
+"""Robust accuracy of every model a comparison scores (``[retrain] robust``, ``compare``).
+
+A comparison that includes adversarial fine-tuning is judged on robust accuracy as much as on
+clean accuracy (Madry et al., ICLR 2018). :func:`robust_eval` decides, from the configuration
+and the compared strategies, whether ``compare`` measures it and at which budget;
+:class:`RobustEval` then attacks the same seeded subset of test inputs, with the same attack
+seed, for the original model and for every fine-tuned one, so the figures are comparable.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from dnnsafety.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from dnnsafety.data.dataset import Split
+    from dnnsafety.pipeline.run import Pipeline
+
+log = logging.getLogger(__name__)
+
+ROBUST_MODES = ("auto", "always", "never")
+"""Values of ``[retrain] robust``."""
+ROBUST_ATTACK = "pgd"
+ROBUST_STEPS = 10
+"""The evaluation attack: PGD-L-infinity with 10 steps of eps/4 and a random start, the
+attack the adversarial benchmark reports (stronger than the fine-tuning's default 7 steps)."""
+DEFAULT_ROBUST_EPS = 8 / 255
+"""Budget of ``robust = "always"`` when no compared strategy names one (``attack``'s default)."""
+
+
+@dataclass(frozen=True)
+class RobustEval:
+    """How a comparison measures robust accuracy.
+
+    Attributes
+    ----------
+    eps
+        L-infinity budget in pixel units of ``[0, 1]``.
+    n
+        Test inputs attacked: a subset drawn with ``seed`` (all when the split is smaller).
+    seed
+        Seed of the subset and of the attack's random start (the same for every model).
+    attack, steps
+        The attack (:data:`~dnnsafety.adversarial.ATTACKS` name) and its steps.
+    """
+
+    eps: float
+    n: int
+    seed: int
+    attack: str = ROBUST_ATTACK
+    steps: int = ROBUST_STEPS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready settings (``comparison.json`` ``robust``)."""
+        return asdict(self)
+
+    def inputs(self, test: Split) -> tuple[torch.Tensor, np.ndarray]:
+        """The attacked test inputs: ``(n x C x H x W images in [0, 1], n labels)``."""
+        total = len(test)
+        if self.n >= total:
+            rows = np.arange(total)
+        else:
+            rng = np.random.default_rng([self.seed, 17])
+            rows = np.sort(rng.choice(total, size=self.n, replace=False))
+        part = test.subset(rows)
+        return part.images, np.asarray(part.labels, dtype=np.int64)
+
+    def accuracy(self, model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray) -> float:
+        """Share of ``images`` still classified as ``labels`` after the attack (clean errors
+        count as failures), in ``[0, 1]``."""
+        from dnnsafety.adversarial import ATTACKS, robust_accuracy
+
+        attack = ATTACKS.create(self.attack, {"steps": self.steps})
+        row = robust_accuracy(model, attack, images, labels, [self.eps], self.seed)[0]
+        return float(row["robust_accuracy"])
+
+
+class RobustScorer:
+    """Robust accuracy of the models of one comparison under ``spec`` (nothing when ``None``).
+
+    The attacked inputs are drawn once, so every model meets the same inputs and attack seed.
+    """
+
+    def __init__(self, spec: RobustEval | None, test: Split) -> None:
+        self.spec = spec
+        self.test = test
+        self._inputs: tuple[torch.Tensor, np.ndarray] | None = None
+
+    def accuracy(self, model: torch.nn.Module) -> dict[str, float]:
+        """``{"robust_accuracy": share in [0, 1]}`` of ``model``, or ``{}`` without a spec."""
+        if self.spec is None:
+            return {}
+        if self._inputs is None:
+            self._inputs = self.spec.inputs(self.test)
+            log.info(
+                "robust accuracy: PGD-%d at eps %.4g on %d test inputs, for every model",
+                self.spec.steps,
+                self.spec.eps,
+                len(self._inputs[1]),
+            )
+        return {"robust_accuracy": self.spec.accuracy(model, *self._inputs)}
+
+    def key(self) -> list[Any]:
+        """What a saved run's fingerprint adds: nothing without a spec, so the runs saved
+        before robust accuracy existed are still reused."""
+        return [] if self.spec is None else [self.spec.to_dict()]
+
+
+def robust_eval(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | None:
+    """Whether and how ``compare`` measures robust accuracy for ``strategies``.
+
+    ``[retrain] robust = "auto"`` measures it when a compared mitigation trains against an
+    attack (:meth:`~dnnsafety.retraining.mitigation.Mitigation.threat_eps`), at that budget;
+    ``"always"`` measures it for any comparison (8/255 unless such a strategy names one);
+    ``"never"`` does not.
+
+    Raises
+    ------
+    ConfigError
+        An unknown mode, ``robust_n`` not an int >= 1, a bad budget of an adversarial
+        strategy, or ``always`` on a model without gradients (ONNX).
+    """
+    from dnnsafety.retraining.mitigations import MITIGATIONS
+    from dnnsafety.selection import SELECTORS
+
+    cfg = pipeline.config.retrain
+    mode = cfg.robust
+    if mode not in ROBUST_MODES:
+        raise ConfigError(
+            f"retrain.robust must be one of {', '.join(ROBUST_MODES)}. Got {mode!r}; e.g. "
+            "--set retrain.robust=always."
+        )
+    n = cfg.robust_n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(
+            f"retrain.robust_n (test inputs attacked) must be an int >= 1. Got {n!r}; "
+            "--set retrain.robust=never turns the robust accuracy off."
+        )
+    budgets = []
+    for name in strategies:
+        if name in MITIGATIONS and name not in SELECTORS:  # a mitigation, not a selector
+            mitigation = MITIGATIONS.create(name, cfg.params.get(name, {}))
+            eps = mitigation.threat_eps()
+            if eps is not None:
+                budgets.append(float(eps))
+    if mode == "never" or (mode == "auto" and not budgets):
+        return None
+    if not pipeline.support.gradients:
+        raise ConfigError(
+            f"retrain.robust = {mode!r} attacks every model with PGD, which needs gradients, "
+            "and this model has none. Use --set retrain.robust=never, or measure robustness "
+            "with `dnnsafety attack RUN_DIR --attack square`."
+        )
+    eps = budgets[0] if budgets else DEFAULT_ROBUST_EPS
+    if not math.isfinite(eps):  # pragma: no cover - threat_eps checks the range
+        raise ConfigError(f"The robust-accuracy budget must be finite. Got {eps!r}.")
+    return RobustEval(eps=eps, n=n, seed=pipeline.config.seed)
