@@ -53,6 +53,8 @@ print("COST", cost["seconds"], cost["peak"])
 print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 PIPELINES = {
+    # the default analysis since issue 13 (block 13 beside the embedding, the collapse guard)
+    "default: backbone + block 13 + umap + guarded dbscan": [],
     "black-box: backbone + umap + dbscan": [
         "analysis.features='backbone'",
         "analysis.reduce='umap'",
@@ -126,14 +128,21 @@ def keep_errors(folder: Path, n: int, seed: int = 0) -> int:
     return min(n, len(wrong))
 
 
+def pipeline_choice(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The pipelines of ``--pipelines`` (words of their names), in :data:`PIPELINES` order."""
+    wanted = [w for w in args.pipelines.split(",") if w]
+    return {k: v for k, v in PIPELINES.items() if not wanted or any(w in k for w in wanted)}
+
+
 def errors_axis(args: argparse.Namespace) -> None:
     dataset = args.datasets.split(",")[0]
     sizes = [int(v) for v in args.errors.split(",")]
     base = weak_run(dataset, args.weak_train, args.weak_test)
     rows: list[dict[str, Any]] = []
+    pipelines = pipeline_choice(args)
     for n in sizes:
         measured = []
-        for name, extra in PIPELINES.items():
+        for name, extra in pipelines.items():
             folder = OUT / f"{dataset}-cost-errors"
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(base, folder, ignore=shutil.ignore_patterns("analysis*", "clu*"))
@@ -150,7 +159,7 @@ def errors_axis(args: argparse.Namespace) -> None:
         rows += measured
         shutil.rmtree(OUT / f"{dataset}-cost-errors", ignore_errors=True)
         write_table(
-            "safe_vs_hudd_errors",
+            args.name,
             "Black-box vs white-box analysis: time and memory by number of errors",
             "benchmarks/bench_safe_vs_hudd.py " + " ".join(sys.argv[1:]),
             rows,
@@ -174,6 +183,15 @@ def main() -> None:
     parser.add_argument("--errors", default="", help="e.g. 1000,2000,5000,10000")
     parser.add_argument("--weak-train", type=int, default=500)
     parser.add_argument("--weak-test", type=int, default=30000)
+    parser.add_argument(
+        "--name", default="safe_vs_hudd_errors", help="result name of the --errors table"
+    )
+    parser.add_argument(
+        "--pipelines",
+        default="black-box,HUDD",
+        help="the pipelines whose name holds one of these (comma-separated) words (HUDD, "
+        "last, is the ratios' reference)",
+    )
     args = parser.parse_args()
     if args.errors:
         errors_axis(args)
@@ -184,7 +202,7 @@ def main() -> None:
         if not (base / "samples.parquet").exists():
             raise SystemExit(f"{base} is not evaluated: run bench_safe_pipelines.py first")
         measured = []
-        for name, extra in PIPELINES.items():
+        for name, extra in pipeline_choice(args).items():
             folder = OUT / f"{dataset}-cost"
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(base, folder, ignore=shutil.ignore_patterns("analysis*", "clu*"))
