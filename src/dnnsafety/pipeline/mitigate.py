@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "retraining/runs"
+ROBUST_SETTINGS = ("robust", "robust_n")
+"""The ``[retrain]`` keys of robust-accuracy measurement (:mod:`dnnsafety.pipeline.robust_eval`)."""
 
 
 class RetrainSession(Protocol):
@@ -185,11 +187,22 @@ def _effective_params(name: str, given: dict[str, Any]) -> dict[str, Any]:
         return dict(given)
 
 
+def run_settings(pipeline: Pipeline) -> dict[str, Any]:
+    """The ``[retrain]`` settings a saved run's fingerprint holds: all but how robust accuracy
+    is measured, which the fingerprint holds only when it is measured
+    (:meth:`~dnnsafety.pipeline.robust_eval.RobustScorer.key`), so that runs scored without it
+    are reused whatever ``robust`` says."""
+    settings = pipeline.config.section("retrain")
+    for key in ROBUST_SETTINGS:
+        settings.pop(key, None)
+    return settings
+
+
 def cached_mitigation_run(
     pipeline: Pipeline, session: RetrainSession, name: str, seed: int, step: str
 ) -> dict[str, Any]:
     """One fine-tuning run of the mitigation ``name``, reused when saved by an earlier run."""
-    settings = pipeline.config.section("retrain")
+    settings = run_settings(pipeline)
     given = settings.get("params", {}).get(name, {})
     key = fingerprint(
         pipeline.eval_key,

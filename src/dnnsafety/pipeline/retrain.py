@@ -35,6 +35,7 @@ from dnnsafety.pipeline.mitigate import (
     check_mitigation_params,
     check_strategy,
     is_mitigation,
+    run_settings,
 )
 from dnnsafety.pipeline.robust_eval import RobustScorer, robust_eval
 from dnnsafety.retraining.balance import bag_for
@@ -446,7 +447,7 @@ def _cached_run(
     step: str = "",
 ) -> dict[str, Any]:
     step = step or f"retraining run {name} seed {seed}"
-    settings = pipeline.config.section("retrain")
+    settings = run_settings(pipeline)
     if selection.cluster is None:
         # balancing applies only to selections with clusters: baselines and the control give
         # the same run whatever retrain.balance says, so they share one cache entry

@@ -162,3 +162,19 @@ def test_a_bad_robust_setting_fails_before_the_analysis(tmp_path, capsys) -> Non
     assert "retrain.robust must be one of auto, always, never" in capsys.readouterr().err
     # nothing was analysed or compared (the analysis would add its clusters and features)
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_runs_scored_without_robust_accuracy_are_reused_whatever_robust_says(tmp_path) -> None:
+    run = tmp_path / "run"
+    assert main(["--quiet", "evaluate", str(run), *FAST]) == 0
+    argv = ["--quiet", "compare", str(run), "--strategies", "random", "--budget", "20"]
+    argv += ["--seeds", "1", "--set", "retrain.epochs=1"]
+    assert main(argv) == 0 and reused(run) == 0
+    # nothing measures robust accuracy in either: the saved runs (random, control) are reused
+    assert main([*argv, "--set", "retrain.robust_n=77"]) == 0 and reused(run) == 2
+    assert main([*argv, "--set", "retrain.robust=never"]) == 0 and reused(run) == 4
+    # measured now: new runs, with the figure
+    assert main([*argv, "--set", "retrain.robust=always"]) == 0 and reused(run) == 4
+    data = json.loads((run / "comparison.json").read_text())
+    (first,) = data["strategies"]["random"]["runs"]
+    assert data["robust"]["n"] == 77 and "robust_accuracy" in first
