@@ -37,7 +37,8 @@ from _table import write_table  # noqa: E402
 from dnnsafety.config import PluginConfig, RunConfig  # noqa: E402
 from dnnsafety.data.inject import CORRUPTIONS  # noqa: E402
 from dnnsafety.pipeline import Pipeline  # noqa: E402
-from dnnsafety.pipeline.retrain import cluster_strategies, compare  # noqa: E402
+from dnnsafety.pipeline.retrain import compare  # noqa: E402
+from dnnsafety.pipeline.strategies import cluster_strategies  # noqa: E402
 from dnnsafety.runs import RunDir  # noqa: E402
 from dnnsafety.sim import RARE_SCENARIOS  # noqa: E402
 

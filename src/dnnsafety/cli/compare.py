@@ -50,8 +50,8 @@ def command(
     scenario and per cluster; labelling cost; A12 and Mann-Whitney p between strategies) and
     the columns selected.<strategy> of samples.parquet.
     """
-    from dnnsafety.pipeline.retrain import compare, needs_analysis
-    from dnnsafety.pipeline.robust_eval import robust_eval
+    from dnnsafety.pipeline.retrain import check_comparison, compare
+    from dnnsafety.pipeline.strategies import needs_analysis
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
@@ -68,7 +68,7 @@ def command(
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         pipe.check_supported("compare", tuple(names))  # before the analysis
-        robust_eval(pipe, names)  # a bad [retrain] robust setting, too
+        check_comparison(pipe, names)  # strategies, their parameters, [retrain] robust
         if needs_analysis(names):
             pipe.analyze()
         else:

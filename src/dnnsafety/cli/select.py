@@ -56,7 +56,8 @@ def command(
     <strategy> --labels selection/<strategy>/labels.csv`.
     """
     from dnnsafety.pipeline.labels import export_selection
-    from dnnsafety.pipeline.retrain import RetrainSession, needs_analysis
+    from dnnsafety.pipeline.retrain import RetrainSession
+    from dnnsafety.pipeline.strategies import needs_analysis
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))

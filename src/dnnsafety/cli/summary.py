@@ -176,7 +176,7 @@ def print_comparison(run_dir: Path) -> None:
             + "".join(f"{_pct(summ['per_scenario'][s]['mean']):>14}" for s in scen)
         )
     _print_cluster_accuracy(data, rows, w)
-    from dnnsafety.pipeline.retrain import cluster_strategies
+    from dnnsafety.pipeline.strategies import cluster_strategies
 
     if not stats:
         click.echo(

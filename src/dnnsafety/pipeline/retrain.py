@@ -1,14 +1,14 @@
 """Selection + labelling + retraining of one run folder, for one or several strategies.
 
 :class:`RetrainSession` gathers what the strategies need, once, and builds for each exactly
-what its selector's ``requires`` lists (:data:`REQUIREMENTS`: the pool's softmax outputs, the
-analysis feature space with the root-cause clusters, correctly classified inputs in it, the
-training activations), then :meth:`RetrainSession.select` draws an unsafe set,
-:meth:`RetrainSession.bag` labels it (oracle or the user's labels) and balances it, and
-:meth:`RetrainSession.retrain` fine-tunes and scores a model. :func:`compare` runs strategies x
-seeds side by side and writes ``comparison.json`` (shape in ``docs/retraining.md``). Every
-finished retraining run is saved under ``retraining/runs/`` with a fingerprint, so a rerun
-after Ctrl-C or a crash continues with the runs still missing.
+what its selector's ``requires`` lists (:data:`~dnnsafety.pipeline.strategies.REQUIREMENTS`:
+the pool's softmax outputs, the analysis feature space with the root-cause clusters, correctly
+classified inputs in it, the training activations), then :meth:`RetrainSession.select` draws
+an unsafe set, :meth:`RetrainSession.bag` labels it (oracle or the user's labels) and
+balances it, and :meth:`RetrainSession.retrain` fine-tunes and scores a model.
+:func:`compare` runs strategies x seeds side by side and writes ``comparison.json`` (shape in
+``docs/retraining.md``). Every finished retraining run is saved under ``retraining/runs/``
+with a fingerprint, so a rerun after Ctrl-C or a crash continues with the runs still missing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +37,8 @@ from dnnsafety.pipeline.mitigate import (
     is_mitigation,
     run_settings,
 )
-from dnnsafety.pipeline.robust_eval import RobustScorer, robust_eval
+from dnnsafety.pipeline.robust_eval import RobustEval, RobustScorer, robust_eval
+from dnnsafety.pipeline.strategies import requirements, selector_params
 from dnnsafety.retraining.balance import bag_for
 from dnnsafety.retraining.finetune import TestScore, finetune, score_predictions, score_run
 from dnnsafety.runs import fingerprint, write_json
@@ -52,47 +53,6 @@ log = logging.getLogger(__name__)
 COMPARISON_FILE = Comparison.FILE
 RUNS_DIR = "retraining/runs"
 DEFAULT_BUDGET_SHARE = 0.03
-REQUIREMENTS: dict[str, str] = {
-    "probs": "the model's softmax outputs on the pool (PoolView.probs)",
-    "space": "the pool and the root-cause clusters in the analysis feature space "
-    "(PoolView.features, clusters; the analysis runs first; f = retrain.quota_factor)",
-    "correct": "correctly classified inputs of the analysed split in that space "
-    "(ClusterSpace.correct)",
-    "activations": "penultimate activations of the pool and of the training set with its "
-    "labels (PoolView.activations, PoolView.reference)",
-}
-"""What a selector may list in ``requires``, and what the orchestrator builds for it."""
-
-
-def requirements(strategy: str, params: Mapping[str, Any] | None = None) -> frozenset[str]:
-    """What the selector ``strategy`` requires (its ``requires``), checked against
-    :data:`REQUIREMENTS` (empty for a mitigation: it selects nothing).
-
-    With ``params`` (its ``[retrain.params.<strategy>]``), what the selector built with them
-    reads (:attr:`~dnnsafety.selection.Selector.needs`): e.g. ``distance = "contrastive"``
-    of ``closest`` and ``hybrid`` adds ``"correct"``, the correctly classified inputs.
-    """
-    if is_mitigation(strategy):
-        return frozenset()
-    cls = SELECTORS.get(strategy)
-    needs = frozenset(cls(**params).needs if params else getattr(cls, "requires", frozenset()))
-    unknown = sorted(needs - set(REQUIREMENTS))
-    if unknown:
-        raise ConfigError(
-            f"The {strategy} selector requires {', '.join(map(repr, unknown))}, which nothing "
-            f"builds; a selector may require: {', '.join(REQUIREMENTS)}."
-        )
-    return needs
-
-
-def needs_analysis(strategies: Iterable[str]) -> bool:
-    """Whether any of ``strategies`` selects by the root-cause clusters (requires ``space``)."""
-    return any("space" in requirements(name) for name in strategies)
-
-
-def cluster_strategies() -> list[str]:
-    """The registered strategies that select by the root-cause clusters, sorted."""
-    return [name for name in SELECTORS.names() if "space" in requirements(name)]
 
 
 class RetrainSession:
@@ -319,12 +279,7 @@ def compare(
     images it chose, is then visible (``comparison.json`` ``control``). Every bag is topped
     up to the largest bag any strategy produced, or to ``bag_size`` if that is larger.
     """
-    if not strategies:
-        raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
-    for name in strategies:
-        check_strategy(name)  # unknown names fail before any work
-        if is_mitigation(name):  # so do parameters a mitigation does not take
-            check_mitigation_params(pipeline, name)
+    robust = check_comparison(pipeline, strategies)
     if bag_size is not None and (
         isinstance(bag_size, bool) or not isinstance(bag_size, int) or bag_size < 0
     ):
@@ -335,7 +290,7 @@ def compare(
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds!r}.")
     pipeline.check_supported("compare", tuple(strategies))  # before any long step
     session = RetrainSession(pipeline)
-    session.robust = RobustScorer(robust_eval(pipeline, strategies), session.test)
+    session.robust = RobustScorer(robust, session.test)
     n_budget = session.budget(budget)
     base_seed = pipeline.config.seed
     seed_list = [base_seed + i for i in range(n_seeds)]
@@ -417,24 +372,23 @@ def compare(
     return comparison.to_json()
 
 
-def selector_params(strategy: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The ``[retrain.params.<strategy>]`` parameters of a selector, checked against its
-    constructor (``--set 'retrain.params.hybrid={quota = "floor", floor = 10}'``).
+def check_comparison(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | None:
+    """Check a comparison's strategies and settings before any work; how it measures robust
+    accuracy (:func:`~dnnsafety.pipeline.robust_eval.robust_eval`).
 
     Raises
     ------
     ConfigError
-        A parameter the selector does not take (the message lists those it takes).
+        No strategy, an unknown one, a parameter a mitigation does not take (naming where
+        the saved table lives), or a bad ``[retrain] robust`` setting.
     """
-    given = dict(params.get(strategy) or {})
-    accepted = set(inspect.signature(SELECTORS.get(strategy)).parameters)
-    unknown = sorted(set(given) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"retrain.params.{strategy} sets {', '.join(unknown)}, which the {strategy} "
-            f"selector does not take; it takes: {', '.join(sorted(accepted)) or 'nothing'}."
-        )
-    return given
+    if not strategies:
+        raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
+    for name in strategies:
+        check_strategy(name)  # unknown names fail before any work
+        if is_mitigation(name):  # so do parameters a mitigation does not take
+            check_mitigation_params(pipeline, name)
+    return robust_eval(pipeline, strategies)
 
 
 def _cached_run(

@@ -335,8 +335,8 @@ def select_from_pool(
         An unsupported strategy; no analysis for a cluster strategy.
     """
     from dnnsafety.pipeline.analyze import analysis_of
-    from dnnsafety.pipeline.retrain import requirements, selector_params
     from dnnsafety.pipeline.spaces import correct_reference, load_clusters
+    from dnnsafety.pipeline.strategies import requirements, selector_params
 
     expected = tuple(pipeline.dataset.image_shape)
     if tuple(pool.images.shape[1:]) != expected:

@@ -19,9 +19,9 @@ from dnnsafety.pipeline.analyze import (
     analysis_of,
     stale_outputs,
 )
-from dnnsafety.pipeline.retrain import (
+from dnnsafety.pipeline.retrain import RetrainSession
+from dnnsafety.pipeline.strategies import (
     REQUIREMENTS,
-    RetrainSession,
     cluster_strategies,
     needs_analysis,
     requirements,

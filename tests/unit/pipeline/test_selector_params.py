@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dnnsafety.exceptions import ConfigError
-from dnnsafety.pipeline.retrain import selector_params
+from dnnsafety.pipeline.strategies import selector_params
 
 
 def test_a_selectors_parameters_pass_through_unchanged():
@@ -23,7 +23,7 @@ def test_a_contrastive_distance_set_as_a_parameter_makes_compare_build_the_corre
     """``--set 'retrain.params.hybrid={distance = "contrastive"}'`` (and the same for
     ``closest``) needs the correctly classified inputs' features: the pipeline must build
     them, not leave the selector to fail after the pool features were computed."""
-    from dnnsafety.pipeline.retrain import requirements
+    from dnnsafety.pipeline.strategies import requirements
 
     assert "correct" not in requirements("hybrid")
     assert "correct" not in requirements("hybrid", {"distance": "nearest"})
