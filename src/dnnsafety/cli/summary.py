@@ -138,8 +138,8 @@ def print_comparison(run_dir: Path) -> None:
         from dnnsafety.report.sections.retraining import robust_label
 
         click.echo(
-            f"(robust: {robust_label(data)} on {robust.get('n')} test inputs, the same for "
-            "every model)"
+            f"Column robust: the {robust_label(data)} on {robust.get('n')} test inputs (the "
+            "same inputs and attack seed for every model)."
         )
     click.echo(head)
     orig = data["original"]
