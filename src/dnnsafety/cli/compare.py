@@ -67,8 +67,9 @@ def command(
             click.echo(line)
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
-        pipe.check_supported("compare", tuple(names))  # before the analysis
-        check_comparison(pipe, names)  # strategies, their parameters, [retrain] robust
+        # strategies, their parameters, the model's support, [retrain] robust: before the
+        # analysis
+        check_comparison(pipe, names)
         if needs_analysis(names):
             pipe.analyze()
         else:

@@ -48,6 +48,7 @@ def _register() -> None:
         detect,
         env,
         evaluate,
+        mitigate,
         report,
         retrain,
         robustness,
@@ -55,7 +56,8 @@ def _register() -> None:
         train,
     )
 
-    modules = (train, evaluate, analyze, select, retrain, compare, report, demo, datasets, env)
+    loop = (train, evaluate, analyze, select, retrain, mitigate, compare, report, demo)
+    modules = (*loop, datasets, env)
     # the detection, adversarial, bias and robustness stages after the original loop's commands
     for module in (*modules, detect, attack, bias, robustness):
         cli.add_command(module.command)

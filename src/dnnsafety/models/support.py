@@ -56,6 +56,7 @@ COMMAND_NEEDS: dict[str, tuple[str, ...]] = {
     "select": (),
     "retrain": ("fine_tune",),
     "compare": ("fine_tune",),
+    "mitigate": ("fine_tune",),
     "report": (),
     "attack": (),
     "demo": ("fresh", "fine_tune", "white_box"),

@@ -288,7 +288,6 @@ def compare(
     n_seeds = pipeline.config.retrain.seeds if seeds is None else seeds
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
         raise ConfigError(f"The 'seeds' parameter must be an int >= 1. Got {n_seeds!r}.")
-    pipeline.check_supported("compare", tuple(strategies))  # before any long step
     session = RetrainSession(pipeline)
     session.robust = RobustScorer(robust, session.test)
     n_budget = session.budget(budget)
@@ -380,7 +379,8 @@ def check_comparison(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEva
     ------
     ConfigError
         No strategy, an unknown one, a parameter a mitigation does not take (naming where
-        the saved table lives), or a bad ``[retrain] robust`` setting.
+        the saved table lives), a model that cannot be fine-tuned, or a bad ``[retrain]
+        robust`` setting.
     """
     if not strategies:
         raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
@@ -388,6 +388,7 @@ def check_comparison(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEva
         check_strategy(name)  # unknown names fail before any work
         if is_mitigation(name):  # so do parameters a mitigation does not take
             check_mitigation_params(pipeline, name)
+    pipeline.check_supported("compare", tuple(strategies))  # e.g. an ONNX model
     return robust_eval(pipeline, strategies)
 
 

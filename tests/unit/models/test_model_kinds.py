@@ -427,6 +427,13 @@ def test_onnx_run_is_refused_before_any_long_step(base, tmp_path, capsys):
     line = _error_line(capsys)
     assert "fine-tunes the model, and this ONNX model cannot be trained here" in line
     assert not (run / "clusters.json").exists()  # refused before the analysis
+    # beside adversarial fine-tuning: the fine-tuning is refused, not its robust accuracy
+    assert main(["compare", str(run), "--strategies", "adversarial,random"]) == 2
+    assert "fine-tunes the model, and this ONNX model cannot be trained here" in (
+        _error_line(capsys)
+    )
+    assert main(["mitigate", str(run), "--strategy", "adversarial"]) == 2
+    assert "`dnnsafety mitigate` fine-tunes the model, and this ONNX model" in _error_line(capsys)
     assert main(["retrain", str(run), "--labels", "labels.csv"]) == 2
     assert "ONNX model cannot be trained here" in _error_line(capsys)
     assert main(["select", str(run), "--strategy", "dsa"]) == 2
