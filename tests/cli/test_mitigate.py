@@ -77,7 +77,7 @@ def test_a_mitigation_without_an_attack_has_no_robust_figures(evaluated, capsys)
         # (the bad parameter above is saved in config.toml: a --set is; reset it here)
         (
             ["--strategy", "adversarial", "--set", "retrain.robust=maybe", *RESET],
-            "retrain.robust must be one of",
+            "retrain.robust must be one of auto, always, never. Got 'maybe' (saved in ",
         ),
     ],
 )
@@ -100,3 +100,22 @@ def test_the_api_names_the_labelled_path_for_a_selection_strategy(evaluated) -> 
         mitigate_and_save(pipe, "closest")
     with pytest.raises(ConfigError, match="'seeds' parameter"):
         mitigate_and_save(pipe, "augmix", seeds=0)
+
+
+def test_the_report_lists_the_kept_model_with_its_robust_figures(evaluated) -> None:
+    from dnnsafety.report.load import load_run
+    from dnnsafety.report.sections.retrained import retrained_section
+
+    argv = ["--quiet", "mitigate", str(evaluated), "--strategy", "adversarial", *RESET]
+    argv += ["--set", "retrain.robust=auto"]  # the earlier bad value is saved in config.toml
+    assert main([*argv, "--set", "retrain.epochs=1", "--set", "retrain.robust_n=40"]) == 0
+    context = retrained_section(load_run(evaluated))
+    assert context is not None
+    table = context["results"]
+    headers = [h.text for h in table.headers]
+    row = next(r for r in table.rows if r[0].text == "adversarial")
+    result = json.loads((evaluated / "retrained" / "adversarial" / "result.json").read_text())
+    assert row[1].text == "0"  # no label spent
+    assert row[headers.index("robust accuracy under")].text == "robust accuracy (PGD-10, 8/255)"
+    after = result["runs"][0]["robust_accuracy"]
+    assert row[headers.index("robust after")].text == f"{after:.1%}"

@@ -129,20 +129,24 @@ def robust_eval(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | N
         strategy, or ``always`` on a model without gradients (ONNX).
     """
     from dnnsafety.retraining.mitigations import MITIGATIONS
+    from dnnsafety.runs import CONFIG_FILE
     from dnnsafety.selection import SELECTORS
 
     cfg = pipeline.config.retrain
     mode = cfg.robust
+    # a --set is saved in the run's config.toml: a bad value stays until it is set again
+    saved = f" (saved in {pipeline.run / CONFIG_FILE})"
     if mode not in ROBUST_MODES:
         raise ConfigError(
-            f"retrain.robust must be one of {', '.join(ROBUST_MODES)}. Got {mode!r}; e.g. "
-            "--set retrain.robust=always."
+            f"retrain.robust must be one of {', '.join(ROBUST_MODES)}. Got {mode!r}{saved}; "
+            "set it with --set retrain.robust=auto (the default), always or never."
         )
     n = cfg.robust_n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(
-            f"retrain.robust_n (test inputs attacked) must be an int >= 1. Got {n!r}; "
-            "--set retrain.robust=never turns the robust accuracy off."
+            f"retrain.robust_n (test inputs attacked) must be an int >= 1. Got {n!r}{saved}; "
+            "set it with --set retrain.robust_n=500 (the default), or turn robust accuracy "
+            "off with --set retrain.robust=never."
         )
     budgets = []
     for name in strategies:

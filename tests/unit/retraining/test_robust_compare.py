@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -31,7 +32,8 @@ def _pipeline(gradients: bool = True, **retrain: object) -> SimpleNamespace:
     config = RunConfig()
     for key, value in retrain.items():
         setattr(config.retrain, key, value)
-    return SimpleNamespace(config=config, support=SimpleNamespace(gradients=gradients))
+    support = SimpleNamespace(gradients=gradients)
+    return SimpleNamespace(config=config, support=support, run=Path("RUN"))
 
 
 def test_auto_measures_only_beside_a_strategy_that_trains_against_an_attack() -> None:
