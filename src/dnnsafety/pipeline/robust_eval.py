@@ -10,7 +10,6 @@ seed, for the original model and for every fine-tuned one, so the figures are co
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,7 +114,8 @@ class RobustScorer:
 
 
 def robust_eval(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | None:
-    """Whether and how ``compare`` measures robust accuracy for ``strategies``.
+    """Whether and how ``compare`` (and ``mitigate``) measure robust accuracy for
+    ``strategies``.
 
     ``[retrain] robust = "auto"`` measures it when a compared mitigation trains against an
     attack (:meth:`~dnnsafety.retraining.mitigation.Mitigation.threat_eps`), at that budget;
@@ -164,6 +164,4 @@ def robust_eval(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | N
             "with `dnnsafety attack RUN_DIR --attack square`."
         )
     eps = budgets[0] if budgets else DEFAULT_ROBUST_EPS
-    if not math.isfinite(eps):  # pragma: no cover - threat_eps checks the range
-        raise ConfigError(f"The robust-accuracy budget must be finite. Got {eps!r}.")
     return RobustEval(eps=eps, n=n, seed=pipeline.config.seed)
