@@ -27,3 +27,18 @@ def test_adversarial_epochs_count_their_attack_steps(tmp_path: Path) -> None:
     # a parameter the mitigation refuses: no guess, the run itself says what is wrong
     bad = cost_lines(tmp_path, ["adversarial"], 1, 1, {"adversarial": {"loss": "x", "steps": 0}})
     assert "about 6 s" in bad[1]
+
+
+def test_robust_accuracy_adds_one_pgd10_attack_per_model(tmp_path: Path) -> None:
+    # 3 s per epoch of 1,000 training images; PGD-10 = 11 forward and backward passes, so 100
+    # attacked inputs cost 1,100 image passes = 1.1 epochs = 3.3 s, for the 2 fine-tuned
+    # models (random, the control) and the original
+    _history(tmp_path)
+    sizes = {"train": {"n": 1000}, "test": {"n": 400}}
+    (tmp_path / "dataset.json").write_text(json.dumps(sizes))
+    line = cost_lines(tmp_path, ["random"], 1, 1, None, robust_n=100)[1]
+    assert "about 16 s" in line  # 6 s of fine-tuning + 3 x 3.3 s
+    assert "PGD-10 on 100 test inputs for each of 3 models, about 3.3s each" in line
+    capped = cost_lines(tmp_path, ["random"], 1, 1, None, robust_n=5000)[1]
+    assert "on 400 test inputs" in capped  # the attacked subset is capped by the test split
+    assert "about 6 s" in cost_lines(tmp_path, ["random"], 1, 1)[1]  # not measured: no cost

@@ -12,6 +12,7 @@ from dnnsafety.cli.common import RegistryChoice, resolve_config
 from dnnsafety.cli.summary import print_comparison
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.pipeline import Pipeline
+from dnnsafety.pipeline.robust_eval import ROBUST_STEPS
 from dnnsafety.report import render_report
 from dnnsafety.report.sections.retraining import MIN_RUNS_FOR_STATISTICS
 from dnnsafety.retraining.mitigations import MITIGATIONS
@@ -49,8 +50,16 @@ def command(
     (original and per-strategy, per-run test accuracy overall, on the rare scenarios, per
     scenario and per cluster; labelling cost; A12 and Mann-Whitney p between strategies) and
     the columns selected.<strategy> of samples.parquet.
+
+    Beside a strategy that trains against an attack (adversarial), every model's robust
+    accuracy too (PGD-10 on retrain.robust_n test inputs; --set retrain.robust=always|never).
     """
     from dnnsafety.pipeline.retrain import check_comparison, compare
+    from dnnsafety.pipeline.robust_eval import (
+        check_robust_settings,
+        measures_robust,
+        threat_budgets,
+    )
     from dnnsafety.pipeline.strategies import needs_analysis
 
     run = RunDir(run_dir, create=False)
@@ -60,16 +69,25 @@ def command(
         if strategies
         else list(config.retrain.strategies)
     )
+    # before Pipeline saves the configuration: a bad --set must not stay in config.toml
+    check_robust_settings(config.retrain)
+    try:
+        budgets = threat_budgets(config.retrain, names)
+    except ConfigError:  # a bad mitigation parameter: the pipeline's check names where it lives
+        budgets = []
+    robust_n = config.retrain.robust_n if measures_robust(config.retrain.robust, budgets) else None
     if not (click.get_current_context().obj or {}).get("quiet"):
         n_seeds = seeds or config.retrain.seeds
-        lines = cost_lines(run_dir, names, n_seeds, config.retrain.epochs, config.retrain.params)
+        lines = cost_lines(
+            run_dir, names, n_seeds, config.retrain.epochs, config.retrain.params, robust_n
+        )
         for line in lines:
             click.echo(line)
     with run.lock(), run.logging_to_file():
         pipe = Pipeline(run, config)
         # strategies, their parameters, the model's support, [retrain] robust: before the
         # analysis
-        check_comparison(pipe, names)
+        check_comparison(pipe, names, announce=False)
         if needs_analysis(names):
             pipe.analyze()
         else:
@@ -85,6 +103,7 @@ def cost_lines(
     seeds: int,
     epochs: int,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    robust_n: int | None = None,
 ) -> list[str]:
     """What ``compare`` is about to cost, said before it starts, and how to make it cheaper.
 
@@ -93,7 +112,10 @@ def cost_lines(
     training (``training.json``), and a mitigation's epochs by its
     :meth:`~dnnsafety.retraining.mitigation.Mitigation.epoch_cost` (built with its
     ``params[name]``: adversarial fine-tuning attacks every batch); without that file there
-    is no estimate.
+    is no estimate. With ``robust_n`` (robust accuracy measured), every fine-tuned model and
+    the original also meet one PGD-10 attack of ``robust_n`` test inputs: about
+    ``ROBUST_STEPS + 1`` forward and backward passes per input, counted as that share of a
+    training epoch (sizes from ``dataset.json``).
     """
     factors = {name: _epoch_cost(name, (params or {}).get(name) or {}) for name in names}
     n_finetunes = (len(names) + 1) * seeds
@@ -107,10 +129,18 @@ def cost_lines(
         total = seeds * (1 + sum(factors.values())) * epochs * epoch_s
         slower = [f"{name} {f:.1f}x" for name, f in factors.items() if f != 1.0]
         weighted = f", epochs of {', '.join(slower)} as long" if slower else ""
+        attacked = _robust_seconds(run_dir, robust_n, epoch_s) if robust_n else None
+        robust = ""
+        if attacked is not None:
+            total += (n_finetunes + 1) * attacked[1]
+            robust = (
+                f", plus robust accuracy: PGD-{ROBUST_STEPS} on {attacked[0]} test inputs for "
+                f"each of {n_finetunes + 1} models, about {attacked[1]:.1f}s each"
+            )
         lines.append(
             f"Estimated time: about {_duration(total)} ({n_finetunes} x {epochs} epochs x "
-            f"{epoch_s:.1f}s per epoch of the original training{weighted}), plus selecting; "
-            "runs already saved in this folder are reused."
+            f"{epoch_s:.1f}s per epoch of the original training{weighted}{robust}), plus "
+            "selecting; runs already saved in this folder are reused."
         )
     cheaper = []
     if seeds > MIN_RUNS_FOR_STATISTICS:
@@ -136,6 +166,23 @@ def _epoch_cost(name: str, params: Mapping[str, Any]) -> float:
         return float(MITIGATIONS.create(name, params).epoch_cost())
     except (ConfigError, TypeError):
         return 1.0
+
+
+def _robust_seconds(run_dir: Path, robust_n: int, epoch_s: float) -> tuple[int, float] | None:
+    """``(inputs attacked, seconds)`` of one model's robust accuracy: ``ROBUST_STEPS + 1``
+    forward and backward passes over ``min(robust_n, test size)`` inputs, priced as that
+    share of an epoch over the training split (``dataset.json``); ``None`` when unknown."""
+    import json
+
+    try:
+        sizes = json.loads((run_dir / "dataset.json").read_text(encoding="utf-8"))
+        n_train, n_test = int(sizes["train"]["n"]), int(sizes["test"]["n"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if n_train < 1:
+        return None
+    n = min(robust_n, n_test)
+    return n, (ROBUST_STEPS + 1) * n / n_train * epoch_s
 
 
 def _mean_epoch_seconds(path: Path) -> float | None:

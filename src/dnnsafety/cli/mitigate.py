@@ -36,10 +36,12 @@ def command(run_dir: Path, strategy: str, seeds: int, settings: Any) -> None:
     accuracy when the strategy trains against an attack, for every run).
     """
     from dnnsafety.pipeline.mitigated import mitigate_and_save
+    from dnnsafety.pipeline.robust_eval import check_robust_settings
     from dnnsafety.report.sections.retraining import robust_label
 
     run = RunDir(run_dir, create=False)
     config = resolve_config(run_dir, None, settings=tuple(settings))
+    check_robust_settings(config.retrain)  # before Pipeline saves a bad --set in config.toml
     with run.lock(), run.logging_to_file():
         result = mitigate_and_save(Pipeline(run, config), strategy, seeds)
     before, runs = result["original"], result["runs"]

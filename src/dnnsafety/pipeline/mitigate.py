@@ -227,7 +227,13 @@ def cached_mitigation_run(
     model, score, info, plan = mitigate(session, name, seed)
     robust = session.robust.accuracy(model)
     extra = len(plan.labels) - len(session.dataset["train"])
-    log.info("%s: done in %.0fs, test accuracy %.1f%%", step, info["seconds"], score.overall * 100)
+    log.info(
+        "%s: done in %.0fs, test accuracy %.1f%%%s",
+        step,
+        info["seconds"],
+        score.overall * 100,
+        session.robust.note(robust),
+    )
     run = {
         "seed": seed,
         "cost": int(MITIGATIONS.get(name).cost),

@@ -371,7 +371,9 @@ def compare(
     return comparison.to_json()
 
 
-def check_comparison(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | None:
+def check_comparison(
+    pipeline: Pipeline, strategies: Sequence[str], announce: bool = True
+) -> RobustEval | None:
     """Check a comparison's strategies and settings before any work; how it measures robust
     accuracy (:func:`~dnnsafety.pipeline.robust_eval.robust_eval`).
 
@@ -381,6 +383,9 @@ def check_comparison(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEva
         No strategy, an unknown one, a parameter a mitigation does not take (naming where
         the saved table lives), a model that cannot be fine-tuned, or a bad ``[retrain]
         robust`` setting.
+
+    ``announce=False`` for a check before the comparison itself (which says once that robust
+    accuracy is off, :func:`~dnnsafety.pipeline.robust_eval.robust_eval`).
     """
     if not strategies:
         raise ConfigError("Name at least one strategy to compare, e.g. closest,random.")
@@ -389,7 +394,7 @@ def check_comparison(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEva
         if is_mitigation(name):  # so do parameters a mitigation does not take
             check_mitigation_params(pipeline, name)
     pipeline.check_supported("compare", tuple(strategies))  # e.g. an ONNX model
-    return robust_eval(pipeline, strategies)
+    return robust_eval(pipeline, strategies, announce=announce)
 
 
 def _cached_run(
@@ -431,7 +436,13 @@ def _cached_run(
     images, labels = session.bag(selection, seed, size=bag_size)
     model, score, info = session.retrain(images, labels, seed)
     robust = session.robust.accuracy(model)
-    log.info("%s: done in %.0fs, test accuracy %.1f%%", step, info["seconds"], score.overall * 100)
+    log.info(
+        "%s: done in %.0fs, test accuracy %.1f%%%s",
+        step,
+        info["seconds"],
+        score.overall * 100,
+        session.robust.note(robust),
+    )
     run = {"seed": seed, "cost": int(selection.cost), **score.to_dict(), **robust, **info}
     write_json(path, {"key": key, "run": run})
     return run

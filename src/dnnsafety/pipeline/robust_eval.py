@@ -10,6 +10,7 @@ seed, for the original model and for every fine-tuned one, so the figures are co
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import torch
 from dnnsafety.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from dnnsafety.config import RetrainConfig
     from dnnsafety.data.dataset import Split
     from dnnsafety.pipeline.run import Pipeline
 
@@ -92,6 +94,8 @@ class RobustScorer:
         self.spec = spec
         self.test = test
         self._inputs: tuple[torch.Tensor, np.ndarray] | None = None
+        self.seconds = 0.0
+        """Seconds of the last :meth:`accuracy` (the attack)."""
 
     def accuracy(self, model: torch.nn.Module) -> dict[str, float]:
         """``{"robust_accuracy": share in [0, 1]}`` of ``model``, or ``{}`` without a spec."""
@@ -105,7 +109,20 @@ class RobustScorer:
                 self.spec.eps,
                 len(self._inputs[1]),
             )
-        return {"robust_accuracy": self.spec.accuracy(model, *self._inputs)}
+        t0 = time.perf_counter()
+        share = self.spec.accuracy(model, *self._inputs)
+        self.seconds = time.perf_counter() - t0
+        return {"robust_accuracy": share}
+
+    def note(self, result: dict[str, float]) -> str:
+        """What a run's log line adds for ``result`` (of :meth:`accuracy`): the robust accuracy
+        and the attack's seconds, which the run's own ``done in`` time leaves out."""
+        if "robust_accuracy" not in result or self.spec is None:
+            return ""
+        return (
+            f", robust accuracy {result['robust_accuracy'] * 100:.1f}% "
+            f"(PGD-{self.spec.steps}: {self.seconds:.0f}s)"
+        )
 
     def key(self) -> list[Any]:
         """What a saved run's fingerprint adds: nothing without a spec, so the runs saved
@@ -113,41 +130,43 @@ class RobustScorer:
         return [] if self.spec is None else [self.spec.to_dict()]
 
 
-def robust_eval(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | None:
-    """Whether and how ``compare`` (and ``mitigate``) measure robust accuracy for
-    ``strategies``.
-
-    ``[retrain] robust = "auto"`` measures it when a compared mitigation trains against an
-    attack (:meth:`~dnnsafety.retraining.mitigation.Mitigation.threat_eps`), at that budget;
-    ``"always"`` measures it for any comparison (8/255 unless such a strategy names one);
-    ``"never"`` does not.
+def check_robust_settings(cfg: RetrainConfig) -> None:
+    """Check ``[retrain] robust`` and ``robust_n`` from the configuration alone (``compare``
+    calls it before the run folder's ``config.toml`` is rewritten, so a bad ``--set`` of
+    these is not saved there).
 
     Raises
     ------
     ConfigError
-        An unknown mode, ``robust_n`` not an int >= 1, a bad budget of an adversarial
-        strategy, or ``always`` on a model without gradients (ONNX).
+        An unknown mode, or ``robust_n`` not an int >= 1.
     """
-    from dnnsafety.retraining.mitigations import MITIGATIONS
-    from dnnsafety.runs import CONFIG_FILE
-    from dnnsafety.selection import SELECTORS
-
-    cfg = pipeline.config.retrain
     mode = cfg.robust
-    # a --set is saved in the run's config.toml: a bad value stays until it is set again
-    saved = f" (saved in {pipeline.run / CONFIG_FILE})"
     if mode not in ROBUST_MODES:
         raise ConfigError(
-            f"retrain.robust must be one of {', '.join(ROBUST_MODES)}. Got {mode!r}{saved}; "
-            "set it with --set retrain.robust=auto (the default), always or never."
+            f"retrain.robust must be one of {', '.join(ROBUST_MODES)}. Got {mode!r}; set it "
+            "with --set retrain.robust=auto (the default), always or never."
         )
     n = cfg.robust_n
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(
-            f"retrain.robust_n (test inputs attacked) must be an int >= 1. Got {n!r}{saved}; "
-            "set it with --set retrain.robust_n=500 (the default), or turn robust accuracy "
-            "off with --set retrain.robust=never."
+            f"retrain.robust_n (test inputs attacked) must be an int >= 1. Got {n!r}; set it "
+            "with --set retrain.robust_n=500 (the default), or turn robust accuracy off with "
+            "--set retrain.robust=never."
         )
+
+
+def threat_budgets(cfg: RetrainConfig, strategies: Sequence[str]) -> list[float]:
+    """The L-infinity budgets of the compared mitigations that train against an attack
+    (:meth:`~dnnsafety.retraining.mitigation.Mitigation.threat_eps`), in order.
+
+    Raises
+    ------
+    ConfigError
+        A parameter such a mitigation refuses (a bad ``eps``, among others).
+    """
+    from dnnsafety.retraining.mitigations import MITIGATIONS
+    from dnnsafety.selection import SELECTORS
+
     budgets = []
     for name in strategies:
         if name in MITIGATIONS and name not in SELECTORS:  # a mitigation, not a selector
@@ -155,8 +174,46 @@ def robust_eval(pipeline: Pipeline, strategies: Sequence[str]) -> RobustEval | N
             eps = mitigation.threat_eps()
             if eps is not None:
                 budgets.append(float(eps))
-    if mode == "never" or (mode == "auto" and not budgets):
+    return budgets
+
+
+def measures_robust(mode: str, budgets: Sequence[float]) -> bool:
+    """Whether ``compare`` measures robust accuracy under ``[retrain] robust = mode``, given
+    the budgets :func:`threat_budgets` returned."""
+    return mode == "always" or (mode == "auto" and bool(budgets))
+
+
+def robust_eval(
+    pipeline: Pipeline, strategies: Sequence[str], announce: bool = True
+) -> RobustEval | None:
+    """Whether and how ``compare`` (and ``mitigate``) measure robust accuracy for
+    ``strategies``.
+
+    ``[retrain] robust = "auto"`` measures it when a compared mitigation trains against an
+    attack (:meth:`~dnnsafety.retraining.mitigation.Mitigation.threat_eps`), at that budget;
+    ``"always"`` measures it for any comparison (8/255 unless such a strategy names one);
+    ``"never"`` does not (and says so beside such a strategy: a ``--set`` is kept in the run's
+    ``config.toml``, so a later ``compare`` would otherwise drop the column without a word;
+    ``announce=False`` for a check that runs before the comparison says it).
+
+    Raises
+    ------
+    ConfigError
+        An unknown mode, ``robust_n`` not an int >= 1, a bad budget of an adversarial
+        strategy, or ``always`` on a model without gradients (ONNX).
+    """
+    cfg = pipeline.config.retrain
+    mode = cfg.robust
+    check_robust_settings(cfg)
+    budgets = threat_budgets(cfg, strategies)
+    if announce and mode == "never" and budgets:
+        log.info(
+            'robust accuracy: not measured: retrain.robust = "never" (a --set stays in the '
+            "run's config.toml for later compares); --set retrain.robust=auto measures it"
+        )
+    if not measures_robust(mode, budgets):
         return None
+    n = cfg.robust_n
     if not pipeline.support.gradients:
         raise ConfigError(
             f"retrain.robust = {mode!r} attacks every model with PGD, which needs gradients, "

@@ -15,7 +15,7 @@ import torch
 
 from dnnsafety.adversarial import ATTACKS, robust_accuracy
 from dnnsafety.cli.main import main
-from dnnsafety.config import RunConfig, load_config
+from dnnsafety.config import RunConfig, dump_config, load_config
 from dnnsafety.data.builtin import load_dataset
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.models.training import predict
@@ -97,6 +97,10 @@ def test_compare_with_adversarial_fine_tuning_reports_robust_accuracy(tmp_path, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "robust accuracy (PGD-10, 8/255) on 60 test inputs" in out
+    # each run's line gives its robust accuracy and the attack's time (not in "done in")
+    done = re.findall(r"done in \d+s, test accuracy [\d.]+%(.*)", (run / "run.log").read_text())
+    note = r", robust accuracy [\d.]+% \(PGD-10: \d+s\)"
+    assert len(done) == 3 and all(re.fullmatch(note, d) for d in done)
     data = json.loads((run / "comparison.json").read_text())
     assert data["robust"] == {"eps": 8 / 255, "n": 60, "seed": 0, "attack": "pgd", "steps": 10}
     runs = [r for s in data["strategies"].values() for r in s["runs"]] + data["control"]["runs"]
@@ -123,6 +127,8 @@ def test_compare_with_adversarial_fine_tuning_reports_robust_accuracy(tmp_path, 
     assert all("robust_accuracy" not in r for r in plain["strategies"]["random"]["runs"])
     assert "robust" not in capsys.readouterr().out
     assert reused(run) == 0
+    # said once (the check before the analysis stays silent), with where the setting lives
+    assert (run / "run.log").read_text().count("robust accuracy: not measured") == 1
     # on again (a --set is saved in the run's config.toml, so it is set back): the three runs
     # with robust accuracy are reused, figures and all
     assert main([*argv, "--set", "retrain.robust=auto"]) == 0
@@ -180,3 +186,36 @@ def test_runs_scored_without_robust_accuracy_are_reused_whatever_robust_says(tmp
     data = json.loads((run / "comparison.json").read_text())
     (first,) = data["strategies"]["random"]["runs"]
     assert data["robust"]["n"] == 77 and "robust_accuracy" in first
+
+
+# (a bad mitigation parameter is saved, and its error says where: test_saved_params_hint.py)
+@pytest.mark.parametrize("setting", ["retrain.robust=yes", "retrain.robust_n=0"])
+def test_a_bad_robust_setting_is_not_saved_in_the_run_config(tmp_path, capsys, setting) -> None:
+    # a saved bad value would fail every later compare of the folder, even without --set
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = dump_config(RunConfig())
+    (run / "config.toml").write_text(saved, encoding="utf-8")
+    for command in (["compare", str(run), "--strategies"], ["mitigate", str(run), "--strategy"]):
+        argv = ["--quiet", *command, "adversarial", "--set", setting]
+        assert main(argv) != 0
+        assert "retrain.robust" in capsys.readouterr().err
+        assert (run / "config.toml").read_text(encoding="utf-8") == saved
+
+
+def test_robust_never_beside_adversarial_says_where_it_comes_from_and_the_fix(caplog) -> None:
+    # a --set is saved in config.toml: a later compare drops the column without a --set
+    with caplog.at_level("INFO", logger="dnnsafety.pipeline.robust_eval"):
+        assert robust_eval(_pipeline(robust="never"), ["adversarial"]) is None  # type: ignore[arg-type]
+        assert robust_eval(_pipeline(robust="never"), ["random"]) is None  # type: ignore[arg-type]
+    said = [r.getMessage() for r in caplog.records if "not measured" in r.getMessage()]
+    assert len(said) == 1 and "config.toml" in said[0] and "retrain.robust=auto" in said[0]
+
+
+def test_compare_help_says_when_robust_accuracy_is_measured_and_the_setting() -> None:
+    from click.testing import CliRunner
+
+    from dnnsafety.cli.compare import command
+
+    out = " ".join(CliRunner().invoke(command, ["--help"], terminal_width=1000).output.split())
+    assert "robust accuracy" in out and "retrain.robust=always|never" in out
