@@ -321,6 +321,16 @@ def train_model(
                     "history": [asdict(h) for h in history],
                 },
             )
+    saturated = select_score is None and cfg.select_by == "val" and best_score >= 1.0
+    if saturated and best_epoch < cfg.epochs and val_labels is not None:
+        # ties keep the first epoch: a saturated validation split cannot choose a later one
+        log.warning(
+            "validation accuracy reached 100%% at epoch %d on %d images, so that epoch is "
+            "kept: the later ones cannot beat it. A larger validation split, or "
+            "select_by = 'train' ([train] or [retrain]), lets training go on.",
+            best_epoch,
+            len(val_labels),
+        )
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_epoch, best_score, cfg.select_by, tuple(history), start_epoch)

@@ -136,3 +136,23 @@ def test_select_score_keeps_the_epoch_it_scores_highest(digits):
     kept = model.state_dict()
     assert all(torch.equal(kept[k], snapshots[1][k]) for k in kept)
     assert not all(torch.equal(kept[k], snapshots[2][k]) for k in kept)
+
+
+def test_a_saturated_validation_split_is_said_to_stop_the_epoch_choice(digits, caplog):
+    """A validation split at 100% from an early epoch keeps that epoch (ties keep the first):
+    the log says so and names the fix, instead of leaving a fine-tune silently unchanged."""
+    tr = digits["train"]
+    easy = torch.isin(torch.as_tensor(tr.labels), torch.tensor([0, 1]))
+    images, labels = tr.images[easy], tr.labels[easy.numpy()]
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 1, 10, 8)
+    cfg = TrainConfig(epochs=10, batch_size=32, lr=0.01)
+    with caplog.at_level("WARNING", logger="dnnsafety.models.training"):
+        result = train_model(model, images, labels, images[:6], labels[:6], cfg, 0)
+    assert result.best_score == 1.0 and result.best_epoch < 10
+    assert "validation accuracy reached 100% at epoch" in caplog.text
+    assert "on 6 images" in caplog.text and "select_by = 'train'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="dnnsafety.models.training"):  # a harder split: quiet
+        _train(digits, TrainConfig(epochs=2, batch_size=64))
+    assert "validation accuracy reached 100%" not in caplog.text
