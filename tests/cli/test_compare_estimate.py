@@ -42,3 +42,9 @@ def test_robust_accuracy_adds_one_pgd10_attack_per_model(tmp_path: Path) -> None
     capped = cost_lines(tmp_path, ["random"], 1, 1, None, robust_n=5000)[1]
     assert "on 400 test inputs" in capped  # the attacked subset is capped by the test split
     assert "about 6 s" in cost_lines(tmp_path, ["random"], 1, 1)[1]  # not measured: no cost
+
+
+def test_a_model_trained_elsewhere_says_why_there_is_no_estimate(tmp_path: Path) -> None:
+    lines = cost_lines(tmp_path, ["random"], 1, 1)  # no training.json: an own model
+    assert lines[1].startswith("No time estimate: the model was not trained in this run")
+    assert not any(line.startswith("Estimated time") for line in lines)

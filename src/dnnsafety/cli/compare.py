@@ -142,6 +142,12 @@ def cost_lines(
             f"{epoch_s:.1f}s per epoch of the original training{weighted}{robust}), plus "
             "selecting; runs already saved in this folder are reused."
         )
+    else:  # a model trained elsewhere: no epoch time of this machine to go by
+        lines.append(
+            "No time estimate: the model was not trained in this run folder (no "
+            "training.json), so there is no epoch time to go by; each fine-tune's time is "
+            "logged as it ends."
+        )
     cheaper = []
     if seeds > MIN_RUNS_FOR_STATISTICS:
         cheaper.append(
