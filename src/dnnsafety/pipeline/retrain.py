@@ -363,7 +363,8 @@ def compare(
         clusters=sorted(int(c) for c in original.per_cluster),
         original={**original.to_dict(), **original_robust},
         strategies={name: StrategyResult(**entry) for name, entry in entries.items()},
-        settings=pipeline.config.section("retrain"),
+        # the strategies compared, not the configured default list
+        settings={**pipeline.config.section("retrain"), "strategies": list(strategies)},
         control=baseline,
         robust=None if session.robust.spec is None else session.robust.spec.to_dict(),
     )

@@ -103,6 +103,7 @@ def test_compare_with_adversarial_fine_tuning_reports_robust_accuracy(tmp_path, 
     assert len(done) == 3 and all(re.fullmatch(note, d) for d in done)
     data = json.loads((run / "comparison.json").read_text())
     assert data["robust"] == {"eps": 8 / 255, "n": 60, "seed": 0, "attack": "pgd", "steps": 10}
+    assert data["settings"]["strategies"] == ["adversarial", "random"]  # not the config default
     runs = [r for s in data["strategies"].values() for r in s["runs"]] + data["control"]["runs"]
     assert len(runs) == 3 and all(0 <= r["robust_accuracy"] <= 1 for r in runs)
     for entry in [*data["strategies"].values(), data["control"]]:
