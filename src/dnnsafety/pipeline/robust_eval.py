@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,7 +91,8 @@ class RobustScorer:
     """
 
     def __init__(self, spec: RobustEval | None, test: Split) -> None:
-        self.spec = spec
+        # ``n`` as attacked: no more than the test split holds (what the figures are out of)
+        self.spec = None if spec is None else replace(spec, n=min(spec.n, len(test)))
         self.test = test
         self._inputs: tuple[torch.Tensor, np.ndarray] | None = None
         self.seconds = 0.0

@@ -20,7 +20,12 @@ from dnnsafety.data.builtin import load_dataset
 from dnnsafety.exceptions import ConfigError
 from dnnsafety.models.training import predict
 from dnnsafety.pipeline import Pipeline
-from dnnsafety.pipeline.robust_eval import DEFAULT_ROBUST_EPS, RobustEval, robust_eval
+from dnnsafety.pipeline.robust_eval import (
+    DEFAULT_ROBUST_EPS,
+    RobustEval,
+    RobustScorer,
+    robust_eval,
+)
 from dnnsafety.report.render import _render_section
 from dnnsafety.report.sections import SECTIONS
 from dnnsafety.runs import RunDir
@@ -81,6 +86,9 @@ def test_the_attacked_subset_is_seeded_and_capped_by_the_split(digits) -> None:
     b = RobustEval(eps=0.03, n=30, seed=1).inputs(digits)
     assert a[0].shape[0] == 30 and torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert RobustEval(eps=0.03, n=10**6, seed=1).inputs(digits)[0].shape[0] == len(digits)
+    # the figures say how many inputs were attacked, not how many were asked for
+    scorer = RobustScorer(RobustEval(eps=0.03, n=10**6, seed=1), digits)
+    assert scorer.spec is not None and scorer.spec.n == len(digits)
 
 
 @pytest.fixture(scope="module")
