@@ -63,9 +63,10 @@ def test_adversarial_fine_tuning_is_kept_with_its_figures(evaluated, capsys) -> 
 
 def test_a_mitigation_without_an_attack_has_no_robust_figures(evaluated, capsys) -> None:
     argv = ["mitigate", str(evaluated), "--strategy", "augmix", "--set", "retrain.epochs=1"]
-    assert main(argv) == 0
+    assert main([*argv, "--seeds", "2"]) == 0
     result = json.loads((evaluated / "retrained" / "augmix" / "result.json").read_text())
     assert "robust" not in result and "robust_accuracy" not in result["runs"][0]
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
     assert "robust accuracy" not in capsys.readouterr().out
 
 

@@ -111,13 +111,14 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
             {"seed": seed, **score.to_dict(), **session.robust.accuracy(model), **info}
             | {"plan": dict(plan.info)}
         )
-    result = {
-        "strategy": strategy,
-        "params": dict(pipeline.config.retrain.params.get(strategy, {})),
-        "original": original,
-        "runs": runs,
-        "model_files": files,
-        **({"robust": spec.to_dict()} if spec is not None else {}),
-    }
-    write_json(folder / "result.json", result)
+        measured = session.robust.spec
+        result = {
+            "strategy": strategy,
+            "params": dict(pipeline.config.retrain.params.get(strategy, {})),
+            "original": original,
+            "runs": runs,
+            "model_files": files,
+            **({"robust": measured.to_dict()} if measured is not None else {}),
+        }
+        write_json(folder / "result.json", result)  # after every run: Ctrl-C keeps those done
     return {**result, "path": str(folder)}
