@@ -119,3 +119,35 @@ def test_the_report_lists_the_kept_model_with_its_robust_figures(evaluated) -> N
     assert row[headers.index("robust accuracy under")].text == "robust accuracy (PGD-10, 8/255)"
     after = result["runs"][0]["robust_accuracy"]
     assert row[headers.index("robust after")].text == f"{after:.1%}"
+
+
+def test_a_model_with_its_own_class_order_is_kept_with_it(evaluated, tmp_path) -> None:
+    from dnnsafety.models.loading import make_model
+
+    # the run's model as TorchScript with its outputs in another order, stated in classes.txt
+    cfg = load_config(evaluated / "config.toml")
+    model = make_model(cfg.model, 1, 10, 8)
+    model.load_state_dict(torch.load(evaluated / "model.pt", weights_only=True)["state_dict"])
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    order = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
+    with torch.no_grad():
+        last.weight.copy_(last.weight[order].clone())
+        last.bias.copy_(last.bias[order].clone())
+    own = tmp_path / "own"
+    own.mkdir()
+    torch.jit.script(model.eval()).save(str(own / "model.ts"))
+    (own / "classes.txt").write_text("".join(f"{i}\n" for i in order))
+    run = tmp_path / "run"
+    given = ["--quiet", "evaluate", "--dataset", "digits", "--arch", "torchscript"]
+    assert main([*given, str(run), "--weights", str(own / "model.ts")]) == 0
+    argv = ["--quiet", "mitigate", str(run), "--strategy", "augmix", "--set", "retrain.epochs=1"]
+    assert main(argv) == 0
+    folder = run / "retrained" / "augmix"
+    result = json.loads((folder / "result.json").read_text())
+    assert result["model_files"] == ["model.pt", "model.ts", "classes.txt"]
+    assert (folder / "classes.txt").read_text().split() == [str(i) for i in order]
+    # the kept model, given as a new run's model, scores what result.json says
+    again = tmp_path / "again"
+    assert main([*given, str(again), "--weights", str(folder / "model.ts")]) == 0
+    metrics = json.loads((again / "metrics.json").read_text())
+    assert metrics["splits"]["test"]["accuracy"] == pytest.approx(result["runs"][0]["overall"])

@@ -105,6 +105,7 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
                 pipeline.support,
                 pipeline.config.model.weights,
                 session.test.images[:64],
+                None if pipeline.class_order is None else pipeline.class_order.names,
             )
             files = [p.name for p in written]
         runs.append(

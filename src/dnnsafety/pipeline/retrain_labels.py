@@ -85,6 +85,7 @@ def retrain_with_labels(
                 pipeline.support,
                 pipeline.config.model.weights,
                 session.test.images[:64],
+                None if pipeline.class_order is None else pipeline.class_order.names,
             )
         runs.append({"seed": seed, **score.to_dict(), **info, "bag_size": len(y)})
     result = {

@@ -5,12 +5,16 @@
 * TorchScript in, TorchScript out: ``model.ts`` is the user's own TorchScript file (its code,
   its module names) with the retrained weights, checked to compute what the retrained model
   computes before it is written. Load it with ``torch.jit.load`` or use it as
-  ``--arch torchscript --weights model.ts``.
+  ``--arch torchscript --weights model.ts``;
+* a model that states its class order (``model.classes``, a ``classes.txt``): ``classes.txt``
+  beside them, one name per line in the order of the outputs, which ``--weights`` reads, so
+  the retrained model is scored against the classes it was trained on.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,12 +25,13 @@ from dnnsafety.models.loading import load_torchscript
 from dnnsafety.models.script import RTOL, is_script_module
 from dnnsafety.models.support import ModelSupport
 from dnnsafety.retraining.finetune import copy_model
-from dnnsafety.runs import atomic_path
+from dnnsafety.runs import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
 STATE_DICT_FILE = "model.pt"
 TORCHSCRIPT_FILE = "model.ts"
+CLASSES_FILE = "classes.txt"
 
 
 def save_retrained(
@@ -36,6 +41,7 @@ def save_retrained(
     support: ModelSupport,
     source: str,
     probe: Tensor,
+    classes: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write the retrained ``model`` into ``folder``; returns the files written.
 
@@ -53,6 +59,11 @@ def save_retrained(
         The original model file (the TorchScript archive the retrained weights go into).
     probe
         A few real inputs on which the written TorchScript model must match ``model``.
+    classes
+        The class names in the order of the model's outputs, when the run states one
+        (``model.classes``, a ``classes.txt``): written to ``classes.txt``. Without it, a new
+        run given ``--weights`` would number the classes in the data's own order and score
+        the retrained model against the wrong classes.
     """
     written = [folder / STATE_DICT_FILE]
     with atomic_path(written[0]) as tmp:
@@ -67,6 +78,9 @@ def save_retrained(
             with atomic_path(target) as tmp:
                 torch.jit.save(scripted, str(tmp))
             written.append(target)
+    if classes is not None:
+        write_text(folder / CLASSES_FILE, "".join(f"{name}\n" for name in classes))
+        written.append(folder / CLASSES_FILE)
     log.info("retrained model saved as %s", " and ".join(str(p) for p in written))
     return written
 
