@@ -80,6 +80,8 @@ def test_a_mitigation_without_an_attack_has_no_robust_figures(evaluated, capsys)
             ["--strategy", "adversarial", "--set", "retrain.robust=maybe", *RESET],
             "retrain.robust must be one of auto, always, never. Got 'maybe'; set it with",
         ),
+        # not after the root-cause analysis it would run first
+        (["--strategy", "generated"], "needs a simulator for the dataset, and 'digits' has none"),
     ],
 )
 def test_bad_input_is_refused_before_any_training(evaluated, argv, message, capsys) -> None:
@@ -87,6 +89,14 @@ def test_bad_input_is_refused_before_any_training(evaluated, argv, message, caps
     assert main(["mitigate", str(evaluated), *argv]) != 0
     assert message in capsys.readouterr().err
     assert not (evaluated / "retrained" / "x").exists()
+    assert sorted(p.name for p in evaluated.iterdir()) == before
+
+
+def test_compare_refuses_generated_without_a_simulator_before_any_run(evaluated, capsys) -> None:
+    before = sorted(p.name for p in evaluated.iterdir())
+    argv = ["compare", str(evaluated), "--strategies", "random,generated", "--seeds", "1"]
+    assert main(argv) != 0
+    assert "needs a simulator for the dataset, and 'digits' has none" in capsys.readouterr().err
     assert sorted(p.name for p in evaluated.iterdir()) == before
 
 

@@ -23,6 +23,7 @@ from dnnsafety.retraining.mitigation import CONTEXT_FIELDS, MitigationContext, T
 from dnnsafety.retraining.mitigations import MITIGATIONS
 from dnnsafety.runs import CONFIG_FILE, fingerprint, write_json
 from dnnsafety.selection import SELECTORS
+from dnnsafety.sim import SIMULATORS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,15 +149,23 @@ def mitigate(
 
 
 def check_mitigation_params(pipeline: Pipeline, strategy: str) -> None:
-    """Refuse a ``[retrain.params.<strategy>]`` key the mitigation does not take, before any
-    work (its values are checked when it plans a run).
+    """Refuse a ``[retrain.params.<strategy>]`` key the mitigation does not take, or a dataset
+    without the simulator it renders images with, before any work (the parameters' values are
+    checked when it plans a run).
 
     Raises
     ------
     ConfigError
-        A parameter the mitigation does not take; the message names the valid ones and how
-        to replace the saved table.
+        A parameter the mitigation does not take (the message names the valid ones and how
+        to replace the saved table), or no simulator for the dataset when it needs one.
     """
+    name = pipeline.config.data.name
+    if MITIGATIONS.get(strategy).needs_simulator and name not in SIMULATORS:
+        raise ConfigError(
+            f"The {strategy} strategy renders new images and needs a simulator for the "
+            f"dataset, and {name!r} has none: the built-in signs dataset has one; register "
+            "yours in dnnsafety.sim.SIMULATORS under your dataset's name."
+        )
     params = pipeline.config.retrain.params.get(strategy, {})
     try:
         MITIGATIONS.create(strategy, params)

@@ -190,6 +190,9 @@ class Mitigation(BaseEstimator):
     requires: ClassVar[frozenset[str]] = frozenset()
     cost: ClassVar[int] = 0
     """New labels a run needs (the labelling cost reported by ``compare``)."""
+    needs_simulator: ClassVar[bool] = False
+    """Whether it renders images with the dataset's simulator (:data:`dnnsafety.sim.SIMULATORS`),
+    checked before any work: a dataset without one is refused up front."""
     _test_params: ClassVar[dict[str, object]] = {}
 
     def plan(self, context: MitigationContext, random_state: int = 0) -> TrainingPlan:

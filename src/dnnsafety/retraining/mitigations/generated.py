@@ -207,6 +207,7 @@ class GeneratedMitigation(Mitigation):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"clusters"})
+    needs_simulator: ClassVar[bool] = True
     _test_params: ClassVar[dict[str, object]] = {"n_images": 12, "population": 6, "generations": 2}
 
     def __init__(
