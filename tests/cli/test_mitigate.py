@@ -161,3 +161,34 @@ def test_a_model_with_its_own_class_order_is_kept_with_it(evaluated, tmp_path) -
     assert main([*given, str(again), "--weights", str(folder / "model.ts")]) == 0
     metrics = json.loads((again / "metrics.json").read_text())
     assert metrics["splits"]["test"]["accuracy"] == pytest.approx(result["runs"][0]["overall"])
+
+
+def test_an_interrupted_run_resumes_with_the_next_seed(evaluated, monkeypatch, capsys) -> None:
+    import dnnsafety.pipeline.mitigated as mitigated
+
+    real, seeds_run = mitigated.mitigate, []
+
+    def counting(session, strategy, seed, stop_at=None):
+        if seed == stop_at:
+            raise KeyboardInterrupt  # Ctrl-C during the run of that seed
+        seeds_run.append(seed)
+        return real(session, strategy, seed)
+
+    argv = ["mitigate", str(evaluated), "--strategy", "jtt", "--seeds", "3"]
+    argv += ["--set", "retrain.epochs=1"]
+    monkeypatch.setattr(mitigated, "mitigate", lambda *a: counting(*a, stop_at=1))
+    assert main(argv) == 130
+    assert "run the same command to resume" in capsys.readouterr().err
+    folder = evaluated / "retrained" / "jtt"
+    first = json.loads((folder / "result.json").read_text())
+    assert [r["seed"] for r in first["runs"]] == [0] and (folder / "model.pt").is_file()
+    kept = (folder / "model.pt").stat().st_mtime_ns
+    monkeypatch.setattr(mitigated, "mitigate", counting)
+    assert main(argv) == 0
+    assert seeds_run == [0, 1, 2]  # seed 0 was not run again
+    result = json.loads((folder / "result.json").read_text())
+    assert result["runs"][0] == first["runs"][0] and len(result["runs"]) == 3
+    assert (folder / "model.pt").stat().st_mtime_ns == kept
+    # another setting is another fine-tuning: every run again
+    assert main([*argv, "--set", "retrain.lr=0.002"]) == 0
+    assert seeds_run == [0, 1, 2, 0, 1, 2]

@@ -11,20 +11,30 @@ accuracy too when the mitigation trains against an attack, as in ``compare``) an
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dnnsafety.exceptions import ConfigError
-from dnnsafety.pipeline.mitigate import check_mitigation_params, is_mitigation, mitigate
+from dnnsafety.pipeline.mitigate import (
+    check_mitigation_params,
+    is_mitigation,
+    mitigate,
+    run_settings,
+)
 from dnnsafety.pipeline.retrain import RetrainSession
 from dnnsafety.pipeline.robust_eval import RobustScorer, robust_eval
 from dnnsafety.retraining.mitigations import MITIGATIONS
-from dnnsafety.runs import write_json
+from dnnsafety.runs import fingerprint, write_json
 from dnnsafety.selection import SELECTORS
 
 if TYPE_CHECKING:
     from dnnsafety.pipeline.run import Pipeline
 
 __all__ = ["mitigate_and_save"]
+
+log = logging.getLogger(__name__)
 
 
 def check_mitigation(strategy: str) -> None:
@@ -62,7 +72,9 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
         ``[retrain.params.<strategy>]``, the training settings from ``[retrain]``.
     seeds
         Runs with seeds ``seed, seed + 1, ...``; every run is scored, the first one's model is
-        written.
+        written. ``result.json`` is written after every run, with ``key``, the fingerprint of
+        what the runs depend on: an interrupted command run again with the same settings
+        reuses the runs it finished (and the model kept) and goes on with the next seed.
 
     Returns
     -------
@@ -90,9 +102,20 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
     session.robust = RobustScorer(spec, session.test)
     original = {**session.original_score().to_dict(), **session.robust.accuracy(pipeline.model())}
     folder = pipeline.run / "retrained" / strategy
-    runs = []
-    files: list[str] = []
-    for i in range(seeds):
+    key = _settings_key(pipeline, session, strategy)
+    # an interrupted run's finished runs, when nothing they depend on changed: resumed
+    runs, files = _finished_runs(folder, key, pipeline.config.seed, seeds)
+    measured = session.robust.spec
+    result = {
+        "key": key,
+        "strategy": strategy,
+        "params": dict(pipeline.config.retrain.params.get(strategy, {})),
+        "original": original,
+        "runs": runs,
+        "model_files": files,
+        **({"robust": measured.to_dict()} if measured is not None else {}),
+    }
+    for i in range(len(runs), seeds):
         seed = pipeline.config.seed + i
         model, score, info, plan = mitigate(session, strategy, seed)
         if i == 0:
@@ -107,19 +130,60 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
                 session.test.images[:64],
                 None if pipeline.class_order is None else pipeline.class_order.names,
             )
-            files = [p.name for p in written]
+            result["model_files"] = [p.name for p in written]
         runs.append(
             {"seed": seed, **score.to_dict(), **session.robust.accuracy(model), **info}
             | {"plan": dict(plan.info)}
         )
-        measured = session.robust.spec
-        result = {
-            "strategy": strategy,
-            "params": dict(pipeline.config.retrain.params.get(strategy, {})),
-            "original": original,
-            "runs": runs,
-            "model_files": files,
-            **({"robust": measured.to_dict()} if measured is not None else {}),
-        }
         write_json(folder / "result.json", result)  # after every run: Ctrl-C keeps those done
+    write_json(folder / "result.json", result)  # also when every run was reused
     return {**result, "path": str(folder)}
+
+
+def _settings_key(pipeline: Pipeline, session: RetrainSession, strategy: str) -> str:
+    """What the runs depend on: the model, the data, ``[retrain]``, the mitigation's
+    parameters (every one, with its default), the analysis when it reads the root causes and
+    how robust accuracy is measured."""
+    settings = run_settings(pipeline)
+    given = settings.get("params", {}).get(strategy, {})
+    effective = dict(MITIGATIONS.create(strategy, given).get_params())
+    needs_analysis = "clusters" in MITIGATIONS.get(strategy).requires
+    return fingerprint(
+        pipeline.eval_key,
+        settings,
+        strategy,
+        given,
+        effective,
+        "mitigate-v1",
+        *([pipeline.analysis_key] if needs_analysis else []),
+        *session.robust.key(),
+    )
+
+
+def _finished_runs(
+    folder: Path, key: str, seed: int, seeds: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs (seeds ``seed, seed + 1, ...``, at most ``seeds``) and model files an earlier
+    ``mitigate`` with the same settings left in ``folder``; none when anything differs or the
+    kept model is missing."""
+    path = folder / "result.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [], []
+    files = [str(f) for f in saved.get("model_files") or []]
+    if saved.get("key") != key or not files or not all((folder / f).is_file() for f in files):
+        return [], []
+    runs = []
+    for i, run in enumerate(saved.get("runs") or []):
+        if i >= seeds or not isinstance(run, dict) or run.get("seed") != seed + i:
+            break
+        runs.append(run)
+    if runs:
+        log.info(
+            "%s: %d of %d run(s) reused, finished by an earlier run with the same settings",
+            folder,
+            len(runs),
+            seeds,
+        )
+    return runs, files if runs else []
