@@ -198,11 +198,17 @@ def check_command(support: ModelSupport, command: str, needs: Iterable[str]) -> 
                 "module:callable + --weights state_dict.pt for the white-box analysis."
             )
         if need == "fine_tune" and not support.fine_tune:
+            # a mitigation selects no image to label: only the model's own framework can do it
+            alternative = (
+                "Fine-tune it with the mitigation in its own framework"
+                if command == "mitigate"
+                else "`dnnsafety select` still chooses the images to label; retrain the model "
+                "on them in its own framework"
+            )
             raise ConfigError(
                 f"`dnnsafety {command}` fine-tunes the model, and this {support.shown} model "
-                f"cannot be trained here ({support.train_reason}). `dnnsafety select` still "
-                "chooses the images to label; retrain the model on them in its own framework, "
-                "or give it as --model-factory module:callable + --weights state_dict.pt."
+                f"cannot be trained here ({support.train_reason}). {alternative}, or give it "
+                "as --model-factory module:callable + --weights state_dict.pt."
             )
         if need == "fresh" and not support.fresh:
             raise ConfigError(

@@ -252,6 +252,12 @@ def test_command_needs_and_one_line_refusals():
     assert "\n" not in message
     assert message.startswith("`dnnsafety compare` fine-tunes the model, and this ONNX model")
     assert "dnnsafety select" in message and "--model-factory" in message
+    # a mitigation needs no labels: selecting images to label is no alternative to it
+    with pytest.raises(Exception) as info:
+        check_command(onnx, "mitigate", command_needs("mitigate", ["augmix"]))
+    message = str(info.value)
+    assert message.startswith("`dnnsafety mitigate` fine-tunes the model, and this ONNX model")
+    assert "select" not in message and "in its own framework, or give it as" in message
     with pytest.raises(Exception, match=r"Use the black-box analysis \(--features backbone\)"):
         check_command(onnx, "analyze", ("white_box",))
     check_command(model_support(ModelConfig()), "demo", command_needs("demo"))  # no error
