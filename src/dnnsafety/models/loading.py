@@ -158,15 +158,24 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def quiet_torchscript_notice() -> Iterator[None]:
+    """Hide torch.jit's deprecation notice (``torch.jit.save``/``load`` are deprecated in
+    favour of ``torch.export``): it is for PyTorch's users, not ours, who gave a TorchScript
+    model and get one back."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        yield
+
+
 def load_torchscript(path: str | Path) -> nn.Module:
     """Load a TorchScript archive onto the CPU."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"TorchScript file {str(p)!r} does not exist.")
     try:
-        with warnings.catch_warnings():  # torch.jit's deprecation notice is not for our users
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit")
+        with quiet_torchscript_notice():
             return torch.jit.load(str(p), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from dnnsafety.models.adapter import as_probabilities
-from dnnsafety.models.loading import load_torchscript
+from dnnsafety.models.loading import load_torchscript, quiet_torchscript_notice
 from dnnsafety.models.script import RTOL, is_script_module
 from dnnsafety.models.support import ModelSupport
 from dnnsafety.retraining.finetune import copy_model
@@ -75,7 +75,7 @@ def save_retrained(
             log.warning("retrained model not saved as TorchScript: %s", problem)
         else:
             target = folder / TORCHSCRIPT_FILE
-            with atomic_path(target) as tmp:
+            with atomic_path(target) as tmp, quiet_torchscript_notice():
                 torch.jit.save(scripted, str(tmp))
             written.append(target)
     if classes is not None:

@@ -160,11 +160,14 @@ def copy_model(model: nn.Module) -> nn.Module:
 
 
 def _copy_script(model: torch.jit.ScriptModule) -> nn.Module:
+    from dnnsafety.models.loading import quiet_torchscript_notice
+
     buffer = io.BytesIO()
-    torch.jit.save(model, buffer)
-    buffer.seek(0)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    copied: nn.Module = torch.jit.load(buffer, map_location=device)
+    with quiet_torchscript_notice():
+        torch.jit.save(model, buffer)
+        buffer.seek(0)
+        copied: nn.Module = torch.jit.load(buffer, map_location=device)
     return copied
 
 
