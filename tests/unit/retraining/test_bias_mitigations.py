@@ -102,7 +102,7 @@ def _spurious_split(n=200, rare=10, seed=0):
     return split, minority
 
 
-def test_jtt_identification_model_from_scratch_finds_the_planted_counter_examples():
+def test_jtt_identification_model_from_scratch_finds_the_planted_counter_examples(caplog):
     split, minority = _spurious_split()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
@@ -111,7 +111,10 @@ def test_jtt_identification_model_from_scratch_finds_the_planted_counter_example
     probs = np.eye(2, dtype=np.float32)[split.labels]
     context = MitigationContext(model, split, None, None, probs)
     jtt = MITIGATIONS.create("jtt", {"lambda_up": 30, "id_epochs": 5, "id_lr": 0.05})
-    plan = jtt.plan(context, random_state=1)
+    with caplog.at_level("INFO", logger="dnnsafety"):
+        plan = jtt.plan(context, random_state=1)
+    # its training's epoch lines are announced, not mistaken for the fine-tuning's
+    assert "JTT: training the identification model (ERM, 5 epoch(s)" in caplog.text
     assert plan.weights is not None
     assert np.flatnonzero(plan.weights == 30).tolist() == minority.tolist()
     assert plan.info["identification"].startswith("ERM, 5 epoch")

@@ -22,6 +22,7 @@ None of them reads a scenario, a test label or a pool label.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,6 +36,8 @@ from dnnsafety.retraining.mitigation import (
     MitigationContext,
     TrainingPlan,
 )
+
+log = logging.getLogger(__name__)
 
 
 @MITIGATIONS.register(
@@ -135,6 +138,11 @@ class JustTrainTwice(Mitigation):
                 torch.manual_seed(random_state)
                 fresh = fresh_copy(context.model)
                 if fresh is not None:
+                    log.info(
+                        "JTT: training the identification model (ERM, %d epoch(s) from "
+                        "scratch); the training inputs it gets wrong are upweighted",
+                        epochs,
+                    )
                     cfg = TrainConfig(epochs=epochs, optimizer="adam", lr=lr, select_by="train")
                     train_model(
                         fresh, context.train.images, labels, None, None, cfg, seed=random_state
