@@ -73,7 +73,9 @@ def test_a_mitigation_without_an_attack_has_no_robust_figures(evaluated, capsys)
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--strategy", "closest"], "Unknown mitigation 'closest'. Choose one of: adversarial"),
+        # a selector needs labels: the message names that path, not just the mitigations
+        (["--strategy", "closest"], "selection strategy, which needs labels: `dnnsafety select"),
+        (["--strategy", "dropout"], "'dropout' is not a mitigation (a retraining strategy"),
         (["--strategy", "adversarial", "--set", "retrain.params.adversarial={betta = 1}"], "betta"),
         # (the bad parameter above is saved in config.toml: a --set is; reset it here)
         (

@@ -13,12 +13,23 @@ from dnnsafety.retraining.mitigations import MITIGATIONS
 from dnnsafety.runs import RunDir
 
 
+class _MitigationChoice(RegistryChoice):
+    """A mitigation name; a selection strategy's name is refused naming the labelled path
+    (`select`, then `retrain --labels`) rather than as an unknown name."""
+
+    def _check(self, name: str) -> str:
+        from dnnsafety.pipeline.mitigated import check_mitigation
+
+        check_mitigation(name)
+        return name
+
+
 @click.command("mitigate")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--strategy",
     required=True,
-    type=RegistryChoice(MITIGATIONS),
+    type=_MitigationChoice(MITIGATIONS),
     help="The mitigation (no new labels), e.g. adversarial; its parameters with "
     "--set 'retrain.params.<strategy>={...}'.",
 )
