@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from dnnsafety.models.loading import FILE_ARCHS
 from dnnsafety.models.zoo import MODELS
 from dnnsafety.registry import Registry
 from dnnsafety.runs import CONFIG_FILE
+
+log = logging.getLogger(__name__)
 
 F = Callable[..., Any]
 
@@ -129,6 +132,76 @@ def run_options(func: F) -> F:
     return func
 
 
+_ABSENT = object()
+
+
+def _config_value(config: RunConfig, key: str) -> Any:
+    """The value at a dotted ``key`` of ``config`` (tables are dicts), or :data:`_ABSENT`."""
+    value: Any = config
+    for part in key.split("."):
+        try:
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        except (KeyError, AttributeError, TypeError):
+            return _ABSENT
+    return value
+
+
+def _set_text(value: Any) -> str | None:
+    """``value`` as ``--set`` would take it (the inverse of :func:`parse_value`), or ``None``
+    for a value of another kind (a plug-in table object)."""
+    from dnnsafety.config import parse_value
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return value if parse_value(value) == value else f'"{value}"'
+    if isinstance(value, list):
+        items = [_set_text(v) for v in value]
+        return None if None in items else "[" + ", ".join(str(i) for i in items) + "]"
+    if isinstance(value, dict):
+        pairs = {k: _set_text(v) for k, v in value.items()}
+        if None in pairs.values():
+            return None
+        return "{" + ", ".join(f"{k} = {v}" for k, v in pairs.items()) + "}"
+    return None
+
+
+def _say_saved_changes(config: RunConfig, given: Mapping[str, Any], path: Path) -> None:
+    """Say which ``--set`` values change the run's saved configuration: the command saves them
+    in ``config.toml``, so every later command on the run uses them too."""
+    for key, value in given.items():
+        old = _config_value(config, key)
+        after = _set_text(value)
+        if after is None or old == value:
+            continue
+        if old is _ABSENT:
+            log.info(
+                "--set %s=%s: this command saves it in %s, so later commands on this run use "
+                "it too",
+                key,
+                after,
+                path,
+            )
+            continue
+        before = _set_text(old)
+        if before is None:
+            continue
+        restore = f"--set {key}={before}"
+        if any(c in before for c in ' {}[]"'):
+            restore = f"--set '{key}={before}'"
+        log.info(
+            "--set %s=%s replaces %s: this command saves it in %s, so later commands on this "
+            "run use the new value too (%s restores it)",
+            key,
+            after,
+            before,
+            path,
+            restore,
+        )
+
+
 def resolve_config(
     run_dir: Path | None,
     config_file: Path | None,
@@ -148,10 +221,12 @@ def resolve_config(
     the command-line options on top: the run options, ``--set KEY=VALUE`` items (typed by
     :func:`~dnnsafety.config.parse_value`), and last ``overrides``, a dict of dotted keys to
     values that a command's own options set (passed as they are, never re-parsed)."""
+    saved = False
     if config_file is not None:
         config = load_config(config_file)
     elif run_dir is not None and (run_dir / CONFIG_FILE).is_file():
         config = load_config(run_dir / CONFIG_FILE)
+        saved = True
     else:
         config = base or RunConfig()
     changes: dict[str, Any] = {
@@ -166,7 +241,10 @@ def resolve_config(
     }
     if model_factory and arch is None:
         changes["model.arch"] = "import"
-    changes.update(parse_overrides(settings))
+    given = parse_overrides(settings)
+    if saved and run_dir is not None:
+        _say_saved_changes(config, given, run_dir / CONFIG_FILE)
+    changes.update(given)
     changes.update(overrides or {})
     try:
         return merge(config, changes)
