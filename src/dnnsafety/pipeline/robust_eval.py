@@ -105,8 +105,9 @@ class RobustScorer:
         if self._inputs is None:
             self._inputs = self.spec.inputs(self.test)
             log.info(
-                "robust accuracy: PGD-%d at eps %.4g on %d test inputs, for every model",
+                "robust accuracy: PGD-%d at eps %.3g/255 (%.4g) on %d test inputs, for every model",
                 self.spec.steps,
+                self.spec.eps * 255,
                 self.spec.eps,
                 len(self._inputs[1]),
             )
