@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dnnsafety.cli.common import RegistryChoice, resolve_config
+from dnnsafety.cli.summary import print_before_after
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.retraining.mitigations import MITIGATIONS
 from dnnsafety.runs import RunDir
@@ -55,17 +56,8 @@ def command(run_dir: Path, strategy: str, seeds: int, settings: Any) -> None:
     check_robust_settings(config.retrain)  # before Pipeline saves a bad --set in config.toml
     with run.lock(), run.logging_to_file():
         result = mitigate_and_save(Pipeline(run, config), strategy, seeds)
-    before, runs = result["original"], result["runs"]
-    click.echo(f"\nTest accuracy before -> after fine-tuning with {strategy} ({len(runs)} run(s)):")
-    rows = [("overall", before["overall"], _mean(runs, "overall"))]
-    if "robust" in result:
-        label = robust_label(result)
-        rows.append((label, before["robust_accuracy"], _mean(runs, "robust_accuracy")))
-    for scen, acc in sorted(before["per_scenario"].items()):
-        rows.append((scen, acc, sum(r["per_scenario"][scen] for r in runs) / len(runs)))
-    width = max(22, *(len(name) for name, _, _ in rows))
-    for name, old, new in rows:
-        click.echo(f"  {name:<{width}} {old:7.1%} -> {new:7.1%}")
+    robust = [(robust_label(result), "robust_accuracy")] if "robust" in result else []
+    print_before_after(f"Test accuracy before -> after fine-tuning with {strategy}", result, robust)
     if "robust" in result:
         click.echo(
             f"  ({result['robust']['n']} test inputs attacked, the same for both models; "
@@ -73,7 +65,3 @@ def command(run_dir: Path, strategy: str, seeds: int, settings: Any) -> None:
         )
     files = ", ".join(result["model_files"])
     click.echo(f"\nWrote {result['path']} (fine-tuned model: {files}; result.json)")
-
-
-def _mean(runs: list[dict[str, Any]], key: str) -> float:
-    return sum(float(r[key]) for r in runs) / len(runs)

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from dnnsafety.cli.common import RegistryChoice, resolve_config
+from dnnsafety.cli.summary import print_before_after
 from dnnsafety.pipeline import Pipeline
 from dnnsafety.runs import RunDir
 from dnnsafety.selection import SELECTORS
@@ -47,12 +48,8 @@ def command(
     name = strategy or config.retrain.strategy
     with run.lock(), run.logging_to_file():
         result = retrain_with_labels(Pipeline(run, config), name, labels_file, seeds)
-    before, runs = result["original"], result["runs"]
-    click.echo(f"\nTest accuracy before -> after retraining with {name} ({len(runs)} run(s)):")
-    click.echo(f"  {'overall':<22} {before['overall']:7.1%} -> {_mean(runs, 'overall'):7.1%}")
-    for scen, acc in sorted(before["per_scenario"].items()):
-        after = sum(r["per_scenario"][scen] for r in runs) / len(runs)
-        click.echo(f"  {scen:<22} {acc:7.1%} -> {after:7.1%}")
+    runs = result["runs"]
+    print_before_after(f"Test accuracy before -> after retraining with {name}", result)
     click.echo(
         f"  improved {_mean(runs, 'improved'):.0f}, worsened {_mean(runs, 'worsened'):.0f} "
         "test inputs (mean per run)"

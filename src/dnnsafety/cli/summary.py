@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,29 @@ def confusion_line(cluster: dict[str, Any]) -> str:
             name, n = max(counts.items(), key=lambda kv: kv[1])
             parts.append(f"{what} mostly {name} ({n / sum(counts.values()):.0%})")
     return ", ".join(parts)
+
+
+def print_before_after(
+    title: str,
+    result: dict[str, Any],
+    extra: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Test accuracy before -> after of a kept model's ``result.json`` (``retrain``,
+    ``mitigate``): overall, each ``(label, key)`` of ``extra`` (e.g. robust accuracy), then
+    per scenario; the mean over the runs after."""
+    before, runs = result["original"], result["runs"]
+
+    def mean(key: str) -> float:
+        return sum(float(r[key]) for r in runs) / len(runs)
+
+    rows = [("overall", before["overall"], mean("overall"))]
+    rows += [(label, before[key], mean(key)) for label, key in extra]
+    for scen, acc in sorted(before["per_scenario"].items()):
+        rows.append((scen, acc, sum(r["per_scenario"][scen] for r in runs) / len(runs)))
+    width = max(22, *(len(name) for name, _, _ in rows))
+    click.echo(f"\n{title} ({len(runs)} run(s)):")
+    for name, old, new in rows:
+        click.echo(f"  {name:<{width}} {old:7.1%} -> {new:7.1%}")
 
 
 def print_comparison(run_dir: Path) -> None:

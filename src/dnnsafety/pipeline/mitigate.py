@@ -207,25 +207,33 @@ def run_settings(pipeline: Pipeline) -> dict[str, Any]:
     return settings
 
 
+def mitigation_key_parts(
+    pipeline: Pipeline, session: RetrainSession, name: str
+) -> tuple[list[Any], list[Any]]:
+    """What a run of the mitigation ``name`` depends on, for its fingerprint, in two parts
+    (a run's seed and a tag go between them): the model and data, ``[retrain]``, the
+    mitigation's parameters (every one with its default, so a changed default is a new run);
+    then the analysis when it reads the root causes, and how robust accuracy is measured."""
+    settings = run_settings(pipeline)
+    given = settings.get("params", {}).get(name, {})
+    head = [pipeline.eval_key, settings, name, given, _effective_params(name, given)]
+    analysis = [pipeline.analysis_key] if "clusters" in MITIGATIONS.get(name).requires else []
+    return head, [*analysis, *session.robust.key()]
+
+
+def log_done(step: str, seconds: float, score: TestScore, robust_note: str = "") -> None:
+    """The line that ends a fine-tune: its time, test accuracy and robust accuracy if any."""
+    log.info(
+        "%s: done in %.0fs, test accuracy %.1f%%%s", step, seconds, score.overall * 100, robust_note
+    )
+
+
 def cached_mitigation_run(
     pipeline: Pipeline, session: RetrainSession, name: str, seed: int, step: str
 ) -> dict[str, Any]:
     """One fine-tuning run of the mitigation ``name``, reused when saved by an earlier run."""
-    settings = run_settings(pipeline)
-    given = settings.get("params", {}).get(name, {})
-    key = fingerprint(
-        pipeline.eval_key,
-        settings,
-        name,
-        given,
-        # every parameter with its default, so a changed default is a new run, not a reuse
-        _effective_params(name, given),
-        seed,
-        "mitigation-run-v2",
-        # a strategy that reads the root-cause clusters depends on the analysis too
-        *([pipeline.analysis_key] if "clusters" in MITIGATIONS.get(name).requires else []),
-        *session.robust.key(),
-    )
+    head, tail = mitigation_key_parts(pipeline, session, name)
+    key = fingerprint(*head, seed, "mitigation-run-v2", *tail)
     path = pipeline.run / RUNS_DIR / f"{name}_{seed}_{key[:12]}.json"
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -236,13 +244,7 @@ def cached_mitigation_run(
     model, score, info, plan = mitigate(session, name, seed)
     robust = session.robust.accuracy(model)
     extra = len(plan.labels) - len(session.dataset["train"])
-    log.info(
-        "%s: done in %.0fs, test accuracy %.1f%%%s",
-        step,
-        info["seconds"],
-        score.overall * 100,
-        session.robust.note(robust),
-    )
+    log_done(step, info["seconds"], score, session.robust.note(robust))
     run = {
         "seed": seed,
         "cost": int(MITIGATIONS.get(name).cost),

@@ -21,7 +21,7 @@ from dnnsafety.pipeline.mitigate import (
     check_mitigation_params,
     is_mitigation,
     mitigate,
-    run_settings,
+    mitigation_key_parts,
 )
 from dnnsafety.pipeline.retrain import RetrainSession
 from dnnsafety.pipeline.robust_eval import RobustScorer, robust_eval
@@ -105,6 +105,7 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
     key = _settings_key(pipeline, session, strategy)
     # an interrupted run's finished runs, when nothing they depend on changed: resumed
     runs, files = _finished_runs(folder, key, pipeline.config.seed, seeds)
+    reused = len(runs)
     measured = session.robust.spec
     result = {
         "key": key,
@@ -119,45 +120,22 @@ def mitigate_and_save(pipeline: Pipeline, strategy: str, seeds: int = 1) -> dict
         seed = pipeline.config.seed + i
         model, score, info, plan = mitigate(session, strategy, seed)
         if i == 0:
-            from dnnsafety.retraining.export import save_retrained
-
-            written = save_retrained(
-                model,
-                folder,
-                strategy,
-                pipeline.support,
-                pipeline.config.model.weights,
-                session.test.images[:64],
-                None if pipeline.class_order is None else pipeline.class_order.names,
-            )
-            result["model_files"] = [p.name for p in written]
+            result["model_files"] = [p.name for p in session.save_model(model, strategy)]
         runs.append(
             {"seed": seed, **score.to_dict(), **session.robust.accuracy(model), **info}
             | {"plan": dict(plan.info)}
         )
         write_json(folder / "result.json", result)  # after every run: Ctrl-C keeps those done
-    write_json(folder / "result.json", result)  # also when every run was reused
+    if reused == seeds:  # nothing trained: the runs kept (up to ``seeds``) with this original
+        write_json(folder / "result.json", result)
     return {**result, "path": str(folder)}
 
 
 def _settings_key(pipeline: Pipeline, session: RetrainSession, strategy: str) -> str:
-    """What the runs depend on: the model, the data, ``[retrain]``, the mitigation's
-    parameters (every one, with its default), the analysis when it reads the root causes and
-    how robust accuracy is measured."""
-    settings = run_settings(pipeline)
-    given = settings.get("params", {}).get(strategy, {})
-    effective = dict(MITIGATIONS.create(strategy, given).get_params())
-    needs_analysis = "clusters" in MITIGATIONS.get(strategy).requires
-    return fingerprint(
-        pipeline.eval_key,
-        settings,
-        strategy,
-        given,
-        effective,
-        "mitigate-v1",
-        *([pipeline.analysis_key] if needs_analysis else []),
-        *session.robust.key(),
-    )
+    """What the runs depend on, as ``compare``'s runs of the mitigation
+    (:func:`~dnnsafety.pipeline.mitigate.mitigation_key_parts`)."""
+    head, tail = mitigation_key_parts(pipeline, session, strategy)
+    return fingerprint(*head, "mitigate-v1", *tail)
 
 
 def _finished_runs(

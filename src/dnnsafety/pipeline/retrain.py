@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from dnnsafety.pipeline.mitigate import (
     check_mitigation_params,
     check_strategy,
     is_mitigation,
+    log_done,
     run_settings,
 )
 from dnnsafety.pipeline.robust_eval import RobustEval, RobustScorer, robust_eval
@@ -255,6 +257,23 @@ class RetrainSession:
         info = {"best_epoch": result.best_epoch, "seconds": time.perf_counter() - t0}
         return model, score, info
 
+    def save_model(self, model: torch.nn.Module, strategy: str) -> list[Path]:
+        """Keep ``model`` in ``retrained/<strategy>/`` in the user's format, with the run's
+        class order (:func:`~dnnsafety.retraining.export.save_retrained`); the files written."""
+        from dnnsafety.retraining.export import save_retrained
+
+        pipeline = self.pipeline
+        order = pipeline.class_order
+        return save_retrained(
+            model,
+            pipeline.run / "retrained" / strategy,
+            strategy,
+            pipeline.support,
+            pipeline.config.model.weights,
+            self.test.images[:64],
+            None if order is None else order.names,
+        )
+
     def record_selection(self, name: str, selection: Selection) -> None:
         """Column ``selected.<name>`` of ``samples.parquet``: selection rank per pool input."""
         _record_selections(self.pipeline, {name: [selection]})
@@ -437,13 +456,7 @@ def _cached_run(
     images, labels = session.bag(selection, seed, size=bag_size)
     model, score, info = session.retrain(images, labels, seed)
     robust = session.robust.accuracy(model)
-    log.info(
-        "%s: done in %.0fs, test accuracy %.1f%%%s",
-        step,
-        info["seconds"],
-        score.overall * 100,
-        session.robust.note(robust),
-    )
+    log_done(step, info["seconds"], score, session.robust.note(robust))
     run = {"seed": seed, "cost": int(selection.cost), **score.to_dict(), **robust, **info}
     write_json(path, {"key": key, "run": run})
     return run

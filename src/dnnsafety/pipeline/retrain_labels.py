@@ -76,17 +76,7 @@ def retrain_with_labels(
         images, y = session.bag(selection, seed, labels=labels, pool=store)
         model, score, info = session.retrain(images, y, seed)
         if i == 0:
-            from dnnsafety.retraining.export import save_retrained
-
-            files = save_retrained(
-                model,
-                folder,
-                strategy,
-                pipeline.support,
-                pipeline.config.model.weights,
-                session.test.images[:64],
-                None if pipeline.class_order is None else pipeline.class_order.names,
-            )
+            files = session.save_model(model, strategy)
         runs.append({"seed": seed, **score.to_dict(), **info, "bag_size": len(y)})
     result = {
         "strategy": strategy,
